@@ -1,0 +1,313 @@
+//! The poll loop: ask Portainer for this environment's status every check-in interval, reuse the
+//! previous answer on 304, back off when the server or the link is bad, and log what changed
+//! (once, not every poll). The endpoint id, Edge ID and deployed state survive any failure.
+
+use crate::backoff;
+use crate::config::GlobalKeyMeta;
+use crate::duration::display;
+use crate::identity::Identity;
+use crate::poll_response::{PollResponse, StackRef, TunnelStatus};
+use crate::portainer::{Client, Error, Poll};
+use crate::state::{State, Store};
+use crate::systemd::Notifier;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// The Go agent's interval before the server has told us its check-in.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+/// A failure that keeps happening is logged again at this pace, not at every attempt.
+const REPEAT_LOG_EVERY: Duration = Duration::from_secs(3600);
+
+pub struct Poller {
+    client: Client,
+    identity: Identity,
+    meta: GlobalKeyMeta,
+    store: Arc<Mutex<Store>>,
+    state: State,
+    interval: Duration,
+    /// The last 200 answer and its ETag, reused on 304.
+    cached: Option<(String, PollResponse)>,
+    /// What was last logged, to log changes only.
+    seen: Option<Seen>,
+    failures: Failures,
+    /// A global key's endpoint id is looked up again after the server refused it.
+    recheck_endpoint: bool,
+}
+
+#[derive(Default)]
+struct Failures {
+    count: u32,
+    since: Option<Instant>,
+    last_message: String,
+    last_logged: Option<Instant>,
+}
+
+#[derive(PartialEq)]
+struct Seen {
+    tunnel: (TunnelStatus, u16),
+    stacks: Vec<StackRef>,
+    jobs: Vec<(i64, i64, String, bool)>,
+}
+
+impl Poller {
+    pub fn new(
+        client: Client,
+        identity: Identity,
+        meta: GlobalKeyMeta,
+        store: Arc<Mutex<Store>>,
+        state: State,
+    ) -> Poller {
+        Poller {
+            client,
+            identity,
+            meta,
+            store,
+            state,
+            interval: DEFAULT_INTERVAL,
+            cached: None,
+            seen: None,
+            failures: Failures::default(),
+            recheck_endpoint: false,
+        }
+    }
+
+    /// Polls until `stop` fires (a message or the sender dropped).
+    pub fn run(mut self, stop: &Receiver<()>, notifier: &Notifier) {
+        loop {
+            notifier.watchdog();
+            let delay = self.step();
+            if sleep(delay, stop, notifier) {
+                return;
+            }
+        }
+    }
+
+    /// One poll; returns the delay before the next.
+    pub fn step(&mut self) -> Duration {
+        match self.attempt() {
+            Ok(()) => self.interval,
+            Err(e) => self.failed(e),
+        }
+    }
+
+    fn attempt(&mut self) -> Result<(), Error> {
+        let endpoint_id = self.endpoint_id()?;
+        let etag = self.cached.as_ref().map(|(etag, _)| etag.as_str());
+        let (etag, response) = match self.client.poll(endpoint_id, etag)? {
+            Poll::Fresh { response, etag } => (etag, response),
+            Poll::NotModified { etag } => match self.cached.take() {
+                Some((cached, response)) if etag.as_ref().is_none_or(|e| *e == cached) => {
+                    (Some(cached), response)
+                }
+                _ => return Err(Error::Body(
+                    "the server answered 304 Not Modified for a response this agent does not have"
+                        .into(),
+                )),
+            },
+        };
+        self.succeeded(endpoint_id, &response);
+        self.cached = etag.map(|etag| (etag, response));
+        Ok(())
+    }
+
+    /// The endpoint id to poll, asking the server through the global-key route when the key is
+    /// global and the id is not known (or was refused). A known id is never dropped because the
+    /// lookup failed.
+    fn endpoint_id(&mut self) -> Result<i64, Error> {
+        let known = self.identity.endpoint_id;
+        if let (Some(id), false) = (known, self.recheck_endpoint) {
+            return Ok(id);
+        }
+        self.recheck_endpoint = false;
+        match self.client.global_key(&self.meta) {
+            Ok(id) => {
+                if known != Some(id) {
+                    log::info!(
+                        "Portainer knows Edge ID {} as environment {id}",
+                        self.identity.edge_id
+                    );
+                    self.identity.endpoint_id = Some(id);
+                    self.state.endpoint_id = Some(id);
+                    self.cached = None;
+                    self.save();
+                }
+                Ok(id)
+            }
+            Err(e) => match known {
+                Some(id) => {
+                    log::debug!("global-key lookup failed ({e}); keeping environment {id}");
+                    Ok(id)
+                }
+                None => Err(e),
+            },
+        }
+    }
+
+    fn succeeded(&mut self, endpoint_id: i64, response: &PollResponse) {
+        let failures = std::mem::take(&mut self.failures);
+        if failures.count > 0 {
+            let down = failures.since.map(|t| t.elapsed()).unwrap_or_default();
+            log::info!(
+                "Portainer answers again after {} failed poll(s) over {}",
+                failures.count,
+                display(down)
+            );
+        }
+        if self.seen.is_none() {
+            log::info!(
+                "polling {} as environment {endpoint_id} with Edge ID {}",
+                self.client.base_url(),
+                self.identity.edge_id
+            );
+        }
+        if let Some(interval) = response.checkin_interval() {
+            if interval != self.interval {
+                log::info!(
+                    "check-in interval is now {} (was {})",
+                    display(interval),
+                    display(self.interval)
+                );
+                self.interval = interval;
+            }
+        }
+        self.log_changes(response);
+    }
+
+    fn log_changes(&mut self, response: &PollResponse) {
+        let mut stacks = match (&response.stacks, &self.seen) {
+            (Some(stacks), _) => stacks.clone(),
+            // `null`: the server says nothing about stacks; keep what we knew.
+            (None, Some(seen)) => seen.stacks.clone(),
+            (None, None) => Vec::new(),
+        };
+        stacks.sort_by_key(|s| s.id);
+        let mut jobs: Vec<_> = response
+            .schedules
+            .iter()
+            .map(|j| (j.id, j.version, j.cron_expression.clone(), j.collect_logs))
+            .collect();
+        jobs.sort();
+        let now = Seen {
+            tunnel: (response.status.clone(), response.port),
+            stacks,
+            jobs,
+        };
+        let before = self.seen.take();
+        if before.as_ref().map(|b| &b.tunnel) != Some(&now.tunnel) {
+            match &now.tunnel {
+                (TunnelStatus::Required, port) => {
+                    log::info!("Portainer requires the tunnel (remote port {port})")
+                }
+                (TunnelStatus::Idle, _) if before.is_some() => {
+                    log::info!("Portainer no longer requires the tunnel")
+                }
+                (TunnelStatus::Idle, _) => log::info!("tunnel not required"),
+                (TunnelStatus::Other(s), _) => {
+                    log::info!("tunnel status {s:?} (no action, as the Go agent)")
+                }
+            }
+        }
+        if before.as_ref().map(|b| &b.stacks) != Some(&now.stacks) {
+            let list: Vec<String> = now
+                .stacks
+                .iter()
+                .map(|s| format!("{} v{}", s.id, s.version))
+                .collect();
+            log::info!("edge stacks: {}", none_if_empty(&list));
+        }
+        if before.as_ref().map(|b| &b.jobs) != Some(&now.jobs) {
+            let list: Vec<String> = now
+                .jobs
+                .iter()
+                .map(|(id, version, cron, logs)| {
+                    let logs = if *logs { ", collect logs" } else { "" };
+                    format!("{id} v{version} ({cron}{logs})")
+                })
+                .collect();
+            log::info!("edge jobs: {}", none_if_empty(&list));
+        }
+        self.seen = Some(now);
+    }
+
+    fn failed(&mut self, error: Error) -> Duration {
+        let f = &mut self.failures;
+        f.count += 1;
+        f.since.get_or_insert_with(Instant::now);
+        let forbidden = matches!(error, Error::Status { status: 403, .. });
+        let delay = if forbidden {
+            if self.identity.key.endpoint_id.is_none() {
+                self.recheck_endpoint = true;
+            }
+            backoff::cap(self.interval)
+        } else {
+            let retry_after = match &error {
+                Error::Status { retry_after, .. } => *retry_after,
+                _ => None,
+            };
+            backoff::delay(self.interval, f.count, retry_after, crate::random::u64())
+        };
+        let message = error.to_string();
+        let repeat_due = f
+            .last_logged
+            .is_none_or(|t| t.elapsed() >= REPEAT_LOG_EVERY);
+        if message != f.last_message || repeat_due {
+            if forbidden {
+                log::error!(
+                    "Portainer refuses this agent ({message}). Check that the environment exists and that its Edge ID is {} (set EDGE_ID to the one Portainer shows); retrying every {}",
+                    self.identity.edge_id,
+                    display(delay)
+                );
+            } else {
+                log::warn!(
+                    "poll failed: {message}; retrying with backoff (next in {}, at most every {})",
+                    display(delay),
+                    display(backoff::cap(self.interval))
+                );
+            }
+            f.last_message = message;
+            f.last_logged = Some(Instant::now());
+        } else {
+            log::debug!(
+                "poll failed again ({}): next in {}",
+                f.count,
+                display(delay)
+            );
+        }
+        delay
+    }
+
+    fn save(&mut self) {
+        let mut store = match self.store.lock() {
+            Ok(store) => store,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        if let Err(e) = store.save(&self.state) {
+            log::error!("{e}; the change is kept in memory and saved at the next change");
+        }
+    }
+}
+
+fn none_if_empty(list: &[String]) -> String {
+    if list.is_empty() {
+        "none".into()
+    } else {
+        list.join(", ")
+    }
+}
+
+/// Sleeps for `delay`, feeding the systemd watchdog; `true` when asked to stop.
+fn sleep(delay: Duration, stop: &Receiver<()>, notifier: &Notifier) -> bool {
+    let deadline = Instant::now() + delay;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let slice = notifier.watchdog_interval().map_or(left, |w| w.min(left));
+        match stop.recv_timeout(slice) {
+            Err(RecvTimeoutError::Timeout) => notifier.watchdog(),
+            Ok(()) | Err(RecvTimeoutError::Disconnected) => return true,
+        }
+    }
+}

@@ -1,0 +1,297 @@
+//! The Portainer Server's agent-facing HTTP API, as the Go agent 2.23 calls it: the status poll
+//! and the global-key lookup. One ureq agent (keep-alive, small buffers, timeouts on every
+//! request) is reused for every call.
+
+use crate::config::{Config, GlobalKeyMeta};
+use crate::poll_response::PollResponse;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+/// The Go agent version we speak as; the server stores it and decides stack formats by it.
+pub const AGENT_VERSION: &str = "2.23.0";
+/// `1` = Docker (standalone, Swarm, Podman).
+pub const AGENT_PLATFORM: &str = "1";
+
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// A poll answer carries stack ids and job scripts; 1 MiB is far above any real one.
+const MAX_POLL_BODY: u64 = 1024 * 1024;
+const MAX_SMALL_BODY: u64 = 16 * 1024;
+
+#[derive(Debug)]
+pub enum Error {
+    /// No HTTP answer: DNS, connect, TLS, timeout, broken connection.
+    Transport(String),
+    /// The server answered with an unexpected status.
+    Status {
+        status: u16,
+        message: String,
+        retry_after: Option<Duration>,
+    },
+    /// The server answered 200 with something that is not a poll response.
+    Body(String),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Transport(e) => f.write_str(e),
+            Error::Status {
+                status, message, ..
+            } => write!(f, "HTTP {status}: {message}"),
+            Error::Body(e) => f.write_str(e),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+pub enum Poll {
+    Fresh {
+        response: PollResponse,
+        etag: Option<String>,
+    },
+    /// 304: nothing changed since the response with this ETag.
+    NotModified { etag: Option<String> },
+}
+
+pub struct Client {
+    agent: ureq::Agent,
+    base: String,
+    edge_id: String,
+    time_zone: String,
+}
+
+impl Client {
+    pub fn new(
+        config: &Config,
+        portainer_url: &str,
+        edge_id: &str,
+    ) -> Result<Client, crate::tls::Error> {
+        let proxy = crate::proxy::for_url(&config.proxies, portainer_url)
+            // Validated when the configuration was read.
+            .and_then(|url| ureq::Proxy::new(url).ok());
+        let agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .tls_config(crate::tls::config(&config.tls, config.insecure_poll)?)
+            .proxy(proxy)
+            .user_agent(format!("edge-agent/{}", env!("CARGO_PKG_VERSION")))
+            .timeout_connect(Some(CONNECT_TIMEOUT))
+            .timeout_global(Some(REQUEST_TIMEOUT))
+            .max_redirects(3)
+            .max_idle_connections(1)
+            .max_idle_connections_per_host(1)
+            .max_response_header_size(16 * 1024)
+            .input_buffer_size(16 * 1024)
+            .output_buffer_size(4 * 1024)
+            .build()
+            .into();
+        Ok(Client {
+            agent,
+            base: portainer_url.trim_end_matches('/').to_owned(),
+            edge_id: edge_id.to_owned(),
+            time_zone: go_time_zone(std::env::var("TZ").ok()),
+        })
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    /// `GET /api/endpoints/{id}/edge/status` with the Go agent's headers.
+    pub fn poll(&self, endpoint_id: i64, etag: Option<&str>) -> Result<Poll, Error> {
+        let url = format!("{}/api/endpoints/{endpoint_id}/edge/status", self.base);
+        let mut response = self
+            .agent
+            .get(&url)
+            .header("If-None-Match", etag.unwrap_or(""))
+            .header("Portainer-Agent", AGENT_VERSION)
+            .header("X-PortainerAgent-EdgeID", &self.edge_id)
+            .header("X-PortainerAgent-TimeZone", &self.time_zone)
+            .header("Portainer-Agent-Platform", AGENT_PLATFORM)
+            .header("X-PortainerAgent-Update-ID", "0")
+            .call()
+            .map_err(|e| transport(&url, e))?;
+        let etag = response
+            .headers()
+            .get("ETag")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        match response.status().as_u16() {
+            200 => {
+                let body = response
+                    .body_mut()
+                    .with_config()
+                    .limit(MAX_POLL_BODY)
+                    .read_to_vec()
+                    .map_err(|e| transport(&url, e))?;
+                let response = PollResponse::parse(&body).map_err(|e| {
+                    Error::Body(format!(
+                        "{url} answered 200 but not with a poll response ({e}): {}",
+                        snippet(&body)
+                    ))
+                })?;
+                Ok(Poll::Fresh { response, etag })
+            }
+            304 => Ok(Poll::NotModified { etag }),
+            _ => Err(status_error(response)),
+        }
+    }
+
+    /// `POST /api/endpoints/global-key`: the endpoint id the server has for our Edge ID.
+    pub fn global_key(&self, meta: &GlobalKeyMeta) -> Result<i64, Error> {
+        let url = format!("{}/api/endpoints/global-key", self.base);
+        let body = global_key_body(meta);
+        let mut response = self
+            .agent
+            .post(&url)
+            .header("X-PortainerAgent-EdgeID", &self.edge_id)
+            .header("Portainer-Agent", AGENT_VERSION)
+            .header("Portainer-Agent-Platform", AGENT_PLATFORM)
+            .content_type("application/json")
+            .send(body.as_bytes())
+            .map_err(|e| transport(&url, e))?;
+        if response.status().as_u16() != 200 {
+            return Err(status_error(response));
+        }
+        #[derive(serde::Deserialize)]
+        struct Answer {
+            #[serde(rename = "endpointID", alias = "EndpointID", alias = "endpointId")]
+            endpoint_id: i64,
+        }
+        let body = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_SMALL_BODY)
+            .read_to_vec()
+            .map_err(|e| transport(&url, e))?;
+        match serde_json::from_slice::<Answer>(&body) {
+            Ok(answer) if answer.endpoint_id > 0 => Ok(answer.endpoint_id),
+            _ => Err(Error::Body(format!(
+                "{url} answered 200 without an endpoint id: {}",
+                snippet(&body)
+            ))),
+        }
+    }
+
+    /// `GET /api/system/status`, a public route: reachability for `edge-agent check`, without
+    /// touching this device's environment (a status poll would bind the Edge ID).
+    pub fn system_status(&self) -> Result<u16, Error> {
+        let url = format!("{}/api/system/status", self.base);
+        let response = self
+            .agent
+            .get(&url)
+            .call()
+            .map_err(|e| transport(&url, e))?;
+        Ok(response.status().as_u16())
+    }
+}
+
+fn transport(url: &str, e: ureq::Error) -> Error {
+    Error::Transport(format!("cannot reach {url}: {e}"))
+}
+
+/// A status error with Portainer's `{"message","details"}` text when there is one.
+fn status_error(mut response: ureq::http::Response<ureq::Body>) -> Error {
+    let status = response.status().as_u16();
+    let retry_after = response
+        .headers()
+        .get("Retry-After")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| crate::backoff::parse_retry_after(v, SystemTime::now()));
+    let body = response
+        .body_mut()
+        .with_config()
+        .limit(MAX_SMALL_BODY)
+        .read_to_vec()
+        .unwrap_or_default();
+    #[derive(serde::Deserialize)]
+    struct Message {
+        #[serde(default)]
+        message: String,
+        #[serde(default)]
+        details: String,
+    }
+    let message = match serde_json::from_slice::<Message>(&body) {
+        Ok(m) if !m.details.is_empty() && m.details != m.message => {
+            format!("{}: {}", m.message, m.details)
+        }
+        Ok(m) if !m.message.is_empty() => m.message,
+        _ => snippet(&body),
+    };
+    Error::Status {
+        status,
+        message,
+        retry_after,
+    }
+}
+
+/// The first line of a body, shortened, for a log line.
+fn snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let line = text.lines().next().unwrap_or("").trim();
+    if line.is_empty() {
+        return "(empty body)".into();
+    }
+    let mut cut: String = line.chars().take(120).collect();
+    if cut.len() < line.len() {
+        cut.push('…');
+    }
+    cut
+}
+
+/// `{}` or, when any id is set, the three fields the Go agent sends (`MetaFields`).
+fn global_key_body(meta: &GlobalKeyMeta) -> String {
+    if *meta == GlobalKeyMeta::default() {
+        return "{}".into();
+    }
+    serde_json::json!({
+        "edgeGroupsIds": meta.edge_group_ids,
+        "tagsIds": meta.tag_ids,
+        "environmentGroupId": meta.environment_group_id.unwrap_or(0),
+    })
+    .to_string()
+}
+
+/// What Go's `time.Local.String()` says: `Local` without `TZ`, `UTC` for an empty `TZ`, else
+/// the zone name.
+fn go_time_zone(tz: Option<String>) -> String {
+    match tz {
+        None => "Local".into(),
+        Some(tz) if tz.trim_start_matches(':').is_empty() => "UTC".into(),
+        Some(tz) => tz.trim_start_matches(':').to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn time_zone_like_go() {
+        assert_eq!(go_time_zone(None), "Local");
+        assert_eq!(go_time_zone(Some(String::new())), "UTC");
+        assert_eq!(go_time_zone(Some(":Europe/Paris".into())), "Europe/Paris");
+    }
+
+    #[test]
+    fn global_key_body_like_go() {
+        assert_eq!(global_key_body(&GlobalKeyMeta::default()), "{}");
+        let meta = GlobalKeyMeta {
+            edge_group_ids: vec![1, 2],
+            tag_ids: vec![],
+            environment_group_id: Some(3),
+        };
+        assert_eq!(
+            global_key_body(&meta),
+            r#"{"edgeGroupsIds":[1,2],"environmentGroupId":3,"tagsIds":[]}"#
+        );
+    }
+
+    #[test]
+    fn snippets_are_short_single_lines() {
+        assert_eq!(snippet(b""), "(empty body)");
+        assert_eq!(snippet(b"<html>\n<body>"), "<html>");
+        assert_eq!(snippet("x".repeat(500).as_bytes()).chars().count(), 121);
+    }
+}

@@ -1,0 +1,88 @@
+//! `edge-agent run`: startup (identity and state), the poll loop in its own thread, and an
+//! orderly stop on SIGTERM/SIGINT within two seconds with the state saved.
+
+use crate::config::Config;
+use crate::identity;
+use crate::poller::Poller;
+use crate::portainer::Client;
+use crate::signals::Termination;
+use crate::state::Store;
+use crate::systemd::Notifier;
+use std::process::ExitCode;
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::Duration;
+
+/// How long a stop waits for the poll loop to finish its current request.
+const STOP_GRACE: Duration = Duration::from_millis(1500);
+
+pub fn run(config: Config) -> ExitCode {
+    let termination = match Termination::block() {
+        Ok(t) => t,
+        Err(e) => return fail(&format!("cannot set up signal handling: {e}")),
+    };
+    let (mut store, saved) = match Store::open(&config.data_path) {
+        Ok(opened) => opened,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let (identity, state) = match identity::resolve(&config, &saved) {
+        Ok(resolved) => resolved,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let client = match Client::new(&config, &identity.key.portainer_url, &identity.edge_id) {
+        Ok(client) => client,
+        Err(e) => return fail(&e.to_string()),
+    };
+    if let Err(e) = store.save(&state) {
+        return fail(&e.to_string());
+    }
+    log::info!(
+        "edge-agent {} starting: Edge ID {}, Portainer {}, state {}",
+        env!("CARGO_PKG_VERSION"),
+        identity.edge_id,
+        identity.key.portainer_url,
+        store.path().display()
+    );
+    if config.insecure_poll {
+        log::warn!("EDGE_INSECURE_POLL is on: the Portainer server certificate is not verified");
+    }
+    let store = Arc::new(Mutex::new(store));
+    let notifier = Arc::new(Notifier::from_env());
+    let poller = Poller::new(client, identity, config.meta.clone(), store.clone(), state);
+
+    let (stop_tx, stop_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel::<()>();
+    let poll_notifier = notifier.clone();
+    let spawned = std::thread::Builder::new()
+        .name("poll".into())
+        .stack_size(256 * 1024)
+        .spawn(move || {
+            poller.run(&stop_rx, &poll_notifier);
+            let _ = done_tx.send(());
+        });
+    if let Err(e) = spawned {
+        return fail(&format!("cannot start the poll thread: {e}"));
+    }
+    notifier.ready();
+
+    let signal = termination.wait();
+    notifier.stopping();
+    match signal {
+        Ok(signal) => log::info!("{signal} received, stopping"),
+        Err(e) => log::error!("waiting for signals failed ({e}), stopping"),
+    }
+    drop(stop_tx);
+    if done_rx.recv_timeout(STOP_GRACE).is_err() {
+        log::warn!("a Portainer request is still in flight; stopping without waiting for it");
+    }
+    // Holding the store lock guarantees no state write is cut in half by the exit.
+    let _store = store
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    log::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+fn fail(message: &str) -> ExitCode {
+    log::error!("{message}");
+    ExitCode::FAILURE
+}

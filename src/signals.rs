@@ -1,0 +1,22 @@
+//! SIGTERM and SIGINT are blocked in every thread and taken synchronously by the main thread with
+//! `sigwait`, so no code runs in a signal handler and the shutdown path is ordinary code.
+
+use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+
+pub struct Termination(SigSet);
+
+impl Termination {
+    /// Blocks the termination signals. Call before spawning threads: they inherit the mask.
+    pub fn block() -> nix::Result<Termination> {
+        let mut set = SigSet::empty();
+        set.add(Signal::SIGTERM);
+        set.add(Signal::SIGINT);
+        nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
+        Ok(Termination(set))
+    }
+
+    /// Waits for SIGTERM or SIGINT.
+    pub fn wait(&self) -> nix::Result<Signal> {
+        self.0.wait()
+    }
+}

@@ -1,0 +1,396 @@
+//! The agent's only persistent file, in `DATA_PATH`: edge key, Edge ID, endpoint id, the pinned
+//! Portainer public key and deployed stack/job versions.
+//!
+//! Format: one header line `edge-agent-state <format> <crc32 hex> <length>` and a JSON body of
+//! exactly that length. A write goes to a temporary file that is fsynced, the current file becomes
+//! the backup, the temporary file is renamed over it and the folder is fsynced. A file whose
+//! checksum or length does not match is refused and the backup used instead, with a log line.
+//! Nothing is written when nothing changed (flash wear).
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+
+pub const FILE_NAME: &str = "edge-agent.state";
+const FORMAT: u32 = 1;
+const MAGIC: &str = "edge-agent-state";
+/// A state file is a few hundred bytes; anything this large is not ours.
+const MAX_BYTES: u64 = 256 * 1024;
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct State {
+    /// The Edge key text as configured.
+    pub edge_key: Option<String>,
+    pub edge_id: Option<String>,
+    /// The endpoint id in use: from the key, or learned through the global-key route.
+    pub endpoint_id: Option<i64>,
+    /// Portainer's public key (hex SubjectPublicKeyInfo) once pinned.
+    pub server_key: Option<String>,
+    /// Deployed edge stacks: id → version.
+    pub stacks: BTreeMap<i64, i64>,
+    /// Scheduled edge jobs: id → version.
+    pub jobs: BTreeMap<i64, i64>,
+}
+
+#[derive(Debug)]
+pub enum Error {
+    Dir(PathBuf, io::Error),
+    NotWritable(PathBuf, nix::Error),
+    Read(PathBuf, io::Error),
+    Write(PathBuf, io::Error),
+    NewerFormat(PathBuf, u32),
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Dir(path, e) => write!(
+                f,
+                "cannot create DATA_PATH {}: {e}; create it or point DATA_PATH to a writable folder",
+                path.display()
+            ),
+            Error::NotWritable(path, e) => write!(
+                f,
+                "DATA_PATH {} is not writable ({e}); the agent must be able to save its state there",
+                path.display()
+            ),
+            Error::Read(path, e) => write!(f, "cannot read state file {}: {e}", path.display()),
+            Error::Write(path, e) => write!(f, "cannot save state file {}: {e}", path.display()),
+            Error::NewerFormat(path, v) => write!(
+                f,
+                "state file {} has format {v}, newer than this edge-agent understands ({FORMAT}); run the newer edge-agent or move the file away",
+                path.display()
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Why a copy of the state could not be used.
+#[derive(Debug, PartialEq, Eq)]
+enum Damage {
+    Missing,
+    Corrupt(&'static str),
+    NewerFormat(u32),
+}
+
+pub struct Store {
+    dir: PathBuf,
+    path: PathBuf,
+    backup: PathBuf,
+    temp: PathBuf,
+    /// What is on disk, to skip writes that change nothing.
+    saved: State,
+}
+
+impl Store {
+    /// Opens the state in `dir`, creating the folder. Returns the store and the state it holds
+    /// (default when this is the first boot). Logs when the backup had to be used.
+    pub fn open(dir: &Path) -> Result<(Store, State), Error> {
+        fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(|e| Error::Dir(dir.to_owned(), e))?;
+        nix::unistd::access(
+            dir,
+            nix::unistd::AccessFlags::W_OK | nix::unistd::AccessFlags::X_OK,
+        )
+        .map_err(|e| Error::NotWritable(dir.to_owned(), e))?;
+        let path = dir.join(FILE_NAME);
+        let store = Store {
+            dir: dir.to_owned(),
+            backup: dir.join(format!("{FILE_NAME}.bak")),
+            temp: dir.join(format!("{FILE_NAME}.tmp")),
+            path,
+            saved: State::default(),
+        };
+        let state = store.read_best()?;
+        Ok((
+            Store {
+                saved: state.clone(),
+                ..store
+            },
+            state,
+        ))
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the state without creating anything (for `edge-agent check`).
+    pub fn peek(dir: &Path) -> Result<State, Error> {
+        let store = Store {
+            dir: dir.to_owned(),
+            path: dir.join(FILE_NAME),
+            backup: dir.join(format!("{FILE_NAME}.bak")),
+            temp: dir.join(format!("{FILE_NAME}.tmp")),
+            saved: State::default(),
+        };
+        store.read_best()
+    }
+
+    fn read_best(&self) -> Result<State, Error> {
+        let main_damage = match read_copy(&self.path)? {
+            Ok(state) => return Ok(state),
+            Err(damage) => damage,
+        };
+        if let Damage::NewerFormat(v) = main_damage {
+            return Err(Error::NewerFormat(self.path.clone(), v));
+        }
+        match read_copy(&self.backup)? {
+            Ok(state) => {
+                log::warn!(
+                    "state file {} is {}; using the last good copy {}",
+                    self.path.display(),
+                    describe(&main_damage),
+                    self.backup.display()
+                );
+                Ok(state)
+            }
+            Err(Damage::Missing) if main_damage == Damage::Missing => Ok(State::default()),
+            Err(backup_damage) => {
+                log::error!(
+                    "state file {} is {} and its backup {} is {}: starting with an empty state (a new Edge ID is generated unless EDGE_ID is set)",
+                    self.path.display(),
+                    describe(&main_damage),
+                    self.backup.display(),
+                    describe(&backup_damage)
+                );
+                Ok(State::default())
+            }
+        }
+    }
+
+    /// Persists `state` if it differs from what is on disk.
+    pub fn save(&mut self, state: &State) -> Result<(), Error> {
+        if *state == self.saved {
+            return Ok(());
+        }
+        let body = serde_json::to_vec(state)
+            .map_err(|e| Error::Write(self.path.clone(), io::Error::other(e)))?;
+        let header = format!("{MAGIC} {FORMAT} {:08x} {}\n", crc32(&body), body.len());
+        let write = |path: &Path| -> io::Result<()> {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(path)?;
+            file.write_all(header.as_bytes())?;
+            file.write_all(&body)?;
+            file.sync_all()
+        };
+        write(&self.temp).map_err(|e| Error::Write(self.temp.clone(), e))?;
+        // A crash between these renames leaves the previous state as the backup: still good.
+        match fs::rename(&self.path, &self.backup) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::Write(self.backup.clone(), e)),
+        }
+        fs::rename(&self.temp, &self.path).map_err(|e| Error::Write(self.path.clone(), e))?;
+        File::open(&self.dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| Error::Write(self.dir.clone(), e))?;
+        self.saved = state.clone();
+        Ok(())
+    }
+}
+
+fn describe(damage: &Damage) -> String {
+    match damage {
+        Damage::Missing => "missing".into(),
+        Damage::Corrupt(why) => format!("damaged ({why})"),
+        Damage::NewerFormat(v) => format!("in a newer format ({v})"),
+    }
+}
+
+/// Reads one copy. I/O errors other than "not found" are fatal: an unreadable file must not be
+/// mistaken for a missing one and silently replaced.
+fn read_copy(path: &Path) -> Result<Result<State, Damage>, Error> {
+    let file = match File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Err(Damage::Missing)),
+        Err(e) => return Err(Error::Read(path.to_owned(), e)),
+    };
+    let mut bytes = Vec::new();
+    file.take(MAX_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Error::Read(path.to_owned(), e))?;
+    if bytes.len() as u64 > MAX_BYTES {
+        return Ok(Err(Damage::Corrupt("too large")));
+    }
+    Ok(decode(&bytes))
+}
+
+fn decode(bytes: &[u8]) -> Result<State, Damage> {
+    let newline = bytes
+        .iter()
+        .position(|b| *b == b'\n')
+        .ok_or(Damage::Corrupt("no header line"))?;
+    let header =
+        std::str::from_utf8(&bytes[..newline]).map_err(|_| Damage::Corrupt("bad header"))?;
+    let body = &bytes[newline + 1..];
+    let fields: Vec<&str> = header.split(' ').collect();
+    let [MAGIC, format, crc, len] = fields[..] else {
+        return Err(Damage::Corrupt("bad header"));
+    };
+    let format: u32 = format.parse().map_err(|_| Damage::Corrupt("bad header"))?;
+    if format > FORMAT {
+        return Err(Damage::NewerFormat(format));
+    }
+    let crc = u32::from_str_radix(crc, 16).map_err(|_| Damage::Corrupt("bad header"))?;
+    let len: usize = len.parse().map_err(|_| Damage::Corrupt("bad header"))?;
+    if body.len() != len {
+        return Err(Damage::Corrupt("truncated or extended"));
+    }
+    if crc32(body) != crc {
+        return Err(Damage::Corrupt("checksum mismatch"));
+    }
+    serde_json::from_slice(body).map_err(|_| Damage::Corrupt("unreadable content"))
+}
+
+/// CRC-32 (IEEE), bitwise: the file is tiny and written rarely.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for byte in data {
+        crc ^= u32::from(*byte);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> State {
+        State {
+            edge_key: Some("a2V5".into()),
+            edge_id: Some("7e2b0a2c-4d1b-4c55-9f0e-2f3f5a6b7c8d".into()),
+            endpoint_id: Some(3),
+            server_key: None,
+            stacks: BTreeMap::from([(1, 3)]),
+            jobs: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn crc_matches_the_standard_check_value() {
+        assert_eq!(crc32(b"123456789"), 0xCBF4_3926);
+    }
+
+    #[test]
+    fn first_boot_then_round_trip_with_private_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("nested/data");
+        let (mut store, state) = Store::open(&data).unwrap();
+        assert_eq!(state, State::default());
+        assert!(
+            !store.path().exists(),
+            "nothing written before something changed"
+        );
+        store.save(&sample()).unwrap();
+        let (_, again) = Store::open(&data).unwrap();
+        assert_eq!(again, sample());
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(data.join(FILE_NAME))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+
+    #[test]
+    fn unchanged_state_is_not_rewritten() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::open(dir.path()).unwrap();
+        store.save(&sample()).unwrap();
+        let before = fs::metadata(store.path()).unwrap().modified().unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        store.save(&sample()).unwrap();
+        assert_eq!(
+            fs::metadata(store.path()).unwrap().modified().unwrap(),
+            before
+        );
+        assert!(!dir.path().join(format!("{FILE_NAME}.bak")).exists());
+    }
+
+    #[test]
+    fn torn_or_corrupt_file_falls_back_to_last_good_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::open(dir.path()).unwrap();
+        let first = sample();
+        store.save(&first).unwrap();
+        let mut second = sample();
+        second.stacks.insert(2, 1);
+        store.save(&second).unwrap();
+        let path = dir.path().join(FILE_NAME);
+        let good = fs::read(&path).unwrap();
+
+        // Torn: cut in the middle of the body.
+        fs::write(&path, &good[..good.len() - 7]).unwrap();
+        assert_eq!(Store::open(dir.path()).unwrap().1, first);
+        // Bit flip inside the JSON that keeps it valid JSON.
+        let flipped = String::from_utf8(good.clone())
+            .unwrap()
+            .replace("\"2\":1", "\"2\":7");
+        fs::write(&path, flipped).unwrap();
+        assert_eq!(Store::open(dir.path()).unwrap().1, first);
+        // Zero-filled (what some filesystems leave after a power cut).
+        fs::write(&path, vec![0u8; good.len()]).unwrap();
+        assert_eq!(Store::open(dir.path()).unwrap().1, first);
+        // Intact again: the newest copy wins.
+        fs::write(&path, &good).unwrap();
+        assert_eq!(Store::open(dir.path()).unwrap().1, second);
+    }
+
+    #[test]
+    fn crash_between_renames_keeps_previous_state() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut store, _) = Store::open(dir.path()).unwrap();
+        store.save(&sample()).unwrap();
+        // As if the agent died after moving the current file to the backup.
+        fs::rename(
+            dir.path().join(FILE_NAME),
+            dir.path().join(format!("{FILE_NAME}.bak")),
+        )
+        .unwrap();
+        fs::write(dir.path().join(format!("{FILE_NAME}.tmp")), b"half").unwrap();
+        assert_eq!(Store::open(dir.path()).unwrap().1, sample());
+    }
+
+    #[test]
+    fn both_copies_damaged_starts_empty_and_newer_format_refuses() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(FILE_NAME), b"garbage").unwrap();
+        fs::write(dir.path().join(format!("{FILE_NAME}.bak")), b"").unwrap();
+        assert_eq!(Store::open(dir.path()).unwrap().1, State::default());
+
+        fs::write(
+            dir.path().join(FILE_NAME),
+            b"edge-agent-state 9 00000000 2\n{}",
+        )
+        .unwrap();
+        let err = Store::open(dir.path()).err().unwrap().to_string();
+        assert!(err.contains("format 9"), "{err}");
+    }
+
+    #[test]
+    fn unwritable_data_path_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("a-file");
+        fs::write(&file, b"").unwrap();
+        let err = Store::open(&file.join("sub")).err().unwrap().to_string();
+        assert!(err.contains("DATA_PATH") && err.contains("a-file"), "{err}");
+    }
+}
