@@ -164,7 +164,7 @@ mod tests {
         let cli = parse_str(&["check", "--env-file", "/tmp/x.env"]).unwrap();
         assert!(matches!(cli.command, Command::Check));
         assert!(
-            matches!(cli.env_file, EnvFileChoice::Named(p) if p == PathBuf::from("/tmp/x.env"))
+            matches!(cli.env_file, EnvFileChoice::Named(p) if p == std::path::Path::new("/tmp/x.env"))
         );
         assert!(matches!(
             parse_str(&["--version"]).unwrap().command,

@@ -142,7 +142,8 @@ pub const VARS: &[Var] = &[
     },
 ];
 
-/// Go agent settings that an operator may paste from the Portainer UI and that mean nothing here.
+/// Go agent settings that an operator may paste from the Portainer UI and that mean nothing here
+/// (`EDGE=1`, which turns on edge mode in the Go agent, is always true here and accepted silently).
 const IGNORED_GO_SETTINGS: &[&str] =
     &["EDGE", "EDGE_ASYNC", "EDGE_SERVER_HOST", "EDGE_SERVER_PORT"];
 
@@ -280,13 +281,12 @@ impl Config {
                         Some(var) => {
                             raw.insert(var.env, (entry.value, source));
                         }
+                        None if entry.key == "EDGE" => {}
                         None if IGNORED_GO_SETTINGS.contains(&entry.key.as_str()) => {
-                            if entry.key != "EDGE" {
-                                warnings.push(format!(
-                                    "{source}: {} is a Go agent setting that edge-agent does not support; ignored",
-                                    entry.key
-                                ));
-                            }
+                            warnings.push(format!(
+                                "{source}: {} is a Go agent setting that edge-agent does not support; ignored",
+                                entry.key
+                            ));
                         }
                         None if entry.key.starts_with("EDGE_") => warnings.push(format!(
                             "{source}: unknown setting {} is ignored (known EDGE_ settings: {})",
@@ -375,11 +375,11 @@ impl Config {
             }
         };
         let boolean = |name: &'static str| -> Result<bool, Error> {
-            parse_go_bool(&parsed(name))
+            parse_go_bool(parsed(name))
                 .ok_or_else(|| invalid(name, "expected true or false (also 1/0, t/f)"))
         };
         let inactivity_timeout =
-            duration::parse(&parsed("EDGE_INACTIVITY_TIMEOUT")).map_err(|e| {
+            duration::parse(parsed("EDGE_INACTIVITY_TIMEOUT")).map_err(|e| {
                 invalid(
                     "EDGE_INACTIVITY_TIMEOUT",
                     &format!("{e}; expected a Go duration such as 30s, 5m or 1h30m"),

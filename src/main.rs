@@ -15,6 +15,7 @@ mod poller;
 mod portainer;
 mod proxy;
 mod random;
+mod resolver;
 mod run;
 mod signals;
 mod state;
@@ -26,7 +27,7 @@ use std::process::ExitCode;
 /// sysexits' EX_USAGE and EX_CONFIG: a wrong command line or configuration, which a restart
 /// cannot fix.
 const EXIT_USAGE: u8 = 64;
-const EXIT_CONFIG: u8 = 78;
+pub const EXIT_CONFIG: u8 = 78;
 
 fn main() -> ExitCode {
     let cli = match cli::parse(std::env::args_os().skip(1)) {

@@ -97,7 +97,8 @@ impl PollResponse {
 
     /// The check-in interval the server asks for, if it asks for a usable one (`checkin > 0`).
     pub fn checkin_interval(&self) -> Option<Duration> {
-        if !(self.checkin > 0.0) {
+        // `>` is false for NaN too.
+        if self.checkin.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             return None;
         }
         let wanted = Duration::try_from_secs_f64(self.checkin).unwrap_or(MAX_CHECKIN);

@@ -4,6 +4,7 @@
 
 use crate::config::{Config, GlobalKeyMeta};
 use crate::poll_response::PollResponse;
+use crate::resolver::CachingResolver;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
@@ -57,6 +58,7 @@ pub enum Poll {
 
 pub struct Client {
     agent: ureq::Agent,
+    resolver: CachingResolver,
     base: String,
     edge_id: String,
     time_zone: String,
@@ -71,7 +73,7 @@ impl Client {
         let proxy = crate::proxy::for_url(&config.proxies, portainer_url)
             // Validated when the configuration was read.
             .and_then(|url| ureq::Proxy::new(url).ok());
-        let agent = ureq::Agent::config_builder()
+        let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
             .tls_config(crate::tls::config(&config.tls, config.insecure_poll)?)
             .proxy(proxy)
@@ -84,14 +86,26 @@ impl Client {
             .max_response_header_size(16 * 1024)
             .input_buffer_size(16 * 1024)
             .output_buffer_size(4 * 1024)
-            .build()
-            .into();
+            .build();
+        let resolver = CachingResolver::default();
+        let agent = ureq::Agent::with_parts(
+            config,
+            ureq::unversioned::transport::DefaultConnector::default(),
+            resolver.clone(),
+        );
         Ok(Client {
             agent,
+            resolver,
             base: portainer_url.trim_end_matches('/').to_owned(),
             edge_id: edge_id.to_owned(),
             time_zone: go_time_zone(std::env::var("TZ").ok()),
         })
+    }
+
+    /// A failed exchange may mean the server moved: resolve its name again next time.
+    fn transport(&self, url: &str, e: ureq::Error) -> Error {
+        self.resolver.forget();
+        Error::Transport(format!("cannot reach {url}: {e}"))
     }
 
     pub fn base_url(&self) -> &str {
@@ -111,7 +125,7 @@ impl Client {
             .header("Portainer-Agent-Platform", AGENT_PLATFORM)
             .header("X-PortainerAgent-Update-ID", "0")
             .call()
-            .map_err(|e| transport(&url, e))?;
+            .map_err(|e| self.transport(&url, e))?;
         let etag = response
             .headers()
             .get("ETag")
@@ -124,7 +138,7 @@ impl Client {
                     .with_config()
                     .limit(MAX_POLL_BODY)
                     .read_to_vec()
-                    .map_err(|e| transport(&url, e))?;
+                    .map_err(|e| self.transport(&url, e))?;
                 let response = PollResponse::parse(&body).map_err(|e| {
                     Error::Body(format!(
                         "{url} answered 200 but not with a poll response ({e}): {}",
@@ -150,7 +164,7 @@ impl Client {
             .header("Portainer-Agent-Platform", AGENT_PLATFORM)
             .content_type("application/json")
             .send(body.as_bytes())
-            .map_err(|e| transport(&url, e))?;
+            .map_err(|e| self.transport(&url, e))?;
         if response.status().as_u16() != 200 {
             return Err(status_error(response));
         }
@@ -164,7 +178,7 @@ impl Client {
             .with_config()
             .limit(MAX_SMALL_BODY)
             .read_to_vec()
-            .map_err(|e| transport(&url, e))?;
+            .map_err(|e| self.transport(&url, e))?;
         match serde_json::from_slice::<Answer>(&body) {
             Ok(answer) if answer.endpoint_id > 0 => Ok(answer.endpoint_id),
             _ => Err(Error::Body(format!(
@@ -182,13 +196,9 @@ impl Client {
             .agent
             .get(&url)
             .call()
-            .map_err(|e| transport(&url, e))?;
+            .map_err(|e| self.transport(&url, e))?;
         Ok(response.status().as_u16())
     }
-}
-
-fn transport(url: &str, e: ureq::Error) -> Error {
-    Error::Transport(format!("cannot reach {url}: {e}"))
 }
 
 /// A status error with Portainer's `{"message","details"}` text when there is one.

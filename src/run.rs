@@ -20,17 +20,18 @@ pub fn run(config: Config) -> ExitCode {
         Ok(t) => t,
         Err(e) => return fail(&format!("cannot set up signal handling: {e}")),
     };
+    // Until the poll loop runs, every failure is one a restart cannot fix: a configuration error.
     let (mut store, saved) = match Store::open(&config.data_path) {
         Ok(opened) => opened,
-        Err(e) => return fail(&e.to_string()),
+        Err(e) => return config_error(&e.to_string()),
     };
     let (identity, state) = match identity::resolve(&config, &saved) {
         Ok(resolved) => resolved,
-        Err(e) => return fail(&e.to_string()),
+        Err(e) => return config_error(&e.to_string()),
     };
     let client = match Client::new(&config, &identity.key.portainer_url, &identity.edge_id) {
         Ok(client) => client,
-        Err(e) => return fail(&e.to_string()),
+        Err(e) => return config_error(&e.to_string()),
     };
     if let Err(e) = store.save(&state) {
         return fail(&e.to_string());
@@ -80,6 +81,11 @@ pub fn run(config: Config) -> ExitCode {
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     log::info!("stopped");
     ExitCode::SUCCESS
+}
+
+fn config_error(message: &str) -> ExitCode {
+    log::error!("{message}");
+    ExitCode::from(crate::EXIT_CONFIG)
 }
 
 fn fail(message: &str) -> ExitCode {

@@ -1,0 +1,155 @@
+//! Footprint benchmark: builds the `min-size` binary, runs it against the fake Portainer server
+//! answering `"checkin": 0.01` for N polls (default 10,000; `FOOTPRINT_POLLS` to change), over
+//! plain HTTP and over TLS, and prints binary size, RSS along the way, peak RSS, the anonymous
+//! (heap and stacks) part and the proportional share (PSS: shared libraries count in part), and
+//! CPU per poll.
+//!
+//! Run: `cargo footprint` (an alias of `cargo bench --bench footprint`). `FOOTPRINT_BIN=path`
+//! measures that binary instead (for example a static musl build) without building.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::agent::Agent;
+use support::{FakePortainer, Transport};
+
+fn main() {
+    let polls: usize = std::env::var("FOOTPRINT_POLLS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(10_000);
+    let binary = std::env::var_os("FOOTPRINT_BIN").map_or_else(build_min_size, PathBuf::from);
+    let size = std::fs::metadata(&binary).expect("built binary").len();
+    println!(
+        "binary: {} ({size} bytes, {:.2} MiB)",
+        binary.display(),
+        size as f64 / 1048576.0
+    );
+    println!();
+    println!("| transport | polls | wall | RSS at 10% / 50% / 100% (KiB) | peak RSS (KiB) | anonymous / PSS at 100% (KiB) | CPU per poll |");
+    println!("|---|---|---|---|---|---|---|");
+    for (name, transport) in [
+        ("http", Transport::Plain),
+        ("https (CA file)", Transport::TlsCaSigned),
+    ] {
+        measure(name, transport, &binary, polls);
+    }
+}
+
+fn build_min_size() -> PathBuf {
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--locked",
+            "--profile",
+            "min-size",
+            "--bin",
+            "edge-agent",
+        ])
+        .current_dir(&manifest)
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build --profile min-size failed");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| manifest.join("target"));
+    target.join("min-size/edge-agent")
+}
+
+fn measure(name: &str, transport: Transport, binary: &PathBuf, polls: usize) {
+    let server = FakePortainer::start(transport);
+    server.add_endpoint(3, None);
+    server.set_checkin(0.01);
+    let agent = Agent::new();
+    let mut env = format!("EDGE_KEY={}\n", agent.key(&server, 3));
+    if let Some(ca) = server.ca_pem_path() {
+        env.push_str(&format!("MTLS_SSL_CA={}\n", ca.display()));
+    }
+    agent.write_env(&env);
+    let mut command = agent.command(&[]);
+    command.env("LOG_LEVEL", "INFO");
+    // The same as the test binary, but the size-optimised build.
+    let mut command = retarget(command, binary);
+    let running = agent.spawn(&mut command);
+    let pid = running.pid();
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    for fraction in [0.1, 0.5, 1.0] {
+        let target = (polls as f64 * fraction) as usize;
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while server.poll_count() < target {
+            assert!(
+                Instant::now() < deadline,
+                "agent stopped polling:\n{}",
+                running.log()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        samples.push(status_kib(pid, "VmRSS"));
+    }
+    let wall = started.elapsed();
+    let peak = status_kib(pid, "VmHWM");
+    let anon = status_kib(pid, "RssAnon");
+    let pss = kib_field(
+        &std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default(),
+        "Pss",
+    );
+    let cpu = cpu_time(pid);
+    let done = server.poll_count();
+    println!(
+        "| {name} | {done} | {:.1} s | {} | {peak} | {anon} / {pss} | {:.1} µs |",
+        wall.as_secs_f64(),
+        samples
+            .iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(" / "),
+        cpu.as_secs_f64() * 1e6 / done as f64
+    );
+    running.signal(nix::sys::signal::Signal::SIGTERM);
+}
+
+fn retarget(command: Command, binary: &PathBuf) -> Command {
+    let mut new = Command::new(binary);
+    new.args(command.get_args());
+    new.env_clear();
+    for (k, v) in command.get_envs() {
+        if let Some(v) = v {
+            new.env(k, v);
+        }
+    }
+    new
+}
+
+fn status_kib(pid: i32, field: &str) -> u64 {
+    kib_field(
+        &std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default(),
+        field,
+    )
+}
+
+/// `Field:   123 kB` in a /proc file.
+fn kib_field(text: &str, field: &str) -> u64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// User + system CPU time of the process so far.
+fn cpu_time(pid: i32) -> Duration {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which may contain spaces) start at index 2 of /proc's list.
+    let after = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or("");
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks: u64 = fields.get(11).and_then(|v| v.parse().ok()).unwrap_or(0)
+        + fields.get(12).and_then(|v| v.parse().ok()).unwrap_or(0);
+    // Linux reports these in USER_HZ, which is 100 on every architecture we target.
+    let per_second = 100;
+    Duration::from_micros(ticks * 1_000_000 / per_second)
+}

@@ -1,0 +1,137 @@
+//! What an operator sees at startup: configuration errors, first-boot identity, state-file
+//! recovery, and `edge-agent check`, through the real binary.
+
+mod support;
+
+use std::fs;
+use std::process::Command;
+use support::agent::{key_for, Agent};
+
+#[test]
+fn bad_value_names_variable_file_and_line_and_leaves_state_alone() {
+    let agent = Agent::new();
+    agent.write_env(&format!(
+        "# first boot\nEDGE_KEY={}\nEDGE_INSECURE_POLL=maybe\n",
+        key_for("https://portainer.example:9443", 3)
+    ));
+    let out = agent.command(&[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("EDGE_INSECURE_POLL=\"maybe\"")
+            && err.contains(&format!("{} line 3", agent.env_file.display()))
+            && err.contains("true or false"),
+        "{err}"
+    );
+    assert!(
+        !agent.data.exists(),
+        "a configuration error must not create DATA_PATH"
+    );
+}
+
+#[test]
+fn damaged_key_is_explained() {
+    let agent = Agent::new();
+    agent.write_env("EDGE_KEY=aHR0cHM6Ly9wb3J0YWluZXI6OTQ0M3xwb3J0YWluZXI6ODAwMA\n");
+    let out = agent.command(&[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("EDGE_KEY") && err.contains("2 '|'-separated fields, expected 4"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_key_tells_the_operator_what_to_put_where() {
+    let agent = Agent::new();
+    agent.write_env("EDGE_KEY=\n");
+    let out = agent.command(&[]).output().unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("EDGE_KEY is not set") && err.contains(&agent.env_file.display().to_string()),
+        "{err}"
+    );
+}
+
+#[test]
+fn unwritable_data_path_is_a_startup_error() {
+    let agent = Agent::new();
+    fs::write(agent.dir.path().join("file"), b"").unwrap();
+    agent.write_env(&format!("EDGE_KEY={}\n", key_for("http://127.0.0.1:9", 3)));
+    let out = agent
+        .command(&[
+            "--data",
+            &agent.dir.path().join("file/sub").display().to_string(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("DATA_PATH") && err.contains("file/sub"),
+        "{err}"
+    );
+}
+
+#[test]
+fn check_reports_key_fields_and_unreachable_server() {
+    let agent = Agent::new();
+    agent.write_env(&format!(
+        "EDGE_KEY={}\nEDGE_ID=device-7\nEDGE_FUTURE=1\n",
+        key_for("http://127.0.0.1:9", 0)
+    ));
+    let out = agent.command(&["check"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    for expected in [
+        "unknown setting EDGE_FUTURE",
+        "Portainer URL:      http://127.0.0.1:9",
+        "tunnel server:      127.0.0.1:9",
+        "endpoint id:        0 (global key",
+        "Edge ID: device-7 (from",
+        "Portainer: NOT reachable",
+        "result: NOT OK",
+    ] {
+        assert!(text.contains(expected), "missing {expected:?} in:\n{text}");
+    }
+    assert!(!agent.data.exists(), "check must not write anything");
+}
+
+#[test]
+fn check_passes_against_a_reachable_server() {
+    let server = support::FakePortainer::start(support::Transport::Plain);
+    let agent = Agent::new();
+    agent.write_env(&format!("EDGE_KEY={}\n", agent.key(&server, 3)));
+    let out = agent.command(&["check"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("reachable (HTTP 200)") && text.contains("result: OK"),
+        "{text}"
+    );
+}
+
+#[test]
+fn help_and_version() {
+    let out = Command::new(support::agent::BIN)
+        .arg("--help")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("EDGE_INACTIVITY_TIMEOUT"),
+        "{text}"
+    );
+    let out = Command::new(support::agent::BIN)
+        .arg("--version")
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("edge-agent "));
+    let out = Command::new(support::agent::BIN)
+        .arg("--edge-idd=x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+}

@@ -1,0 +1,650 @@
+//! A fake Portainer Server for end-to-end tests, answering as Portainer CE 2.23 does
+//! (`../shared/docs/portainer-server-edge-api.md` §2 and §8.1): the status poll with its 403s,
+//! 400 without the platform header, Edge ID binding and ETag/304; the global-key lookup; the
+//! public system status. Served over plain HTTP or TLS (self-signed, CA-signed, CA-signed with
+//! client certificates required), with faults on demand. Every request is recorded.
+//!
+//! Not simulated: the tunnel opening by itself on the first poll (tests open and close it with
+//! [`FakePortainer::set_tunnel`]).
+
+#![allow(dead_code)] // Each test binary uses a different part of it.
+
+pub mod agent;
+
+use base64::Engine;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// `base64.RawStdEncoding("<url>|<tunnel>|<fingerprint>|<endpoint id>")`, as Portainer makes it.
+pub fn edge_key(url: &str, tunnel: &str, fingerprint: &str, endpoint_id: i64) -> String {
+    base64::engine::general_purpose::STANDARD_NO_PAD
+        .encode(format!("{url}|{tunnel}|{fingerprint}|{endpoint_id}"))
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Plain,
+    TlsSelfSigned,
+    TlsCaSigned,
+    TlsCaSignedClientAuth,
+}
+
+/// What the server does instead of answering properly, for every request while set.
+#[derive(Debug, Clone)]
+pub enum Fault {
+    /// Reads the request and never answers.
+    Hang,
+    /// Answers this status with a Portainer error body.
+    Status(u16),
+    /// The same, with a `Retry-After` header.
+    StatusRetryAfter(u16, String),
+    /// Answers 200 with an HTML page.
+    Garbage,
+}
+
+/// One request as the server saw it, with the status it answered (0: none, it hung).
+#[derive(Debug, Clone)]
+pub struct Recorded {
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub status: u16,
+    pub at: Instant,
+}
+
+impl Recorded {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+#[derive(Default)]
+struct Endpoint {
+    /// Bound on the first poll unless pre-set (Portainer's "enforce Edge ID").
+    edge_id: Option<String>,
+    stacks: Vec<(i64, i64)>,
+    /// Remote port and encrypted credentials while the tunnel is required.
+    tunnel: Option<(u16, String)>,
+    /// The ETag of the last 200 answer; cleared by every change, as Portainer's `cache.Del`.
+    etag: Option<String>,
+}
+
+struct World {
+    endpoints: BTreeMap<i64, Endpoint>,
+    checkin: f64,
+    fault: Option<Fault>,
+    requests: Vec<Recorded>,
+}
+
+struct Inner {
+    world: Mutex<World>,
+    recorded: Condvar,
+    polls: AtomicUsize,
+    stop: AtomicBool,
+    connections: Mutex<Vec<TcpStream>>,
+}
+
+impl Inner {
+    fn world(&self) -> MutexGuard<'_, World> {
+        self.world.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub struct FakePortainer {
+    inner: Arc<Inner>,
+    addr: SocketAddr,
+    scheme: &'static str,
+    /// Holds the PEM files below.
+    _files: tempfile::TempDir,
+    ca_pem: Option<PathBuf>,
+    client_cert: Option<(PathBuf, PathBuf)>,
+}
+
+impl FakePortainer {
+    pub fn start(transport: Transport) -> FakePortainer {
+        let files = tempfile::tempdir().unwrap();
+        let tls = tls::setup(transport, files.path());
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let inner = Arc::new(Inner {
+            world: Mutex::new(World {
+                endpoints: BTreeMap::new(),
+                checkin: 5.0,
+                fault: None,
+                requests: Vec::new(),
+            }),
+            recorded: Condvar::new(),
+            polls: AtomicUsize::new(0),
+            stop: AtomicBool::new(false),
+            connections: Mutex::new(Vec::new()),
+        });
+        let config = tls.as_ref().map(|t| t.config.clone());
+        let accept_inner = inner.clone();
+        std::thread::spawn(move || accept(listener, accept_inner, config));
+        FakePortainer {
+            inner,
+            addr,
+            scheme: if tls.is_some() { "https" } else { "http" },
+            ca_pem: tls.as_ref().and_then(|t| t.ca_pem.clone()),
+            client_cert: tls.and_then(|t| t.client_cert),
+            _files: files,
+        }
+    }
+
+    /// `http://127.0.0.1:<port>`, or `https://localhost:<port>` (the certificate's name).
+    pub fn url(&self) -> String {
+        match self.scheme {
+            "https" => format!("https://localhost:{}", self.addr.port()),
+            _ => format!("http://{}", self.addr),
+        }
+    }
+
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    pub fn ca_pem_path(&self) -> Option<PathBuf> {
+        self.ca_pem.clone()
+    }
+
+    /// A client certificate and key signed by the server's CA.
+    pub fn client_cert_paths(&self) -> Option<(PathBuf, PathBuf)> {
+        self.client_cert.clone()
+    }
+
+    /// Creates environment `id`, with its Edge ID already bound when `edge_id` is given.
+    pub fn add_endpoint(&self, id: i64, edge_id: Option<&str>) {
+        self.inner.world().endpoints.insert(
+            id,
+            Endpoint {
+                edge_id: edge_id.map(str::to_owned),
+                ..Endpoint::default()
+            },
+        );
+    }
+
+    /// The global check-in interval (seconds; Portainer sends an integer, the agent decodes a
+    /// float, so fractions exercise short intervals).
+    pub fn set_checkin(&self, seconds: f64) {
+        let mut world = self.inner.world();
+        world.checkin = seconds;
+        world.endpoints.values_mut().for_each(|e| e.etag = None);
+    }
+
+    pub fn set_stacks(&self, id: i64, stacks: &[(i64, i64)]) {
+        self.change(id, |e| e.stacks = stacks.to_vec());
+    }
+
+    /// `Some((port, credentials))`: the tunnel is required; `None`: idle.
+    pub fn set_tunnel(&self, id: i64, tunnel: Option<(u16, String)>) {
+        self.change(id, |e| e.tunnel = tunnel);
+    }
+
+    pub fn set_fault(&self, fault: Option<Fault>) {
+        self.inner.world().fault = fault;
+    }
+
+    fn change(&self, id: i64, f: impl FnOnce(&mut Endpoint)) {
+        let mut world = self.inner.world();
+        let endpoint = world.endpoints.get_mut(&id).expect("add_endpoint first");
+        f(endpoint);
+        endpoint.etag = None;
+    }
+
+    pub fn requests(&self) -> Vec<Recorded> {
+        self.inner.world().requests.clone()
+    }
+
+    /// Status polls answered so far (cheap, for long runs).
+    pub fn poll_count(&self) -> usize {
+        self.inner.polls.load(Ordering::Relaxed)
+    }
+
+    /// Waits until `done` holds for the recorded requests; `false` after `timeout`.
+    pub fn wait_until(&self, timeout: Duration, done: impl Fn(&[Recorded]) -> bool) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut world = self.inner.world();
+        loop {
+            if done(&world.requests) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            world = self
+                .inner
+                .recorded
+                .wait_timeout(world, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}
+
+impl Drop for FakePortainer {
+    fn drop(&mut self) {
+        self.inner.stop.store(true, Ordering::Relaxed);
+        // Wake the acceptor, then end every open connection.
+        let _ = TcpStream::connect(self.addr);
+        for c in self.inner.connections.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
+    }
+}
+
+fn accept(listener: TcpListener, inner: Arc<Inner>, tls: Option<Arc<rustls::ServerConfig>>) {
+    for stream in listener.incoming() {
+        if inner.stop.load(Ordering::Relaxed) {
+            return;
+        }
+        let Ok(stream) = stream else { continue };
+        if let Ok(clone) = stream.try_clone() {
+            inner.connections.lock().unwrap().push(clone);
+        }
+        let inner = inner.clone();
+        let tls = tls.clone();
+        std::thread::spawn(move || match tls {
+            None => serve(stream, &inner),
+            Some(config) => {
+                let Ok(conn) = rustls::ServerConnection::new(config) else {
+                    return;
+                };
+                serve(rustls::StreamOwned::new(conn, stream), &inner);
+            }
+        });
+    }
+}
+
+struct Request {
+    method: String,
+    path: String,
+    headers: Vec<(String, String)>,
+}
+
+impl Request {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+struct Response {
+    status: u16,
+    headers: Vec<(&'static str, String)>,
+    body: Vec<u8>,
+}
+
+impl Response {
+    fn json(status: u16, body: String) -> Response {
+        Response {
+            status,
+            headers: vec![("Content-Type", "application/json".into())],
+            body: body.into_bytes(),
+        }
+    }
+
+    /// Portainer's error shape (`pkg/libhttp/error`).
+    fn error(status: u16, message: &str, details: &str) -> Response {
+        let mut r = Response::json(
+            status,
+            serde_json::json!({"message": message, "details": details}).to_string(),
+        );
+        r.headers.push(("X-Content-Type-Options", "nosniff".into()));
+        r
+    }
+}
+
+/// Serves requests on one connection (keep-alive) until the client closes it.
+fn serve(stream: impl Read + Write, inner: &Inner) {
+    let mut reader = BufReader::new(stream);
+    while let Some(request) = read_request(&mut reader) {
+        let fault = inner.world().fault.clone();
+        let response = match fault {
+            Some(Fault::Hang) => {
+                record(inner, &request, 0);
+                while !inner.stop.load(Ordering::Relaxed) {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                return;
+            }
+            Some(Fault::Status(status)) => {
+                Response::error(status, "Unexpected error", "Injected fault")
+            }
+            Some(Fault::StatusRetryAfter(status, after)) => {
+                let mut r = Response::error(status, "Unexpected error", "Injected fault");
+                r.headers.push(("Retry-After", after));
+                r
+            }
+            Some(Fault::Garbage) => Response {
+                status: 200,
+                headers: vec![("Content-Type", "text/html".into())],
+                body: b"<html>oops</html>".to_vec(),
+            },
+            None => route(&request, inner),
+        };
+        record(inner, &request, response.status);
+        if write_response(reader.get_mut(), &response).is_err() {
+            return;
+        }
+    }
+}
+
+fn record(inner: &Inner, request: &Request, status: u16) {
+    if request.method == "GET" && request.path.ends_with("/edge/status") {
+        inner.polls.fetch_add(1, Ordering::Relaxed);
+    }
+    inner.world().requests.push(Recorded {
+        method: request.method.clone(),
+        path: request.path.clone(),
+        headers: request.headers.clone(),
+        status,
+        at: Instant::now(),
+    });
+    inner.recorded.notify_all();
+}
+
+/// One HTTP/1.1 request head (and its `Content-Length` body, discarded); `None` at EOF or on
+/// anything malformed, which ends the connection.
+fn read_request(reader: &mut impl BufRead) -> Option<Request> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let mut parts = line.split_whitespace();
+    let (method, path) = (parts.next()?.to_owned(), parts.next()?.to_owned());
+    let mut headers = Vec::new();
+    loop {
+        line.clear();
+        reader.read_line(&mut line).ok()?;
+        let trimmed = line.trim_end();
+        if trimmed.is_empty() {
+            break;
+        }
+        let (name, value) = trimmed.split_once(':')?;
+        headers.push((name.to_owned(), value.trim().to_owned()));
+        if headers.len() > 100 {
+            return None;
+        }
+    }
+    let request = Request {
+        method,
+        path,
+        headers,
+    };
+    let length: u64 = request
+        .header("Content-Length")
+        .map_or(Some(0), |v| v.parse().ok())?;
+    std::io::copy(&mut reader.take(length.min(1 << 20)), &mut std::io::sink()).ok()?;
+    Some(request)
+}
+
+fn write_response(out: &mut impl Write, response: &Response) -> std::io::Result<()> {
+    let mut head = format!(
+        "HTTP/1.1 {} {}\r\nContent-Length: {}\r\n",
+        response.status,
+        reason(response.status),
+        response.body.len()
+    );
+    for (name, value) in &response.headers {
+        head.push_str(&format!("{name}: {value}\r\n"));
+    }
+    head.push_str("\r\n");
+    out.write_all(head.as_bytes())?;
+    out.write_all(&response.body)?;
+    out.flush()
+}
+
+fn reason(status: u16) -> &'static str {
+    match status {
+        200 => "OK",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "Status",
+    }
+}
+
+const DENIED: &str = "Permission denied to access environment. The device has not been trusted yet";
+
+fn route(request: &Request, inner: &Inner) -> Response {
+    let path = request.path.split('?').next().unwrap_or_default();
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    match (request.method.as_str(), segments.as_slice()) {
+        ("GET", ["api", "endpoints", id, "edge", "status"]) => status(request, id, inner),
+        ("POST", ["api", "endpoints", "global-key"]) => global_key(request, inner),
+        ("GET", ["api", "system", "status"]) => Response::json(
+            200,
+            r#"{"Version":"2.23.0","InstanceID":"fake-portainer"}"#.into(),
+        ),
+        _ => Response {
+            status: 404,
+            headers: vec![("Content-Type", "text/plain; charset=utf-8".into())],
+            body: b"404 page not found\n".to_vec(),
+        },
+    }
+}
+
+/// `GET /api/endpoints/{id}/edge/status`, in the order of `endpointedge_status_inspect.go`.
+fn status(request: &Request, id: &str, inner: &Inner) -> Response {
+    let Ok(id) = id.parse::<i64>() else {
+        return Response::error(
+            400,
+            "Invalid environment identifier route variable",
+            "Invalid environment identifier route variable",
+        );
+    };
+    let mut world = inner.world();
+    let checkin = world.checkin;
+    // The ETag check comes before any authorisation.
+    let cached = world.endpoints.get(&id).and_then(|e| e.etag.clone());
+    if let (Some(etag), Some(wanted)) = (&cached, request.header("If-None-Match")) {
+        let tokens: Vec<&str> = wanted.split(',').collect();
+        if !tokens[0].is_empty() && tokens.contains(&etag.as_str()) {
+            return Response {
+                status: 304,
+                headers: vec![("ETag", etag.clone())],
+                body: Vec::new(),
+            };
+        }
+    }
+    let Some(endpoint) = world.endpoints.get_mut(&id) else {
+        return Response::error(
+            403,
+            DENIED,
+            &format!("Unable to retrieve endpoint heartbeat. Environment ID: {id}"),
+        );
+    };
+    let name = format!("env-{id}");
+    let edge_id = request.header("X-PortainerAgent-EdgeID").unwrap_or("");
+    if edge_id.is_empty() {
+        return Response::error(
+            403,
+            DENIED,
+            &format!("Unauthorized Edge endpoint operation: missing Edge identifier. Environment name: {name}"),
+        );
+    }
+    if endpoint
+        .edge_id
+        .as_deref()
+        .is_some_and(|bound| bound != edge_id)
+    {
+        return Response::error(
+            403,
+            DENIED,
+            &format!("Unauthorized Edge endpoint operation: invalid Edge identifier. Environment name: {name}"),
+        );
+    }
+    if !matches!(request.header("Portainer-Agent-Platform"), Some("1" | "2")) {
+        return Response::error(
+            400,
+            "agent platform header is not valid",
+            &format!(
+                "Edge polling error: agent platform header is missing. Environment name: {name}"
+            ),
+        );
+    }
+    endpoint.edge_id.get_or_insert_with(|| edge_id.to_owned());
+    let body = status_body(endpoint, checkin);
+    let etag = format!("{:x}", fnv32a(body.as_bytes()));
+    endpoint.etag = Some(etag.clone());
+    let mut response = Response::json(200, body);
+    response.headers.push(("ETag", etag));
+    response
+}
+
+/// The JSON keys in the server's order, arrays never `null`, no trailing newline.
+fn status_body(endpoint: &Endpoint, checkin: f64) -> String {
+    let (status, port, credentials) = match &endpoint.tunnel {
+        Some((port, credentials)) => ("REQUIRED", *port, credentials.as_str()),
+        None => ("IDLE", 0, ""),
+    };
+    let stacks: Vec<String> = endpoint
+        .stacks
+        .iter()
+        .map(|(id, version)| format!(r#"{{"ID":{id},"Version":{version}}}"#))
+        .collect();
+    format!(
+        r#"{{"status":"{status}","port":{port},"schedules":[],"checkin":{checkin},"credentials":"{credentials}","stacks":[{}]}}"#,
+        stacks.join(",")
+    )
+}
+
+/// `POST /api/endpoints/global-key`: CE only looks the Edge ID up.
+fn global_key(request: &Request, inner: &Inner) -> Response {
+    let edge_id = request.header("X-PortainerAgent-EdgeID").unwrap_or("");
+    if edge_id.is_empty() {
+        return Response::error(400, "Invalid Edge ID", "The Edge ID cannot be empty");
+    }
+    let world = inner.world();
+    let found = world
+        .endpoints
+        .iter()
+        .find(|(_, e)| e.edge_id.as_deref() == Some(edge_id));
+    match found {
+        Some((id, _)) => Response::json(200, format!(r#"{{"endpointID":{id}}}"#)),
+        None => Response::error(
+            404,
+            "Unable to find the endpoint in the database",
+            "Unable to find the endpoint in the database",
+        ),
+    }
+}
+
+fn fnv32a(data: &[u8]) -> u32 {
+    data.iter().fold(0x811c_9dc5, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    })
+}
+
+mod tls {
+    //! Certificates made with rcgen at server start, and the rustls server configuration.
+
+    use super::Transport;
+    use rcgen::{
+        BasicConstraints, CertificateParams, CertifiedIssuer, DnType, IsCa, KeyPair,
+        KeyUsagePurpose,
+    };
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+    use std::path::{Path, PathBuf};
+    use std::sync::Arc;
+
+    pub struct Tls {
+        pub config: Arc<rustls::ServerConfig>,
+        pub ca_pem: Option<PathBuf>,
+        pub client_cert: Option<(PathBuf, PathBuf)>,
+    }
+
+    const NAMES: [&str; 2] = ["localhost", "127.0.0.1"];
+
+    pub fn setup(transport: Transport, dir: &Path) -> Option<Tls> {
+        if transport == Transport::Plain {
+            return None;
+        }
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let names: Vec<String> = NAMES.iter().map(|n| n.to_string()).collect();
+        let leaf_key = KeyPair::generate().unwrap();
+        if transport == Transport::TlsSelfSigned {
+            let cert = CertificateParams::new(names)
+                .unwrap()
+                .self_signed(&leaf_key)
+                .unwrap();
+            let chain = vec![cert.der().clone()];
+            return Some(Tls {
+                config: finish(builder.with_no_client_auth(), chain, &leaf_key),
+                ca_pem: None,
+                client_cert: None,
+            });
+        }
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "edge-agent test CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let ca_pem = dir.join("ca.pem");
+        std::fs::write(&ca_pem, ca.pem()).unwrap();
+        let leaf = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&leaf_key, &ca)
+            .unwrap();
+        let chain = vec![leaf.der().clone(), ca.der().clone()];
+        let (builder, client_cert) = if transport == Transport::TlsCaSignedClientAuth {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca.der().clone()).unwrap();
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
+            )
+            .build()
+            .unwrap();
+            let client_key = KeyPair::generate().unwrap();
+            let client = CertificateParams::new(vec!["edge-agent".to_string()])
+                .unwrap()
+                .signed_by(&client_key, &ca)
+                .unwrap();
+            let (cert_path, key_path) = (dir.join("client.pem"), dir.join("client.key"));
+            std::fs::write(&cert_path, client.pem()).unwrap();
+            std::fs::write(&key_path, client_key.serialize_pem()).unwrap();
+            (
+                builder.with_client_cert_verifier(verifier),
+                Some((cert_path, key_path)),
+            )
+        } else {
+            (builder.with_no_client_auth(), None)
+        };
+        Some(Tls {
+            config: finish(builder, chain, &leaf_key),
+            ca_pem: Some(ca_pem),
+            client_cert,
+        })
+    }
+
+    fn finish(
+        builder: rustls::ConfigBuilder<rustls::ServerConfig, rustls::server::WantsServerCert>,
+        chain: Vec<CertificateDer<'static>>,
+        key: &KeyPair,
+    ) -> Arc<rustls::ServerConfig> {
+        let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        Arc::new(builder.with_single_cert(chain, key).unwrap())
+    }
+}
