@@ -1,0 +1,85 @@
+//! edge-agent: a small Portainer Edge Agent for constrained gateways. See README.md.
+//!
+//! The binary (`main.rs`) only calls [`main`]. Modules are private unless a test or benchmark
+//! drives them directly, so the compiler still reports dead code.
+
+mod backoff;
+mod check;
+mod cli;
+mod clock;
+mod config;
+mod duration;
+mod edge_key;
+mod envfile;
+mod identity;
+mod logging;
+mod poll_response;
+mod poller;
+mod portainer;
+mod proxy;
+mod random;
+mod resolver;
+mod run;
+mod signals;
+mod state;
+mod systemd;
+mod tls;
+
+use std::process::ExitCode;
+
+/// sysexits' EX_USAGE and EX_CONFIG: a wrong command line or configuration, which a restart
+/// cannot fix.
+const EXIT_USAGE: u8 = 64;
+const EXIT_CONFIG: u8 = 78;
+
+/// `edge-agent [run|check|--help|--version] ...`: parses the command line and runs the command.
+pub fn main() -> ExitCode {
+    let cli = match cli::parse(std::env::args_os().skip(1)) {
+        Ok(cli) => cli,
+        Err(e) => {
+            eprintln!("edge-agent: {e}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let load = || config::Config::load(cli.env_file, |k| std::env::var_os(k), &cli.flags);
+    match cli.command {
+        cli::Command::Help => {
+            print!("{}", cli::help());
+            ExitCode::SUCCESS
+        }
+        cli::Command::Version => {
+            println!(
+                "edge-agent {} (Portainer agent protocol {})",
+                env!("CARGO_PKG_VERSION"),
+                portainer::AGENT_VERSION
+            );
+            ExitCode::SUCCESS
+        }
+        cli::Command::Check => match load() {
+            Ok(config) => {
+                if check::check(&config) {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::FAILURE
+                }
+            }
+            Err(e) => {
+                println!("configuration: NOT valid: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+        cli::Command::Run => match load() {
+            Ok(config) => {
+                logging::init(config.log_level);
+                for warning in &config.warnings {
+                    log::warn!("{warning}");
+                }
+                run::run(config)
+            }
+            Err(e) => {
+                eprintln!("edge-agent: configuration error: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            }
+        },
+    }
+}
