@@ -12,19 +12,22 @@ pub fn cap(interval: Duration) -> Duration {
     CAP.max(interval)
 }
 
-/// Delay before the next attempt after `failures` consecutive failures (1 for the first).
-/// `random` is any random u64; the result is uniform in `[0, ceiling]` (full jitter).
+/// Uniform in `[0, min(cap, base * 2^failures)]` (full jitter); `random` is any random u64.
+pub fn full_jitter(base: Duration, failures: u32, cap: Duration, random: u64) -> Duration {
+    let ceiling = base.saturating_mul(1u32 << failures.min(31)).min(cap);
+    let ceiling_ms = ceiling.as_millis() as u64;
+    Duration::from_millis(random % (ceiling_ms + 1))
+}
+
+/// Delay before the next poll after `failures` consecutive failures (1 for the first): full
+/// jitter up to [`cap`], never earlier than the server's `Retry-After`.
 pub fn delay(
     interval: Duration,
     failures: u32,
     retry_after: Option<Duration>,
     random: u64,
 ) -> Duration {
-    let ceiling = interval
-        .saturating_mul(1u32 << failures.min(31))
-        .min(cap(interval));
-    let ceiling_ms = ceiling.as_millis() as u64;
-    let jittered = Duration::from_millis(random % (ceiling_ms + 1));
+    let jittered = full_jitter(interval, failures, cap(interval), random);
     match retry_after {
         Some(wait) => jittered.max(wait.min(MAX_RETRY_AFTER)),
         None => jittered,

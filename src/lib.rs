@@ -3,6 +3,7 @@
 //! The binary (`main.rs`) only calls [`main`]. Modules are private unless a test or benchmark
 //! drives them directly, so the compiler still reports dead code.
 
+mod api;
 mod backoff;
 mod check;
 mod cli;
@@ -24,6 +25,7 @@ mod signals;
 mod state;
 mod systemd;
 mod tls;
+pub mod tunnel;
 
 use std::process::ExitCode;
 

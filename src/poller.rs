@@ -10,6 +10,7 @@ use crate::poll_response::{PollResponse, StackRef, TunnelStatus};
 use crate::portainer::{Client, Error, Poll};
 use crate::state::{State, Store};
 use crate::systemd::Notifier;
+use crate::tunnel::Tunnel;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -33,6 +34,8 @@ pub struct Poller {
     failures: Failures,
     /// A global key's endpoint id is looked up again after the server refused it.
     recheck_endpoint: bool,
+    /// `None` with `EDGE_TUNNEL=false`.
+    tunnel: Option<Tunnel>,
 }
 
 #[derive(Default)]
@@ -57,6 +60,7 @@ impl Poller {
         meta: GlobalKeyMeta,
         store: Arc<Mutex<Store>>,
         state: State,
+        tunnel: Option<Tunnel>,
     ) -> Poller {
         Poller {
             client,
@@ -69,6 +73,7 @@ impl Poller {
             seen: None,
             failures: Failures::default(),
             recheck_endpoint: false,
+            tunnel,
         }
     }
 
@@ -172,6 +177,13 @@ impl Poller {
             }
         }
         self.log_changes(response);
+        match (&response.status, &mut self.tunnel) {
+            (TunnelStatus::Required, Some(tunnel)) => {
+                tunnel.require(response.port, &response.credentials)
+            }
+            (TunnelStatus::Idle, Some(tunnel)) => tunnel.release(),
+            _ => {}
+        }
     }
 
     fn log_changes(&mut self, response: &PollResponse) {
@@ -196,9 +208,12 @@ impl Poller {
         let before = self.seen.take();
         if before.as_ref().map(|b| &b.tunnel) != Some(&now.tunnel) {
             match &now.tunnel {
-                (TunnelStatus::Required, port) => {
+                (TunnelStatus::Required, port) if self.tunnel.is_some() => {
                     log::info!("Portainer requires the tunnel (remote port {port})")
                 }
+                (TunnelStatus::Required, _) => log::warn!(
+                    "Portainer requires the tunnel, but EDGE_TUNNEL=false: Portainer cannot reach this environment"
+                ),
                 (TunnelStatus::Idle, _) if before.is_some() => {
                     log::info!("Portainer no longer requires the tunnel")
                 }

@@ -44,6 +44,16 @@ pub fn for_url<'a>(proxies: &'a Proxies, url: &str) -> Option<&'a str> {
     }
 }
 
+/// The proxy for the tunnel to `host:port`: `HTTPS_PROXY`, else `HTTP_PROXY`, as the Go agent
+/// hands chisel, but hosts on `NO_PROXY` are reached directly here too.
+pub fn for_tunnel<'a>(proxies: &'a Proxies, host: &str, port: u16) -> Option<&'a str> {
+    let proxy = proxies.https.as_deref().or(proxies.http.as_deref())?;
+    match &proxies.no_proxy {
+        Some(list) if bypasses(list, host, port) => None,
+        _ => Some(proxy),
+    }
+}
+
 fn bypasses(no_proxy: &str, host: &str, port: u16) -> bool {
     let host = host.to_ascii_lowercase();
     let host_ip: Option<IpAddr> = host.parse().ok();

@@ -2,12 +2,13 @@
 //! orderly stop on SIGTERM/SIGINT within two seconds with the state saved.
 
 use crate::config::Config;
-use crate::identity;
+use crate::identity::{self, Identity};
 use crate::poller::Poller;
 use crate::portainer::Client;
 use crate::signals::Termination;
 use crate::state::Store;
 use crate::systemd::Notifier;
+use crate::tunnel::{self, Settings, Target, Tunnel};
 use std::process::ExitCode;
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
@@ -33,6 +34,14 @@ pub fn run(config: Config) -> ExitCode {
         Ok(client) => client,
         Err(e) => return config_error(&e.to_string()),
     };
+    let tunnel = if config.tunnel {
+        match tunnel_for(&config, &identity) {
+            Ok(tunnel) => Some(tunnel),
+            Err(e) => return config_error(&e),
+        }
+    } else {
+        None
+    };
     if let Err(e) = store.save(&state) {
         return fail(&e.to_string());
     }
@@ -48,7 +57,14 @@ pub fn run(config: Config) -> ExitCode {
     }
     let store = Arc::new(Mutex::new(store));
     let notifier = Arc::new(Notifier::from_env());
-    let poller = Poller::new(client, identity, config.meta.clone(), store.clone(), state);
+    let poller = Poller::new(
+        client,
+        identity,
+        config.meta.clone(),
+        store.clone(),
+        state,
+        tunnel,
+    );
 
     let (stop_tx, stop_rx) = mpsc::channel::<()>();
     let (done_tx, done_rx) = mpsc::channel::<()>();
@@ -81,6 +97,22 @@ pub fn run(config: Config) -> ExitCode {
         .unwrap_or_else(|poisoned| poisoned.into_inner());
     log::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// The tunnel as the Edge key and the settings describe it.
+fn tunnel_for(config: &Config, identity: &Identity) -> Result<Tunnel, String> {
+    let target = Target::parse(&identity.key.tunnel_addr).map_err(|e| format!("EDGE_KEY: {e}"))?;
+    let proxy = crate::proxy::for_tunnel(&config.proxies, &target.host, target.port);
+    let settings = Settings {
+        proxy: proxy.map(str::to_owned),
+        target,
+        fingerprint: identity.key.fingerprint.clone(),
+        edge_id: identity.edge_id.clone(),
+        ca_file: config.tls.ca.clone(),
+        inactivity: config.inactivity_timeout,
+        keepalive: tunnel::KEEPALIVE,
+    };
+    Ok(Tunnel::new(settings, crate::api::handler()))
 }
 
 fn config_error(message: &str) -> ExitCode {

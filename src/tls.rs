@@ -18,6 +18,7 @@ pub enum Error {
     Pem(&'static str, PathBuf, String),
     Missing(&'static str, PathBuf, &'static str),
     KeyMismatch(String),
+    Rustls(String),
 }
 
 impl fmt::Display for Error {
@@ -32,6 +33,7 @@ impl fmt::Display for Error {
                 f,
                 "MTLS_SSL_CERT and MTLS_SSL_KEY do not form a usable client certificate ({e}); check that the key belongs to the certificate"
             ),
+            Error::Rustls(e) => write!(f, "TLS setup: {e}"),
         }
     }
 }
@@ -53,6 +55,29 @@ pub fn config(files: &TlsFiles, insecure: bool) -> Result<TlsConfig, Error> {
         builder = builder.client_cert(Some(ClientCert::new_with_certs(&chain, key)));
     }
     Ok(builder.build())
+}
+
+/// TLS for an `https://` tunnel address (a hand-edited Edge key): the CA file of
+/// `MTLS_SSL_CA` when set, else Mozilla's roots; verification is never skipped.
+pub fn tunnel_config(ca: Option<&Path>) -> Result<rustls::ClientConfig, Error> {
+    let mut roots = rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            for cert in certificates("MTLS_SSL_CA", path)? {
+                roots
+                    .add(rustls::pki_types::CertificateDer::from(cert.der().to_vec()))
+                    .map_err(|e| Error::Pem("MTLS_SSL_CA", path.to_owned(), e.to_string()))?;
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    Ok(rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| Error::Rustls(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth())
 }
 
 fn read_pem(var: &'static str, path: &Path) -> Result<Vec<PemItem<'static>>, Error> {

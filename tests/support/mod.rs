@@ -10,6 +10,7 @@
 #![allow(dead_code)] // Each test binary uses a different part of it.
 
 pub mod agent;
+pub mod chisel;
 
 use base64::Engine;
 use std::collections::BTreeMap;
@@ -552,7 +553,7 @@ fn fnv32a(data: &[u8]) -> u32 {
     })
 }
 
-mod tls {
+pub mod tls {
     //! Certificates made with rcgen at server start, and the rustls server configuration.
 
     use super::Transport;
@@ -594,13 +595,7 @@ mod tls {
                 client_cert: None,
             });
         }
-        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
-        params
-            .distinguished_name
-            .push(DnType::CommonName, "edge-agent test CA");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
+        let ca = new_ca();
         let ca_pem = dir.join("ca.pem");
         std::fs::write(&ca_pem, ca.pem()).unwrap();
         let leaf = CertificateParams::new(names)
@@ -637,6 +632,37 @@ mod tls {
             ca_pem: Some(ca_pem),
             client_cert,
         })
+    }
+
+    fn new_ca() -> CertifiedIssuer<'static, KeyPair> {
+        let mut params = CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "edge-agent test CA");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap()
+    }
+
+    /// PEM files for a server outside this process: `(CA, certificate chain, key)`, the
+    /// certificate valid for localhost and 127.0.0.1.
+    pub fn server_pems(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+        let ca = new_ca();
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = NAMES.iter().map(|n| n.to_string()).collect();
+        let leaf = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        let paths = (
+            dir.join("ca.pem"),
+            dir.join("server.pem"),
+            dir.join("server.key"),
+        );
+        std::fs::write(&paths.0, ca.pem()).unwrap();
+        std::fs::write(&paths.1, leaf.pem() + &ca.pem()).unwrap();
+        std::fs::write(&paths.2, key.serialize_pem()).unwrap();
+        paths
     }
 
     fn finish(

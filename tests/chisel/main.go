@@ -1,0 +1,331 @@
+// A chisel-v3 server for edge-agent's tests. It follows what Portainer's embedded chisel 1.10
+// server does (chisel server/server_handler.go, share/tunnel, share/cnet/conn_ws.go) and is
+// built on the same libraries: golang.org/x/crypto/ssh and gorilla/websocket (from Debian's
+// golang-golang-x-crypto-dev and golang-github-gorilla-websocket-dev).
+//
+//   - HTTP on 127.0.0.1: a WebSocket upgrade asking for protocol chisel-v3 is accepted, and
+//     answered without a Sec-WebSocket-Protocol header (gorilla's upgrader names none);
+//     /health answers "OK", anything else 404 "Not found".
+//   - SSH over binary WebSocket messages: version "SSH-chisel-v3-server", an ECDSA P-256 host
+//     key, password authentication.
+//   - The first global request must be "config", within 10 s; each reverse remote's
+//     "R:<LocalHost>:<LocalPort>" must match -allow, else the reply is false with
+//     "server: access to '...' denied". The reverse port is then listened on (on 127.0.0.1
+//     here, 0.0.0.0 in chisel) and every connection to it becomes a "chisel" channel.
+//   - Global requests "ping" are answered true "pong"; any other is never answered.
+//
+// With -cert and -key it serves HTTPS, for tunnel addresses written as https:// URLs.
+//
+// Test controls: a line "drop" on stdin ends every SSH connection (as a server restart would);
+// the end of stdin stops the server. Events are printed on stdout, one per line.
+//
+// Build: GO111MODULE=off GOPATH=/usr/share/gocode go build -o chisel-test-server main.go
+package main
+
+import (
+	"bufio"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/gorilla/websocket"
+	"golang.org/x/crypto/ssh"
+)
+
+var (
+	user     = flag.String("user", "user", "tunnel user")
+	pass     = flag.String("pass", "pass", "tunnel password")
+	allow    = flag.String("allow", `^R:0\.0\.0\.0:[0-9]+$`, "regexp the user's remotes must match")
+	rekey    = flag.Uint64("rekey", 0, "SSH RekeyThreshold in bytes (0: library default)")
+	pingEach = flag.Duration("ping", 0, "send the client a ping request this often (0: never)")
+	ciphers  = flag.String("ciphers", "", "comma-separated SSH ciphers to offer (default: the library's)")
+	certFile = flag.String("cert", "", "serve HTTPS with this certificate chain (PEM)")
+	keyFile  = flag.String("key", "", "and this key (PEM)")
+)
+
+type remote struct {
+	LocalHost, LocalPort, LocalProto    string
+	RemoteHost, RemotePort, RemoteProto string
+	Socks, Reverse, Stdio               bool
+}
+
+type config struct {
+	Version string
+	Remotes []remote
+}
+
+var (
+	out   sync.Mutex
+	conns = map[*ssh.ServerConn]bool{}
+	mu    sync.Mutex
+)
+
+func say(format string, args ...interface{}) {
+	out.Lock()
+	defer out.Unlock()
+	fmt.Printf(format+"\n", args...)
+}
+
+// wsConn is chisel's cnet.NewWebSocketConn: a net.Conn over binary WebSocket messages.
+type wsConn struct {
+	*websocket.Conn
+	buff []byte
+}
+
+func (c *wsConn) Read(dst []byte) (int, error) {
+	var src []byte
+	if len(c.buff) > 0 {
+		src = c.buff
+		c.buff = nil
+	} else if _, msg, err := c.Conn.ReadMessage(); err == nil {
+		src = msg
+	} else {
+		return 0, err
+	}
+	n := copy(dst, src)
+	if n < len(src) {
+		c.buff = append([]byte(nil), src[n:]...)
+	}
+	return n, nil
+}
+
+func (c *wsConn) Write(b []byte) (int, error) {
+	if err := c.Conn.WriteMessage(websocket.BinaryMessage, b); err != nil {
+		return 0, err
+	}
+	return len(b), nil
+}
+
+func (c *wsConn) SetDeadline(t time.Time) error {
+	if err := c.Conn.SetReadDeadline(t); err != nil {
+		return err
+	}
+	return c.Conn.SetWriteDeadline(t)
+}
+
+func main() {
+	flag.Parse()
+	allowed := regexp.MustCompile(*allow)
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	must(err)
+	signer, err := ssh.NewSignerFromKey(key)
+	must(err)
+	sum := sha256.Sum256(signer.PublicKey().Marshal())
+	fingerprint := base64.StdEncoding.EncodeToString(sum[:])
+
+	sshConfig := &ssh.ServerConfig{
+		ServerVersion: "SSH-chisel-v3-server",
+		PasswordCallback: func(c ssh.ConnMetadata, p []byte) (*ssh.Permissions, error) {
+			if c.User() == *user && string(p) == *pass {
+				say("auth ok %s", c.User())
+				return nil, nil
+			}
+			say("auth failed %s", c.User())
+			return nil, fmt.Errorf("invalid authentication for username: %s", c.User())
+		},
+	}
+	sshConfig.RekeyThreshold = *rekey
+	if *ciphers != "" {
+		sshConfig.Ciphers = strings.Split(*ciphers, ",")
+	}
+	sshConfig.AddHostKey(signer)
+
+	upgrader := websocket.Upgrader{CheckOrigin: func(r *http.Request) bool { return true }}
+	listener, err := net.Listen("tcp", "127.0.0.1:0")
+	must(err)
+	handler := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.ToLower(r.Header.Get("Upgrade")) == "websocket" {
+			if r.Header.Get("Sec-WebSocket-Protocol") == "chisel-v3" {
+				ws, err := upgrader.Upgrade(w, r, nil)
+				if err != nil {
+					say("upgrade failed %v", err)
+					return
+				}
+				serve(&wsConn{Conn: ws}, sshConfig, allowed)
+				return
+			}
+			say("ignored protocol %q", r.Header.Get("Sec-WebSocket-Protocol"))
+		}
+		if r.URL.Path == "/health" {
+			w.Write([]byte("OK\n"))
+			return
+		}
+		w.WriteHeader(404)
+		w.Write([]byte("Not found"))
+	})
+	if *certFile != "" {
+		go http.ServeTLS(listener, handler, *certFile, *keyFile)
+	} else {
+		go http.Serve(listener, handler)
+	}
+	say("fingerprint %s", fingerprint)
+	say("listening %s", listener.Addr())
+
+	lines := bufio.NewScanner(os.Stdin)
+	for lines.Scan() {
+		if lines.Text() == "drop" {
+			mu.Lock()
+			for c := range conns {
+				c.Close()
+			}
+			mu.Unlock()
+			say("dropped")
+		}
+	}
+}
+
+func serve(conn net.Conn, sshConfig *ssh.ServerConfig, allowed *regexp.Regexp) {
+	sshConn, chans, reqs, err := ssh.NewServerConn(conn, sshConfig)
+	if err != nil {
+		say("handshake failed %v", err)
+		return
+	}
+	say("client version %s", sshConn.ClientVersion())
+	mu.Lock()
+	conns[sshConn] = true
+	mu.Unlock()
+	defer func() {
+		mu.Lock()
+		delete(conns, sshConn)
+		mu.Unlock()
+		sshConn.Close()
+		say("session closed")
+	}()
+	go func() {
+		for ch := range chans {
+			ch.Reject(ssh.Prohibited, "only reverse tunnels here")
+		}
+	}()
+
+	var r *ssh.Request
+	select {
+	case r = <-reqs:
+	case <-time.After(10 * time.Second):
+		say("config timeout")
+		return
+	}
+	if r == nil {
+		return
+	}
+	fail := func(msg string) {
+		say("config refused %s", msg)
+		r.Reply(false, []byte("server: "+msg))
+	}
+	if r.Type != "config" {
+		fail("expecting config request")
+		return
+	}
+	var c config
+	if json.Unmarshal(r.Payload, &c) != nil {
+		fail("invalid config")
+		return
+	}
+	var listeners []net.Listener
+	defer func() {
+		for _, l := range listeners {
+			l.Close()
+		}
+	}()
+	for _, rem := range c.Remotes {
+		addr := "R:" + rem.LocalHost + ":" + rem.LocalPort
+		if !rem.Reverse || !allowed.MatchString(addr) {
+			fail(fmt.Sprintf("access to '%s' denied", addr))
+			return
+		}
+		l, err := net.Listen("tcp", "127.0.0.1:"+rem.LocalPort)
+		if err != nil {
+			fail(fmt.Sprintf("Server cannot listen on %s", addr))
+			return
+		}
+		listeners = append(listeners, l)
+		go accept(l, sshConn, rem.RemoteHost+":"+rem.RemotePort)
+	}
+	r.Reply(true, nil)
+	say("config ok %s", string(r.Payload))
+
+	if *pingEach > 0 {
+		go func() {
+			for {
+				time.Sleep(*pingEach)
+				ok, payload, err := sshConn.SendRequest("ping", true, nil)
+				if err != nil {
+					return
+				}
+				say("server ping %v %s", ok, payload)
+			}
+		}()
+	}
+	go func() {
+		for r := range reqs {
+			switch r.Type {
+			case "ping":
+				say("client ping")
+				r.Reply(true, []byte("pong"))
+			default:
+				say("unanswered request %s", r.Type)
+			}
+		}
+	}()
+	sshConn.Wait()
+}
+
+func accept(l net.Listener, sshConn *ssh.ServerConn, remote string) {
+	for {
+		src, err := l.Accept()
+		if err != nil {
+			return
+		}
+		go func() {
+			defer src.Close()
+			dst, reqs, err := sshConn.OpenChannel("chisel", []byte(remote))
+			if err != nil {
+				say("channel refused %v", err)
+				return
+			}
+			go ssh.DiscardRequests(reqs)
+			pipe(src, dst)
+		}()
+	}
+}
+
+// pipe is chisel's cio.Pipe: copy both ways, close both at the first end.
+func pipe(src io.ReadWriteCloser, dst io.ReadWriteCloser) {
+	var wg sync.WaitGroup
+	var once sync.Once
+	closeBoth := func() {
+		src.Close()
+		dst.Close()
+	}
+	wg.Add(2)
+	go func() {
+		io.Copy(src, dst)
+		once.Do(closeBoth)
+		wg.Done()
+	}()
+	go func() {
+		io.Copy(dst, src)
+		once.Do(closeBoth)
+		wg.Done()
+	}()
+	wg.Wait()
+}
+
+func must(err error) {
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,224 @@
+//! The chisel test server (`tests/chisel/main.go`, Go's x/crypto/ssh as in Portainer), built
+//! with Debian's Go on first use, and what Portainer does around it: tunnel credentials.
+
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use base64::Engine;
+use edge_agent::tunnel::{Handler, Settings, Target, Tunnel};
+use md5::{Digest, Md5};
+use ring::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Command, Stdio};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Portainer's `encryptCredentials`: RawStd base64 of nonce || AES-256-GCM("user:pass") keyed
+/// with the hex MD5 of the Edge ID.
+pub fn credentials(user_pass: &str, edge_id: &str) -> String {
+    let key: String = Md5::digest(edge_id.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let key = LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key.as_bytes()).unwrap());
+    let nonce = [3u8; 12];
+    let mut data = user_pass.as_bytes().to_vec();
+    key.seal_in_place_append_tag(Nonce::assume_unique_for_key(nonce), Aad::empty(), &mut data)
+        .unwrap();
+    let mut blob = nonce.to_vec();
+    blob.extend(data);
+    STANDARD_NO_PAD.encode(blob)
+}
+
+/// The built server, or `None` when Go is missing and this is not CI (the caller skips).
+fn binary() -> Option<PathBuf> {
+    static BUILT: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chisel-test-server");
+            let source = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/chisel");
+            let built = Command::new("go")
+                .args(["build", "-o"])
+                .arg(&out)
+                .arg("main.go")
+                .current_dir(&source)
+                .env("GO111MODULE", "off")
+                .env("GOPATH", "/usr/share/gocode")
+                .status();
+            match built {
+                Ok(status) if status.success() => Some(out),
+                result => {
+                    let why = format!(
+                        "cannot build the chisel test server ({result:?}); install golang-go golang-golang-x-crypto-dev golang-github-gorilla-websocket-dev"
+                    );
+                    if std::env::var("CI").as_deref() == Ok("true") {
+                        panic!("{why}");
+                    }
+                    eprintln!("SKIPPED: {why}");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
+pub struct ChiselServer {
+    child: Child,
+    stdin: Option<ChildStdin>,
+    pub addr: String,
+    pub fingerprint: String,
+    events: Arc<(Mutex<Vec<String>>, Condvar)>,
+}
+
+impl ChiselServer {
+    /// Starts a server with these flags (see main.go); `None` to skip the test.
+    pub fn start(args: &[&str]) -> Option<ChiselServer> {
+        let mut child = Command::new(binary()?)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdin = child.stdin.take();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut header = || lines.next().unwrap().unwrap();
+        let fingerprint = header().strip_prefix("fingerprint ").unwrap().to_owned();
+        let addr = header().strip_prefix("listening ").unwrap().to_owned();
+        let events = Arc::new((Mutex::new(Vec::new()), Condvar::new()));
+        let sink = events.clone();
+        std::thread::spawn(move || {
+            for line in lines.map_while(Result::ok) {
+                sink.0.lock().unwrap().push(line);
+                sink.1.notify_all();
+            }
+        });
+        Some(ChiselServer {
+            child,
+            stdin,
+            addr,
+            fingerprint,
+            events,
+        })
+    }
+
+    pub fn events(&self) -> Vec<String> {
+        self.events.0.lock().unwrap().clone()
+    }
+
+    /// Waits until `count` events start with `prefix`; panics with all events after `timeout`.
+    pub fn wait_for(&self, prefix: &str, count: usize, timeout: Duration) {
+        let deadline = Instant::now() + timeout;
+        let mut events = self.events.0.lock().unwrap();
+        loop {
+            if events.iter().filter(|e| e.starts_with(prefix)).count() >= count {
+                return;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            assert!(!left.is_zero(), "no {count}× {prefix:?} in {:?}", *events);
+            events = self.events.1.wait_timeout(events, left).unwrap().0;
+        }
+    }
+
+    pub fn count(&self, prefix: &str) -> usize {
+        self.events()
+            .iter()
+            .filter(|e| e.starts_with(prefix))
+            .count()
+    }
+
+    /// Ends every SSH connection, as a server restart would.
+    pub fn drop_connections(&mut self) {
+        let stdin = self.stdin.as_mut().unwrap();
+        writeln!(stdin, "drop").unwrap();
+        stdin.flush().unwrap();
+    }
+}
+
+impl Drop for ChiselServer {
+    fn drop(&mut self) {
+        self.stdin.take();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub const EDGE_ID: &str = "edge-test";
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub fn settings(server: &ChiselServer, fingerprint: &str, inactivity: Duration) -> Settings {
+    Settings {
+        target: Target::parse(&server.addr).unwrap(),
+        fingerprint: fingerprint.to_owned(),
+        edge_id: EDGE_ID.to_owned(),
+        proxy: None,
+        ca_file: None,
+        inactivity,
+        keepalive: Duration::from_millis(200),
+    }
+}
+
+pub fn echo() -> Handler {
+    Arc::new(|stream| {
+        Box::pin(async move {
+            let (mut r, mut w) = tokio::io::split(stream);
+            let _ = tokio::io::copy(&mut r, &mut w).await;
+        })
+    })
+}
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Connects as Portainer does to the reverse port, once the server listens on it.
+pub fn connect(port: u16) -> TcpStream {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match TcpStream::connect(("127.0.0.1", port)) {
+            Ok(s) => {
+                s.set_read_timeout(Some(WAIT)).unwrap();
+                return s;
+            }
+            Err(e) if Instant::now() > deadline => panic!("reverse port {port} never opened: {e}"),
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+}
+
+pub fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+/// Writes `data` and reads it back through the echo handler, concurrently.
+pub fn echo_through(port: u16, data: Vec<u8>) {
+    let mut stream = connect(port);
+    let mut writer = stream.try_clone().unwrap();
+    let len = data.len();
+    let sent = data.clone();
+    let sender = std::thread::spawn(move || writer.write_all(&sent).unwrap());
+    let mut back = vec![0u8; len];
+    stream.read_exact(&mut back).unwrap();
+    sender.join().unwrap();
+    assert!(back == data, "echoed bytes differ");
+}
+
+pub fn started(args: &[&str]) -> Option<(ChiselServer, u16, Tunnel)> {
+    let server = ChiselServer::start(args)?;
+    let port = free_port();
+    let mut tunnel = Tunnel::new(
+        settings(
+            &server,
+            &server.fingerprint.clone(),
+            Duration::from_secs(300),
+        ),
+        echo(),
+    );
+    tunnel.require(port, &credentials("user:pass", EDGE_ID));
+    Some((server, port, tunnel))
+}

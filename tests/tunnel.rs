@@ -1,0 +1,308 @@
+//! The reverse tunnel against a chisel server built on Go's x/crypto/ssh (as Portainer's):
+//! many channels at once, large transfers both ways, re-keying, the server's pings and our
+//! keepalives, refusals (fingerprint, password, configuration), reconnection after a drop,
+//! an HTTP CONNECT proxy, `wss://` for an `https://` address, closing on inactivity (`tunnel_closed.rs`: closing on IDLE leaves nothing behind).
+
+mod support;
+
+use base64::Engine;
+use edge_agent::tunnel::{Target, Tunnel};
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::agent::Agent;
+use support::chisel::*;
+use support::{FakePortainer, Transport};
+
+#[test]
+fn fifty_concurrent_channels() {
+    let Some((server, port, _tunnel)) = started(&[]) else {
+        return;
+    };
+    let workers: Vec<_> = (0..50)
+        .map(|i| std::thread::spawn(move || echo_through(port, pattern(200_000, i))))
+        .collect();
+    for w in workers {
+        w.join().unwrap();
+    }
+    let events = server.events();
+    assert!(
+        events.contains(&"client version SSH-chisel-v3-client".to_owned()),
+        "{events:?}"
+    );
+    assert_eq!(
+        server.count("auth ok"),
+        1,
+        "one connection carries every channel"
+    );
+}
+
+#[test]
+fn large_transfers_both_ways_at_once() {
+    let Some((_server, port, _tunnel)) = started(&[]) else {
+        return;
+    };
+    echo_through(port, pattern(24 << 20, 7));
+}
+
+#[test]
+fn survives_many_key_exchanges_mid_transfer() {
+    // Go re-keys after this many bytes; 4 MiB each way means dozens of exchanges.
+    let Some((_server, port, _tunnel)) = started(&["-rekey", "65536"]) else {
+        return;
+    };
+    echo_through(port, pattern(4 << 20, 3));
+}
+
+#[test]
+fn answers_server_pings_and_sends_keepalives() {
+    let Some((server, port, _tunnel)) = started(&["-ping", "100ms"]) else {
+        return;
+    };
+    connect(port);
+    server.wait_for("server ping true pong", 3, WAIT);
+    server.wait_for("client ping", 3, WAIT);
+    assert_eq!(server.count("unanswered request"), 0);
+}
+
+#[test]
+fn wrong_fingerprint_is_refused_before_authentication() {
+    let Some(server) = ChiselServer::start(&[]) else {
+        return;
+    };
+    let port = free_port();
+    let other = "vzQOBZDci4gQywQpIQel2N3uveNiA0P5itO2mkU1e/s=";
+    let mut tunnel = Tunnel::new(settings(&server, other, Duration::from_secs(300)), echo());
+    tunnel.require(port, &credentials("user:pass", EDGE_ID));
+    server.wait_for("handshake failed", 1, WAIT);
+    assert_eq!(server.count("auth"), 0, "{:?}", server.events());
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+#[test]
+fn wrong_password_is_refused() {
+    let Some(server) = ChiselServer::start(&[]) else {
+        return;
+    };
+    let port = free_port();
+    let fingerprint = server.fingerprint.clone();
+    let mut tunnel = Tunnel::new(
+        settings(&server, &fingerprint, Duration::from_secs(300)),
+        echo(),
+    );
+    tunnel.require(port, &credentials("user:wrong", EDGE_ID));
+    server.wait_for("auth failed user", 1, WAIT);
+    assert_eq!(server.count("config ok"), 0);
+}
+
+#[test]
+fn refused_configuration_names_the_remote() {
+    let Some(server) = ChiselServer::start(&["-allow", "^R:0.0.0.0:1$"]) else {
+        return;
+    };
+    let port = free_port();
+    let fingerprint = server.fingerprint.clone();
+    let mut tunnel = Tunnel::new(
+        settings(&server, &fingerprint, Duration::from_secs(300)),
+        echo(),
+    );
+    tunnel.require(port, &credentials("user:pass", EDGE_ID));
+    server.wait_for(
+        &format!("config refused access to 'R:0.0.0.0:{port}' denied"),
+        1,
+        WAIT,
+    );
+}
+
+#[test]
+fn reconnects_after_the_server_drops_the_connection() {
+    let Some((mut server, port, _tunnel)) = started(&[]) else {
+        return;
+    };
+    echo_through(port, pattern(1000, 1));
+    server.drop_connections();
+    server.wait_for("session closed", 1, WAIT);
+    server.wait_for("config ok", 2, WAIT);
+    echo_through(port, pattern(1000, 2));
+}
+
+#[test]
+fn inactivity_closes_and_the_next_require_reopens() {
+    let Some(server) = ChiselServer::start(&[]) else {
+        return;
+    };
+    let port = free_port();
+    let fingerprint = server.fingerprint.clone();
+    let credentials = credentials("user:pass", EDGE_ID);
+    let mut tunnel = Tunnel::new(
+        settings(&server, &fingerprint, Duration::from_secs(1)),
+        echo(),
+    );
+    tunnel.require(port, &credentials);
+    echo_through(port, pattern(100, 1));
+    server.wait_for("session closed", 1, WAIT);
+    // Portainer still says REQUIRED at the next poll: the tunnel opens again.
+    tunnel.require(port, &credentials);
+    server.wait_for("config ok", 2, WAIT);
+}
+
+/// The agent binary, told by the fake Portainer that the tunnel is REQUIRED (with credentials
+/// encrypted for its Edge ID), with a key pointing at the chisel server.
+fn agent_with_tunnel(
+    chisel: &ChiselServer,
+    fingerprint: &str,
+) -> (FakePortainer, u16, Agent, support::agent::Running) {
+    let portainer = FakePortainer::start(Transport::Plain);
+    portainer.add_endpoint(3, Some(EDGE_ID));
+    portainer.set_checkin(0.05);
+    let port = free_port();
+    portainer.set_tunnel(3, Some((port, credentials("user:pass", EDGE_ID))));
+    let agent = Agent::new();
+    let key = support::edge_key(&portainer.url(), &chisel.addr, fingerprint, 3);
+    agent.write_env(&format!("EDGE_KEY={key}\nEDGE_ID={EDGE_ID}\n"));
+    let running = agent.spawn(&mut agent.command(&[]));
+    (portainer, port, agent, running)
+}
+
+#[test]
+fn the_agent_opens_the_required_tunnel_serves_ping_and_closes_on_idle() {
+    let Some(chisel) = ChiselServer::start(&[]) else {
+        return;
+    };
+    let (portainer, port, _agent, running) = agent_with_tunnel(&chisel, &chisel.fingerprint);
+    // What Portainer does first through a new tunnel: GET /ping for the agent API version.
+    let mut stream = connect(port);
+    for _ in 0..2 {
+        stream
+            .write_all(b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .unwrap();
+        let head = read_head(&mut stream);
+        assert!(head.starts_with("HTTP/1.1 204"), "{head}");
+        for header in [
+            "Portainer-Agent: 2.23.0",
+            "Portainer-Agent-API-Version: 2",
+            "Portainer-Agent-Platform: 1",
+        ] {
+            assert!(head.contains(header), "{head}");
+        }
+    }
+    running.wait_log(&format!("tunnel open: ws://{}/", chisel.addr), WAIT);
+
+    portainer.set_tunnel(3, None);
+    chisel.wait_for("session closed", 1, WAIT);
+    running.wait_log("tunnel closed", WAIT);
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+}
+
+#[test]
+fn the_agent_refuses_a_server_with_another_key_loudly() {
+    let Some(chisel) = ChiselServer::start(&[]) else {
+        return;
+    };
+    let other = "vzQOBZDci4gQywQpIQel2N3uveNiA0P5itO2mkU1e/s=";
+    let (_portainer, _port, _agent, running) = agent_with_tunnel(&chisel, other);
+    running.wait_log("refusing to connect", WAIT);
+    let log = running.log();
+    let line = log.lines().find(|l| l.contains("refusing")).unwrap();
+    assert!(
+        line.contains("ERROR") && line.contains(&chisel.fingerprint),
+        "{line}"
+    );
+    assert_eq!(chisel.count("auth"), 0);
+}
+
+/// An HTTP answer head (no body expected).
+fn read_head(stream: &mut TcpStream) -> String {
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        stream.read_exact(&mut byte).unwrap();
+        head.push(byte[0]);
+    }
+    String::from_utf8(head).unwrap()
+}
+
+#[test]
+fn goes_through_an_http_connect_proxy_with_credentials() {
+    let Some(server) = ChiselServer::start(&[]) else {
+        return;
+    };
+    let (proxy, tunnels) = connect_proxy("proxyuser:proxypw");
+    let port = free_port();
+    let mut settings = settings(
+        &server,
+        &server.fingerprint.clone(),
+        Duration::from_secs(300),
+    );
+    settings.proxy = Some(format!("http://proxyuser:proxypw@{proxy}"));
+    let mut tunnel = Tunnel::new(settings, echo());
+    tunnel.require(port, &credentials("user:pass", EDGE_ID));
+    echo_through(port, pattern(100_000, 5));
+    assert_eq!(*tunnels.lock().unwrap(), vec![server.addr.clone()]);
+}
+
+#[test]
+fn an_https_tunnel_address_uses_wss_with_the_configured_ca() {
+    let dir = tempfile::tempdir().unwrap();
+    let (ca, cert, key) = support::tls::server_pems(dir.path());
+    let (cert, key) = (cert.display().to_string(), key.display().to_string());
+    let Some(server) = ChiselServer::start(&["-cert", &cert, "-key", &key]) else {
+        return;
+    };
+    let port = free_port();
+    let local_port = server.addr.rsplit_once(':').unwrap().1;
+    let mut settings = settings(
+        &server,
+        &server.fingerprint.clone(),
+        Duration::from_secs(300),
+    );
+    settings.target = Target::parse(&format!("https://localhost:{local_port}")).unwrap();
+    settings.ca_file = Some(ca);
+    let mut tunnel = Tunnel::new(settings, echo());
+    tunnel.require(port, &credentials("user:pass", EDGE_ID));
+    echo_through(port, pattern(100_000, 6));
+}
+
+/// A minimal HTTP CONNECT proxy that requires `user:password` and records its tunnels.
+fn connect_proxy(user_password: &str) -> (String, Arc<Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let expected = format!(
+        "Proxy-Authorization: Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(user_password)
+    );
+    let tunnels = Arc::new(Mutex::new(Vec::new()));
+    let seen = tunnels.clone();
+    std::thread::spawn(move || {
+        for client in listener.incoming() {
+            let mut client = client.unwrap();
+            let head = read_head(&mut client);
+            let target = head.split_whitespace().nth(1).unwrap().to_owned();
+            if !head.starts_with("CONNECT ") || !head.contains(&expected) {
+                let _ = client.write_all(b"HTTP/1.1 407 Proxy Authentication Required\r\n\r\n");
+                continue;
+            }
+            seen.lock().unwrap().push(target.clone());
+            let upstream = TcpStream::connect(&target).unwrap();
+            client
+                .write_all(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                .unwrap();
+            let (mut c2, mut u2) = (client.try_clone().unwrap(), upstream.try_clone().unwrap());
+            let (mut client, mut upstream) = (client, upstream);
+            std::thread::spawn(move || std::io::copy(&mut c2, &mut u2));
+            std::thread::spawn(move || std::io::copy(&mut upstream, &mut client));
+        }
+    });
+    (addr, tunnels)
+}
+
+#[test]
+fn aes_gcm_when_the_server_offers_only_that() {
+    let Some((_server, port, _tunnel)) =
+        started(&["-ciphers", "aes128-gcm@openssh.com", "-rekey", "100000"])
+    else {
+        return;
+    };
+    echo_through(port, pattern(2 << 20, 9));
+}

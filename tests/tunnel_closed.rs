@@ -1,0 +1,53 @@
+//! Closing the tunnel on IDLE leaves no thread and no socket behind: a closed tunnel costs
+//! nothing. Alone in its test binary, so no other test's threads or sockets are counted.
+
+mod support;
+
+use edge_agent::tunnel::Tunnel;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+use support::chisel::*;
+
+#[test]
+fn idle_closes_cleanly_and_leaves_no_thread_or_socket() {
+    let Some(server) = ChiselServer::start(&[]) else {
+        return;
+    };
+    let before = (threads(), sockets());
+    let port = free_port();
+    let fingerprint = server.fingerprint.clone();
+    let mut tunnel = Tunnel::new(
+        settings(&server, &fingerprint, Duration::from_secs(300)),
+        echo(),
+    );
+    tunnel.require(port, &credentials("user:pass", EDGE_ID));
+    echo_through(port, pattern(1000, 1));
+    assert!(
+        threads() > before.0,
+        "the tunnel runs in its own thread while open"
+    );
+    tunnel.release();
+    server.wait_for("session closed", 1, WAIT);
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
+    let deadline = Instant::now() + WAIT;
+    while (threads(), sockets()) != before && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        (threads(), sockets()),
+        before,
+        "(threads, sockets) after closing"
+    );
+}
+
+fn threads() -> usize {
+    std::fs::read_dir("/proc/self/task").unwrap().count()
+}
+
+fn sockets() -> usize {
+    std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .filter(|target| target.to_string_lossy().starts_with("socket:"))
+        .count()
+}
