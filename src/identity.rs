@@ -53,8 +53,12 @@ pub fn resolve(config: &Config, saved: &State) -> Result<(Identity, State), Erro
                 .as_deref()
                 .is_some_and(|k| k != configured.text)
             {
-                log::info!("Edge key from {} replaces the saved one", configured.source);
+                log::info!(
+                    "Edge key from {} replaces the saved one: the endpoint id and Portainer's pinned public key are forgotten",
+                    configured.source
+                );
                 state.endpoint_id = None;
+                state.server_key = None;
             }
             state.edge_key = Some(configured.text.clone());
             configured.key.clone()
@@ -153,6 +157,16 @@ mod tests {
         assert_eq!(resolve(&other_id, &state).unwrap().0.endpoint_id, None);
         let other_key = config(&[("EDGE_KEY", key(4)), ("EDGE_ID", "dev-1".into())]);
         assert_eq!(resolve(&other_key, &state).unwrap().0.endpoint_id, Some(4));
+    }
+
+    #[test]
+    fn a_new_edge_key_unpins_portainers_public_key() {
+        let c = config(&[("EDGE_KEY", key(3)), ("EDGE_ID", "dev-1".into())]);
+        let (_, mut state) = resolve(&c, &State::default()).unwrap();
+        state.server_key = Some("3059...".into());
+        assert_eq!(resolve(&c, &state).unwrap().1.server_key, state.server_key);
+        let other_key = config(&[("EDGE_KEY", key(4)), ("EDGE_ID", "dev-1".into())]);
+        assert_eq!(resolve(&other_key, &state).unwrap().1.server_key, None);
     }
 
     #[test]

@@ -22,10 +22,12 @@ mod random;
 mod resolver;
 mod run;
 mod signals;
+mod signature;
 mod state;
 mod systemd;
 mod tls;
 pub mod tunnel;
+mod websocket;
 
 use std::process::ExitCode;
 

@@ -8,11 +8,11 @@ use crate::duration::display;
 use crate::identity::Identity;
 use crate::poll_response::{PollResponse, StackRef, TunnelStatus};
 use crate::portainer::{Client, Error, Poll};
-use crate::state::{State, Store};
+use crate::state::Persisted;
 use crate::systemd::Notifier;
 use crate::tunnel::Tunnel;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// The Go agent's interval before the server has told us its check-in.
@@ -24,8 +24,7 @@ pub struct Poller {
     client: Client,
     identity: Identity,
     meta: GlobalKeyMeta,
-    store: Arc<Mutex<Store>>,
-    state: State,
+    persisted: Arc<Persisted>,
     interval: Duration,
     /// The last 200 answer and its ETag, reused on 304.
     cached: Option<(String, PollResponse)>,
@@ -58,16 +57,14 @@ impl Poller {
         client: Client,
         identity: Identity,
         meta: GlobalKeyMeta,
-        store: Arc<Mutex<Store>>,
-        state: State,
+        persisted: Arc<Persisted>,
         tunnel: Option<Tunnel>,
     ) -> Poller {
         Poller {
             client,
             identity,
             meta,
-            store,
-            state,
+            persisted,
             interval: DEFAULT_INTERVAL,
             cached: None,
             seen: None,
@@ -133,9 +130,12 @@ impl Poller {
                         self.identity.edge_id
                     );
                     self.identity.endpoint_id = Some(id);
-                    self.state.endpoint_id = Some(id);
                     self.cached = None;
-                    self.save();
+                    if let Err(e) = self.persisted.update(|s| s.endpoint_id = Some(id)) {
+                        log::error!(
+                            "{e}; the change is kept in memory and saved at the next change"
+                        );
+                    }
                 }
                 Ok(id)
             }
@@ -290,16 +290,6 @@ impl Poller {
             );
         }
         delay
-    }
-
-    fn save(&mut self) {
-        let mut store = match self.store.lock() {
-            Ok(store) => store,
-            Err(poisoned) => poisoned.into_inner(),
-        };
-        if let Err(e) = store.save(&self.state) {
-            log::error!("{e}; the change is kept in memory and saved at the next change");
-        }
     }
 }
 

@@ -6,11 +6,11 @@ use crate::identity::{self, Identity};
 use crate::poller::Poller;
 use crate::portainer::Client;
 use crate::signals::Termination;
-use crate::state::Store;
+use crate::state::{Persisted, Store};
 use crate::systemd::Notifier;
 use crate::tunnel::{self, Settings, Target, Tunnel};
 use std::process::ExitCode;
-use std::sync::{mpsc, Arc, Mutex};
+use std::sync::{mpsc, Arc};
 use std::time::Duration;
 
 /// How long a stop waits for the poll loop to finish its current request.
@@ -55,14 +55,13 @@ pub fn run(config: Config) -> ExitCode {
     if config.insecure_poll {
         log::warn!("EDGE_INSECURE_POLL is on: the Portainer server certificate is not verified");
     }
-    let store = Arc::new(Mutex::new(store));
+    let persisted = Arc::new(Persisted::new(store, state));
     let notifier = Arc::new(Notifier::from_env());
     let poller = Poller::new(
         client,
         identity,
         config.meta.clone(),
-        store.clone(),
-        state,
+        persisted.clone(),
         tunnel,
     );
 
@@ -91,10 +90,7 @@ pub fn run(config: Config) -> ExitCode {
     if done_rx.recv_timeout(STOP_GRACE).is_err() {
         log::warn!("a Portainer request is still in flight; stopping without waiting for it");
     }
-    // Holding the store lock guarantees no state write is cut in half by the exit.
-    let _store = store
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let _frozen = persisted.freeze();
     log::info!("stopped");
     ExitCode::SUCCESS
 }

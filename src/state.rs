@@ -14,6 +14,7 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 pub const FILE_NAME: &str = "edge-agent.state";
 const FORMAT: u32 = 1;
@@ -201,6 +202,42 @@ impl Store {
             .map_err(|e| Error::Write(self.dir.clone(), e))?;
         self.saved = state.clone();
         Ok(())
+    }
+}
+
+/// The state and its file together, shared by the poll loop and the agent API: every change is
+/// made under one lock and saved whole, so no writer overwrites another's change.
+pub struct Persisted {
+    inner: Mutex<(Store, State)>,
+}
+
+impl Persisted {
+    pub fn new(store: Store, state: State) -> Persisted {
+        Persisted {
+            inner: Mutex::new((store, state)),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, (Store, State)> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn read<R>(&self, f: impl FnOnce(&State) -> R) -> R {
+        f(&self.lock().1)
+    }
+
+    /// Changes the state and saves it. When saving fails the change stays in memory and is
+    /// saved with the next one.
+    pub fn update(&self, f: impl FnOnce(&mut State)) -> Result<(), Error> {
+        let mut guard = self.lock();
+        let (store, state) = &mut *guard;
+        f(state);
+        store.save(state)
+    }
+
+    /// Holds the lock until the process exits, so no write is cut in half by the exit.
+    pub fn freeze(&self) -> MutexGuard<'_, (Store, State)> {
+        self.lock()
     }
 }
 

@@ -8,7 +8,6 @@
 mod credentials;
 mod session;
 mod ssh;
-mod websocket;
 
 use crate::backoff;
 use crate::duration::display;

@@ -5,8 +5,8 @@
 //! it and the connection, within the SSH windows, so memory stays bounded per channel.
 
 use super::ssh::{self, Client, Event};
-use super::websocket::{self, Control, Decoder, Masks};
 use super::{Activity, Handler};
+use crate::websocket::{self, Control, Decoder, Encoder, Role, OP_BINARY};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use std::collections::HashMap;
@@ -30,6 +30,8 @@ const CHANNEL_BUFFER: usize = 16 * 1024;
 /// Data chunks queued towards the connection, all channels together.
 const QUEUED_CHUNKS: usize = 16;
 const READ_BUFFER: usize = 32 * 1024;
+/// The WebSocket protocol chisel's server requires.
+const PROTOCOL: &str = "chisel-v3";
 
 /// Where to connect: chisel's rules turn the Edge key's `host:port` into `ws://host:port/`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -217,8 +219,8 @@ pub async fn run(
     let mut session = Session {
         stream,
         client,
-        decoder: Decoder::new(),
-        masks: Masks::new(),
+        decoder: Decoder::new(Role::Client),
+        encoder: Encoder::new(Role::Client),
         wire: Vec::new(),
         channels: HashMap::new(),
         commands,
@@ -294,11 +296,16 @@ async fn open(params: &Params) -> Result<(Stream, Vec<u8>), Error> {
         stream = Box::new(tls);
     }
     let key = websocket::new_key()?;
-    stream
-        .write_all(websocket::request(&target.authority(), &target.path, &key).as_bytes())
-        .await?;
+    let request = websocket::request(&target.authority(), &target.path, &key, PROTOCOL);
+    stream.write_all(request.as_bytes()).await?;
     let (status, headers, leftover) = read_head(&mut stream).await?;
-    websocket::check_response(status, &headers, &key)?;
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    websocket::check_response(status, header, &key, PROTOCOL)?;
     Ok((stream, leftover))
 }
 
@@ -393,7 +400,7 @@ struct Session {
     stream: Stream,
     client: Client,
     decoder: Decoder,
-    masks: Masks,
+    encoder: Encoder,
     /// WebSocket frames waiting to be written.
     wire: Vec<u8>,
     channels: HashMap<u32, ChannelIo>,
@@ -471,9 +478,7 @@ impl Session {
         let mut data = Vec::new();
         for control in self.decoder.decode(bytes, &mut data)? {
             match control {
-                Control::Ping(payload) => {
-                    websocket::pong(&payload, &mut self.masks, &mut self.wire)?
-                }
+                Control::Ping(payload) => self.encoder.pong(&payload, &mut self.wire)?,
                 Control::Close => return Err(Error::Closed),
             }
         }
@@ -556,7 +561,7 @@ impl Session {
     async fn flush(&mut self) -> Result<(), Error> {
         let output = std::mem::take(self.client.output());
         if !output.is_empty() {
-            websocket::binary(&output, &mut self.masks, &mut self.wire)?;
+            self.encoder.frame(OP_BINARY, &output, &mut self.wire)?;
         }
         if !self.wire.is_empty() {
             self.stream.write_all(&self.wire).await?;
@@ -568,7 +573,7 @@ impl Session {
     /// A clean end: SSH disconnect, WebSocket close, within a second.
     async fn close(&mut self) {
         self.client.disconnect("edge-agent closes the tunnel");
-        let _ = websocket::close(&mut self.masks, &mut self.wire);
+        let _ = self.encoder.close(&mut self.wire);
         let _ = timeout(Duration::from_secs(1), async {
             let _ = self.flush().await;
             let _ = self.stream.shutdown().await;
