@@ -14,7 +14,7 @@ python3 yocto-layer/scripts/update-crates.py --check
 
 echo "== Yocto: oelint-adv"
 [ -x "$CACHE/oelint/bin/oelint-adv" ] || python3 -m venv "$CACHE/oelint"
-"$CACHE/oelint/bin/pip" install -q oelint-adv==9.11.2
+"$CACHE/oelint/bin/pip" install -q oelint-adv==9.11.2 oelint-parser==8.13.2 oelint-data==1.5.26
 for release in scarthgap styhead walnascar; do
     # homepageping would fetch HOMEPAGE: no network here. Any finding fails (rc 1).
     (cd yocto-layer && "$CACHE/oelint/bin/oelint-adv" --quiet --relpaths --mode all \

@@ -18,6 +18,8 @@ S = "${@d.getVar('UNPACKDIR') or d.getVar('WORKDIR')}/git"
 
 # cargo.bbclass builds the release profile (unwinding; Cargo.toml keeps panic = "abort" out of
 # it), from crates fetched by SRC_URI: regenerate the list with scripts/update-crates.py.
+# Cargo.toml's rust-version (1.95) is newer than the Rust of scarthgap (1.75), styhead (1.79)
+# and walnascar (1.84): build with a layer that provides a newer rust recipe.
 inherit cargo cargo-update-recipe-crates systemd
 require ${BPN}-crates.inc
 
@@ -32,7 +34,6 @@ do_install:append() {
     install -m 0600 ${S}/packaging/edge-agent.env ${D}${sysconfdir}/edge-agent/edge-agent.env
 }
 
-FILES:${PN} += "${systemd_system_unitdir}"
 CONFFILES:${PN} = "${sysconfdir}/edge-agent/edge-agent.env"
 
 # The Docker Engine it manages: every Docker recipe of meta-virtualization (docker-moby,
