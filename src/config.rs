@@ -315,6 +315,14 @@ impl Config {
                     source: Source::Env,
                     expected: "the value is not valid UTF-8".into(),
                 })?;
+                // systemd's `EnvironmentFile=` of the same file exports the same values: keep
+                // the file's line as the source, so that errors still point at it.
+                if raw
+                    .get(var.env)
+                    .is_some_and(|(from_file, _)| *from_file == value)
+                {
+                    continue;
+                }
                 raw.insert(var.env, (value, Source::Env));
             }
         }
@@ -624,6 +632,22 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[test]
+    fn same_value_from_systemd_environment_file_keeps_the_file_line() {
+        let (f, choice) = file("EDGE_ID=dev-1\nLOG_LEVEL=LOUD\n");
+        let err = Config::load(
+            choice,
+            env_of(&[("EDGE_ID", "dev-1"), ("LOG_LEVEL", "LOUD")]),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains(&format!("{} line 2", f.path().display())),
+            "{err}"
+        );
     }
 
     #[test]

@@ -4,7 +4,6 @@
 mod support;
 
 use std::fs;
-use std::process::Command;
 use support::agent::{key_for, Agent};
 
 #[test]
@@ -115,21 +114,15 @@ fn check_passes_against_a_reachable_server() {
 
 #[test]
 fn help_and_version() {
-    let out = Command::new(support::agent::BIN)
-        .arg("--help")
-        .output()
-        .unwrap();
+    let out = support::agent::binary().arg("--help").output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && text.contains("EDGE_INACTIVITY_TIMEOUT"),
         "{text}"
     );
-    let out = Command::new(support::agent::BIN)
-        .arg("--version")
-        .output()
-        .unwrap();
+    let out = support::agent::binary().arg("--version").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("edge-agent "));
-    let out = Command::new(support::agent::BIN)
+    let out = support::agent::binary()
         .arg("--edge-idd=x")
         .output()
         .unwrap();

@@ -1,4 +1,8 @@
 //! Running the real `edge-agent` binary in a private folder, with a clean environment.
+//!
+//! `EDGE_AGENT_TEST_BIN=path` tests another build of the agent (a static ARM binary, say) and
+//! `EDGE_AGENT_TEST_RUNNER=program` runs it through that program (`qemu-arm-static`); see
+//! `cross/build-static.sh test`.
 
 use std::fs;
 use std::path::PathBuf;
@@ -6,7 +10,20 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-pub const BIN: &str = env!("CARGO_BIN_EXE_edge-agent");
+/// The agent under test, without arguments: this build's binary unless the environment names
+/// another one.
+pub fn binary() -> Command {
+    let bin = std::env::var_os("EDGE_AGENT_TEST_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_edge-agent").into());
+    match std::env::var_os("EDGE_AGENT_TEST_RUNNER").filter(|r| !r.is_empty()) {
+        Some(runner) => {
+            let mut command = Command::new(runner);
+            command.arg(bin);
+            command
+        }
+        None => Command::new(bin),
+    }
+}
 
 /// An Edge key for `url`, with the tunnel address `127.0.0.1:9` (nothing listens there).
 pub fn key_for(url: &str, endpoint_id: i64) -> String {
@@ -55,7 +72,7 @@ impl Agent {
     /// `edge-agent --env-file <ours> --data <ours> <args>` with an environment holding nothing
     /// of the caller's but `PATH`.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = Command::new(BIN);
+        let mut command = binary();
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# CI for what goes on the device (called by .ci/run after the tests; runs as root):
+# the Yocto crate list and oelint-adv, systemd-analyze verify of the units, then the static
+# musl binaries (cross/build-static.sh): built, checked with `file`, sized, and put through the
+# end-to-end tests against the fake Portainer server (the ARM ones under qemu-user).
+#
+# usage: packaging/ci.sh        (needs the host build of `cargo test` in target/debug)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+CACHE=${EDGE_AGENT_CACHE:-$HOME/.cache/edge-agent}
+
+echo "== Yocto: edge-agent-crates.inc against Cargo.lock"
+python3 yocto-layer/scripts/update-crates.py --check
+
+echo "== Yocto: oelint-adv"
+[ -x "$CACHE/oelint/bin/oelint-adv" ] || python3 -m venv "$CACHE/oelint"
+"$CACHE/oelint/bin/pip" install -q oelint-adv==9.11.2 oelint-parser==8.13.2 oelint-data==1.5.26
+for release in scarthgap styhead walnascar; do
+    # homepageping would fetch HOMEPAGE: no network here. Any finding fails (rc 1).
+    (cd yocto-layer && "$CACHE/oelint/bin/oelint-adv" --quiet --relpaths --mode all \
+        --release "$release" --suppress oelint.vars.homepageping \
+        recipes-containers/edge-agent/edge-agent_*.bb)
+    echo "oelint-adv --release $release: no findings"
+done
+
+echo "== systemd-analyze verify"
+command -v systemd-analyze >/dev/null || apt-get install -y -q --no-install-recommends systemd
+units=$(mktemp -d)
+trap 'rm -rf "$units"' EXIT
+# verify checks that ExecStart's program exists: point it at the host build.
+sed "s|^ExecStart=/usr/bin/edge-agent |ExecStart=$PWD/target/debug/edge-agent |" \
+    packaging/edge-agent.service >"$units/edge-agent.service"
+cp packaging/edge-agent.path "$units/"
+systemd-analyze --version | head -n 1
+# It exits 0 on unknown keys or bad values, only printing them: any output is a failure.
+findings=$(cd "$units" && systemd-analyze verify --man=no --generators=no \
+    ./edge-agent.service ./edge-agent.path 2>&1)
+if [ -n "$findings" ]; then
+    echo "$findings" >&2
+    exit 1
+fi
+echo "systemd-analyze verify edge-agent.service edge-agent.path: no findings"
+
+echo "== static musl binaries"
+cross/build-static.sh setup
+cross/build-static.sh build
+cross/build-static.sh verify
+cross/build-static.sh test
