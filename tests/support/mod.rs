@@ -10,6 +10,8 @@
 #![allow(dead_code)] // Each test binary uses a different part of it.
 
 pub mod agent;
+pub mod docker;
+pub mod fake_docker;
 
 use base64::Engine;
 use std::collections::BTreeMap;
