@@ -118,12 +118,24 @@ pub struct Container {
 
 impl Container {
     pub fn create(client: &Client, name: &str, cmd: &[&str], tty: bool) -> Container {
+        Container::with_host_config(client, name, cmd, tty, serde_json::json!({}))
+    }
+
+    /// The same with more `HostConfig` settings.
+    pub fn with_host_config(
+        client: &Client,
+        name: &str,
+        cmd: &[&str],
+        tty: bool,
+        mut host_config: serde_json::Value,
+    ) -> Container {
+        host_config["NetworkMode"] = "none".into();
         let config = serde_json::json!({
             "Image": IMAGE,
             "Cmd": cmd,
             "Tty": tty,
             "Labels": { LABEL: name },
-            "HostConfig": { "NetworkMode": "none" },
+            "HostConfig": host_config,
         });
         let created = client.create_container(Some(name), &config).unwrap();
         Container {
