@@ -203,7 +203,7 @@ pub struct LogsOptions {
     pub timestamps: bool,
 }
 
-/// Lines that Docker answers with the longest event or progress message.
+/// The longest line accepted in an event or pull progress stream.
 const MAX_LINE: usize = 64 * 1024;
 
 impl Client {
@@ -260,14 +260,14 @@ impl Client {
     /// Stops with SIGTERM, then SIGKILL after `wait` (the container's own setting if `None`).
     /// Stopping a stopped container is not an error (304).
     pub fn stop_container(&self, id: &str, wait: Option<u32>) -> Result<(), Error> {
-        self.kill_and(id, "stop", wait)
+        self.stop_or_restart(id, "stop", wait)
     }
 
     pub fn restart_container(&self, id: &str, wait: Option<u32>) -> Result<(), Error> {
-        self.kill_and(id, "restart", wait)
+        self.stop_or_restart(id, "restart", wait)
     }
 
-    fn kill_and(&self, id: &str, action: &str, wait: Option<u32>) -> Result<(), Error> {
+    fn stop_or_restart(&self, id: &str, action: &str, wait: Option<u32>) -> Result<(), Error> {
         let t = wait.map(|t| t.to_string());
         let path = format!(
             "/containers/{}/{action}{}",

@@ -14,7 +14,7 @@ pub use api::{
     EventActor, ImageInspect, ImageSummary, Info, LogsOptions, Network, Progress, RegistryAuth,
     Version, Volume,
 };
-pub use logs::{Demux, Demuxed, LogStream, Logs, NotMultiplexed};
+pub use logs::{LogStream, Logs};
 pub use stream::JsonLines;
 
 use crate::http1::{self, ResponseHead};
@@ -22,7 +22,7 @@ use connection::{Body, Wait};
 use serde::de::DeserializeOwned;
 use std::fmt;
 use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// The newest API version this client speaks: Docker 27's. Docker 29 refuses anything below
@@ -244,10 +244,6 @@ impl Client {
     /// The negotiated version used in every path (`/v1.NN/...`).
     pub fn api_version(&self) -> ApiVersion {
         self.api
-    }
-
-    pub fn socket(&self) -> &Path {
-        &self.socket
     }
 
     /// Sends `method` on `target` (already versioned or not) and reads the head.
