@@ -220,9 +220,9 @@ impl Client {
                 call: body.call().to_owned(),
                 what: format!("API-Version {text:?}"),
             })?,
-            // Engines before 1.25 have no API-Version header.
+            // Engines before 1.25 have no API-Version header; they answer an unversioned path.
             None => {
-                let version: Version = client.call("GET", "/version", None, &[200])?.json()?;
+                let version: Version = client.buffered("GET", "/version", None, &[200])?.json()?;
                 ApiVersion::parse(&version.api_version).ok_or_else(|| Error::Unexpected {
                     call: format!("GET /version on {}", client.socket.display()),
                     what: format!("ApiVersion {:?}", version.api_version),
@@ -295,9 +295,19 @@ impl Client {
         body: Option<&serde_json::Value>,
         ok: &[u16],
     ) -> Result<Answer, Error> {
-        let target = format!("/v{}{path}", self.api);
+        self.buffered(method, &format!("/v{}{path}", self.api), body, ok)
+    }
+
+    /// [`Client::call`] on `target` as it is.
+    fn buffered(
+        &self,
+        method: &str,
+        target: &str,
+        body: Option<&serde_json::Value>,
+        ok: &[u16],
+    ) -> Result<Answer, Error> {
         let json = body.map(|b| b.to_string().into_bytes());
-        let (head, body) = self.open(method, &target, &[], json.as_deref(), false)?;
+        let (head, body) = self.open(method, target, &[], json.as_deref(), false)?;
         let body = expect(head.status, body, ok)?;
         let call = body.call().to_owned();
         Ok(Answer {
