@@ -1,7 +1,9 @@
 //! `edge-agent check`: validates the configuration, shows what the Edge key says, the Edge ID and
-//! the state file, and whether the Portainer URL and the tunnel server answer. Writes nothing.
+//! the state file, and whether Docker, the Portainer URL and the tunnel server answer. Writes
+//! nothing.
 
 use crate::config::Config;
+use crate::docker;
 use crate::edge_key::EdgeKey;
 use crate::portainer::{Client, CONNECT_TIMEOUT};
 use crate::state::{Store, FILE_NAME};
@@ -36,7 +38,21 @@ pub fn check(config: &Config) -> bool {
             "not set (the first Portainer key is trusted and pinned)"
         }
     );
-    println!("Docker socket: {}", config.docker_socket.display());
+    match docker::Client::connect(&config.docker_socket, docker::Limits::default())
+        .and_then(|c| Ok((c.version()?, c)))
+    {
+        Ok((version, client)) => println!(
+            "Docker: {} reachable, Docker Engine {} (API {}, using {})",
+            config.docker_socket.display(),
+            version.version,
+            version.api_version,
+            client.api_version()
+        ),
+        Err(e) => {
+            println!("Docker: NOT reachable: {e}");
+            ok = false;
+        }
+    }
     let saved = match Store::peek(&config.data_path) {
         Ok(state) => Some(state),
         Err(e) => {

@@ -4,7 +4,11 @@
 mod support;
 
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::process::Command;
 use support::agent::{key_for, Agent};
+use support::fake_docker::{answer, ping, FakeDocker, Reply};
 
 #[test]
 fn bad_value_names_variable_file_and_line_and_leaves_state_alone() {
@@ -98,11 +102,28 @@ fn check_reports_key_fields_and_unreachable_server() {
     assert!(!agent.data.exists(), "check must not write anything");
 }
 
+/// A fake Docker 20.10 that answers what `check` asks.
+fn fake_docker() -> FakeDocker {
+    FakeDocker::start(|_, path| match path {
+        "/_ping" => ping("1.41"),
+        _ => Reply::Close(answer(
+            "200 OK",
+            "application/json",
+            r#"{"Version":"20.10.24","ApiVersion":"1.41","MinAPIVersion":"1.12"}"#,
+        )),
+    })
+}
+
 #[test]
 fn check_passes_against_a_reachable_server() {
     let server = support::FakePortainer::start(support::Transport::Plain);
+    let docker = fake_docker();
     let agent = Agent::new();
-    agent.write_env(&format!("EDGE_KEY={}\n", agent.key(&server, 3)));
+    agent.write_env(&format!(
+        "EDGE_KEY={}\nDOCKER_HOST=unix://{}\n",
+        agent.key(&server, 3),
+        docker.socket().display()
+    ));
     let out = agent.command(&["check"]).output().unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
@@ -110,6 +131,68 @@ fn check_passes_against_a_reachable_server() {
         text.contains("reachable (HTTP 200)") && text.contains("result: OK"),
         "{text}"
     );
+    assert!(
+        text.contains(&format!(
+            "Docker: {} reachable, Docker Engine 20.10.24 (API 1.41, using 1.41)",
+            docker.socket().display()
+        )),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_fails_without_docker_and_says_what_to_look_at() {
+    let server = support::FakePortainer::start(support::Transport::Plain);
+    let agent = Agent::new();
+    let socket = agent.dir.path().join("docker.sock");
+    agent.write_env(&format!(
+        "EDGE_KEY={}\nDOCKER_HOST=unix://{}\n",
+        agent.key(&server, 3),
+        socket.display()
+    ));
+    let out = agent.command(&["check"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains(&format!(
+            "Docker: NOT reachable: cannot connect to Docker socket {}: it does not exist: is Docker running? is DOCKER_HOST right?",
+            socket.display()
+        )) && text.contains("result: NOT OK"),
+        "{text}"
+    );
+}
+
+#[test]
+fn check_names_the_socket_owner_when_permission_is_denied() {
+    if !nix::unistd::getuid().is_root() {
+        eprintln!("skipped: only root can run the agent as another user here");
+        return;
+    }
+    let docker = fake_docker();
+    // The socket as Docker leaves it: root:root (here), mode 0660; the agent runs as nobody.
+    std::fs::set_permissions(docker.socket(), std::fs::Permissions::from_mode(0o660)).unwrap();
+    std::fs::set_permissions(
+        docker.socket().parent().unwrap(),
+        std::fs::Permissions::from_mode(0o755),
+    )
+    .unwrap();
+    let agent = Agent::new();
+    agent.write_env(&format!(
+        "DOCKER_HOST=unix://{}\n",
+        docker.socket().display()
+    ));
+    std::fs::set_permissions(agent.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut command = agent.command(&["check"]);
+    // std drops root's supplementary groups along with the uid.
+    command.uid(65534).gid(65534);
+    let out = command.output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("permission denied: the socket belongs to user root and group root with mode 0660, and edge-agent runs as uid 65534"),
+        "{text}"
+    );
+    assert!(text.contains("to group root (usermod -aG root "), "{text}");
 }
 
 #[test]

@@ -11,6 +11,8 @@
 
 pub mod agent;
 pub mod chisel;
+pub mod docker;
+pub mod fake_docker;
 
 use base64::Engine;
 use std::collections::BTreeMap;

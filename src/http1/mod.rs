@@ -1,0 +1,70 @@
+//! HTTP/1.1 framing without I/O: the project's one implementation, for the blocking Docker
+//! client now and the tunnel's API proxy later. The socket is the caller's business: it writes
+//! what [`write_request_head`] produced, feeds what it reads to [`parse_response_head`], asks
+//! [`framing`] how the body ends, and runs chunked bodies through a [`ChunkedDecoder`].
+
+mod chunked;
+mod request;
+mod response;
+
+pub use chunked::ChunkedDecoder;
+pub use request::write_request_head;
+pub use response::{framing, parse_response_head, Framing, ResponseHead};
+
+use std::fmt;
+
+/// Longest chunk-size line (size, extensions, CRLF) accepted.
+pub const MAX_CHUNK_LINE: usize = 4096;
+/// Most trailer bytes after the last chunk accepted (they are skipped).
+pub const MAX_TRAILERS: usize = 16 * 1024;
+/// Most header fields in a response head.
+pub const MAX_HEADERS: usize = 64;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Error {
+    /// A method, target or header that would break the request line or a header line.
+    InvalidRequest(String),
+    /// No complete head within this many bytes.
+    HeadTooLarge(usize),
+    /// Not an HTTP/1.x response head; the text is httparse's reason and the first bytes.
+    MalformedHead(String),
+    /// `Content-Length` that is not a number, or several different ones.
+    BadContentLength(String),
+    /// A chunk-size line that is not hexadecimal digits (with optional extensions).
+    BadChunkSize(u8),
+    /// A chunk-size line longer than [`MAX_CHUNK_LINE`].
+    ChunkLineTooLong,
+    /// A chunk's data not followed by CRLF, or a line ended by CR without LF.
+    MissingCrlf,
+    /// More than [`MAX_TRAILERS`] bytes of trailers.
+    TrailersTooLarge,
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::InvalidRequest(what) => write!(f, "cannot send this request: {what}"),
+            Error::HeadTooLarge(limit) => {
+                write!(f, "the response head is longer than {limit} bytes")
+            }
+            Error::MalformedHead(what) => write!(f, "not an HTTP/1.1 response ({what})"),
+            Error::BadContentLength(value) => write!(f, "invalid Content-Length {value:?}"),
+            Error::BadChunkSize(byte) => write!(
+                f,
+                "invalid chunked body: byte {:?} in a chunk size",
+                char::from(*byte)
+            ),
+            Error::ChunkLineTooLong => write!(
+                f,
+                "invalid chunked body: chunk-size line longer than {MAX_CHUNK_LINE} bytes"
+            ),
+            Error::MissingCrlf => f.write_str("invalid chunked body: missing CRLF"),
+            Error::TrailersTooLarge => write!(
+                f,
+                "invalid chunked body: trailers longer than {MAX_TRAILERS} bytes"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for Error {}

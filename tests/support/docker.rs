@@ -1,0 +1,163 @@
+//! The real Docker Engine for tests and benches: the client (or a skip, or under `CI=true` a
+//! failure, when there is no engine), the test image built from Debian's busybox-static, and
+//! containers that are removed whatever happens.
+
+use edge_agent::docker::{Client, Limits};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// `/bin/busybox` (static) alone in a `docker import`ed image; run it as `busybox APPLET ...`.
+pub const IMAGE: &str = "edge-agent-test/busybox:1";
+/// The label every test container carries, with a value unique to it.
+pub const LABEL: &str = "edge-agent-test";
+
+/// `DOCKER_HOST` when it is `unix://`, else Docker's default socket.
+pub fn socket() -> PathBuf {
+    match std::env::var("DOCKER_HOST") {
+        Ok(host) if host.starts_with("unix://") => PathBuf::from(&host["unix://".len()..]),
+        _ => PathBuf::from("/var/run/docker.sock"),
+    }
+}
+
+/// The engine, with the test image in it. Without an engine: `None` after a notice (the test
+/// is skipped), but under `CI=true` the test fails.
+pub fn engine() -> Option<Client> {
+    match Client::connect(socket(), Limits::default()) {
+        Ok(client) => {
+            ensure_image(&client);
+            Some(client)
+        }
+        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
+            panic!("CI=true but the Docker Engine does not answer: {e}")
+        }
+        Err(e) => {
+            eprintln!("skipped: no Docker Engine ({e}); under CI=true this fails");
+            None
+        }
+    }
+}
+
+/// Builds [`IMAGE`] once per process unless the engine has it (parallel tests and other test
+/// binaries may race to import it; importing the same tag twice is harmless).
+fn ensure_image(client: &Client) {
+    static DONE: OnceLock<()> = OnceLock::new();
+    DONE.get_or_init(|| {
+        if client.inspect_image(IMAGE).is_ok() {
+            return;
+        }
+        let busybox = Path::new("/bin/busybox");
+        assert!(
+            busybox.exists(),
+            "/bin/busybox is missing: apt-get install busybox-static"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("rootfs");
+        std::fs::create_dir_all(root.join("bin")).unwrap();
+        std::fs::create_dir_all(root.join("tmp")).unwrap();
+        std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
+        std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
+        let tar = dir.path().join("rootfs.tar");
+        let status = Command::new("tar")
+            .arg("-C")
+            .arg(&root)
+            .arg("-cf")
+            .arg(&tar)
+            .arg(".")
+            .status()
+            .unwrap();
+        assert!(status.success(), "tar failed");
+        let out = docker(&["import", tar.to_str().unwrap(), IMAGE]);
+        assert!(
+            out.status.success(),
+            "docker import failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    });
+}
+
+/// The `docker` command line on [`socket`].
+pub fn docker(args: &[&str]) -> std::process::Output {
+    Command::new("docker")
+        .args(args)
+        .env("DOCKER_HOST", format!("unix://{}", socket().display()))
+        .output()
+        .expect("run the docker command line (Debian package docker.io)")
+}
+
+/// A name no other test or run uses.
+pub fn unique(what: &str) -> String {
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "edge-agent-test-{what}-{}-{}-{nanos}",
+        std::process::id(),
+        COUNT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A container of [`IMAGE`] without network, labelled `LABEL=<name>`; removed (forcibly, with
+/// its volumes) when dropped, also when the test fails.
+pub struct Container {
+    client: Client,
+    pub id: String,
+    pub name: String,
+}
+
+impl Container {
+    pub fn create(client: &Client, name: &str, cmd: &[&str], tty: bool) -> Container {
+        Container::with_host_config(client, name, cmd, tty, serde_json::json!({}))
+    }
+
+    /// The same with more `HostConfig` settings.
+    pub fn with_host_config(
+        client: &Client,
+        name: &str,
+        cmd: &[&str],
+        tty: bool,
+        mut host_config: serde_json::Value,
+    ) -> Container {
+        host_config["NetworkMode"] = "none".into();
+        let config = serde_json::json!({
+            "Image": IMAGE,
+            "Cmd": cmd,
+            "Tty": tty,
+            "Labels": { LABEL: name },
+            "HostConfig": host_config,
+        });
+        let created = client.create_container(Some(name), &config).unwrap();
+        Container {
+            client: client.clone(),
+            id: created.id,
+            name: name.to_owned(),
+        }
+    }
+
+    /// The `label` filter that matches this container alone.
+    pub fn label(&self) -> String {
+        format!("{LABEL}={}", self.name)
+    }
+}
+
+impl Drop for Container {
+    fn drop(&mut self) {
+        if let Err(e) = self.client.remove_container(&self.id, true, true) {
+            // Already removed by the test is fine.
+            if !matches!(e, edge_agent::docker::Error::Docker { status: 404, .. }) {
+                eprintln!("could not remove test container {}: {e}", self.name);
+            }
+        }
+    }
+}
