@@ -1,14 +1,17 @@
 //! HTTP/1.1 framing without I/O: the project's one implementation, for the blocking Docker
-//! client now and the tunnel's API proxy later. The socket is the caller's business: it writes
-//! what [`write_request_head`] produced, feeds what it reads to [`parse_response_head`], asks
-//! [`framing`] how the body ends, and runs chunked bodies through a [`ChunkedDecoder`].
+//! client and the agent API served through the tunnel (its requests, and the Docker answers it
+//! relays). The socket is the caller's business: it writes what [`write_request_head`]
+//! produced, feeds what it reads to [`parse_request_head`] or [`parse_response_head`], asks
+//! [`RequestHead::body`] or [`framing`] how the body ends, and runs chunked bodies through a
+//! [`ChunkedDecoder`].
 
 mod chunked;
+mod fields;
 mod request;
 mod response;
 
 pub use chunked::ChunkedDecoder;
-pub use request::write_request_head;
+pub use request::{parse_request_head, write_request_head, RequestHead};
 pub use response::{framing, parse_response_head, Framing, ResponseHead};
 
 use std::fmt;
@@ -17,7 +20,7 @@ use std::fmt;
 pub const MAX_CHUNK_LINE: usize = 4096;
 /// Most trailer bytes after the last chunk accepted (they are skipped).
 pub const MAX_TRAILERS: usize = 16 * 1024;
-/// Most header fields in a response head.
+/// Most header fields in a head.
 pub const MAX_HEADERS: usize = 64;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,8 +29,10 @@ pub enum Error {
     InvalidRequest(String),
     /// No complete head within this many bytes.
     HeadTooLarge(usize),
-    /// Not an HTTP/1.x response head; the text is httparse's reason and the first bytes.
+    /// Not an HTTP/1.x head; the text is httparse's reason and the first bytes.
     MalformedHead(String),
+    /// A request `Transfer-Encoding` other than chunked last (RFC 9112 §6.3).
+    BadTransferEncoding(String),
     /// `Content-Length` that is not a number, or several different ones.
     BadContentLength(String),
     /// A chunk-size line that is not hexadecimal digits (with optional extensions).
@@ -45,10 +50,13 @@ impl fmt::Display for Error {
         match self {
             Error::InvalidRequest(what) => write!(f, "cannot send this request: {what}"),
             Error::HeadTooLarge(limit) => {
-                write!(f, "the response head is longer than {limit} bytes")
+                write!(f, "the HTTP head is longer than {limit} bytes")
             }
-            Error::MalformedHead(what) => write!(f, "not an HTTP/1.1 response ({what})"),
+            Error::MalformedHead(what) => write!(f, "not HTTP/1.1 ({what})"),
             Error::BadContentLength(value) => write!(f, "invalid Content-Length {value:?}"),
+            Error::BadTransferEncoding(value) => {
+                write!(f, "unsupported Transfer-Encoding {value:?} (only chunked)")
+            }
             Error::BadChunkSize(byte) => write!(
                 f,
                 "invalid chunked body: byte {:?} in a chunk size",

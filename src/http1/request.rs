@@ -1,6 +1,79 @@
-//! The request head: request line, the caller's headers, `Content-Length` when there is a body.
+//! The request head: writing one (request line, the caller's headers, `Content-Length` when
+//! there is a body), and reading one as a server, with how its body ends.
 
-use super::Error;
+use super::{fields, Error, Framing, MAX_HEADERS};
+
+/// A request as a server reads it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    pub method: String,
+    /// Path and query, as sent.
+    pub target: String,
+    pub headers: fields::Fields,
+    /// Bytes of the input the head took, blank line included: the body starts there.
+    pub len: usize,
+}
+
+impl RequestHead {
+    /// The first value of the header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        fields::first(&self.headers, name)
+    }
+
+    /// Whether the element `token` is in the comma-separated `name` headers.
+    pub fn has(&self, name: &str, token: &str) -> bool {
+        fields::elements(&self.headers, name).any(|e| e.eq_ignore_ascii_case(token))
+    }
+
+    pub fn path(&self) -> &str {
+        self.target.split('?').next().unwrap_or_default()
+    }
+
+    /// The value of query parameter `name`, as sent (not percent-decoded).
+    pub fn query(&self, name: &str) -> Option<&str> {
+        let (_, query) = self.target.split_once('?')?;
+        query
+            .split('&')
+            .filter_map(|pair| pair.split_once('=').or(Some((pair, ""))))
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+    }
+
+    /// How the body ends: a request body is chunked, has a length, or is absent (it never runs
+    /// to the end of the connection).
+    pub fn body(&self) -> Result<Framing, Error> {
+        if let Some(last) = fields::elements(&self.headers, "Transfer-Encoding").last() {
+            return if last.eq_ignore_ascii_case("chunked") {
+                Ok(Framing::Chunked)
+            } else {
+                Err(Error::BadTransferEncoding(last.to_owned()))
+            };
+        }
+        Ok(match fields::content_length(&self.headers)? {
+            Some(0) | None => Framing::None,
+            Some(n) => Framing::Length(n),
+        })
+    }
+}
+
+/// Parses a request head at the start of `buf`. `Ok(None)`: incomplete, read more (unless
+/// `buf` already holds `limit` bytes, which is an error).
+pub fn parse_request_head(buf: &[u8], limit: usize) -> Result<Option<RequestHead>, Error> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut request = httparse::Request::new(&mut headers);
+    let scanned = &buf[..buf.len().min(limit)];
+    match request.parse(scanned) {
+        Ok(httparse::Status::Complete(len)) => Ok(Some(RequestHead {
+            method: request.method.unwrap_or_default().to_owned(),
+            target: request.path.unwrap_or_default().to_owned(),
+            headers: fields::collect(request.headers),
+            len,
+        })),
+        Ok(httparse::Status::Partial) if scanned.len() >= limit => Err(Error::HeadTooLarge(limit)),
+        Ok(httparse::Status::Partial) => Ok(None),
+        Err(e) => Err(fields::malformed(e, buf)),
+    }
+}
 
 /// Appends `METHOD target HTTP/1.1`, the headers and `Content-Length` (when `content_length` is
 /// set) and the blank line to `out`. The caller names every other header, `Host` included.
@@ -53,6 +126,44 @@ fn is_token(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reads_a_request_head_and_its_body_framing() {
+        let text = "POST /v1.41/containers/create?name=web&x HTTP/1.1\r\nHost: agent\r\nTransfer-Encoding: chunked\r\nConnection: keep-alive, Upgrade\r\n\r\n5\r\n";
+        for cut in 0..text.find("\r\n\r\n").unwrap() + 3 {
+            assert_eq!(parse_request_head(&text.as_bytes()[..cut], 1024), Ok(None));
+        }
+        let head = parse_request_head(text.as_bytes(), 1024).unwrap().unwrap();
+        assert_eq!(head.method, "POST");
+        assert_eq!(head.path(), "/v1.41/containers/create");
+        assert_eq!(head.query("name"), Some("web"));
+        assert_eq!(head.query("x"), Some(""));
+        assert_eq!(head.query("y"), None);
+        assert!(head.has("Connection", "upgrade"));
+        assert_eq!(head.body(), Ok(Framing::Chunked));
+        assert_eq!(&text[head.len..], "5\r\n");
+    }
+
+    #[test]
+    fn request_bodies_have_a_length_or_chunks() {
+        let body = |headers: &str| {
+            let text = format!("PUT / HTTP/1.1\r\n{headers}\r\n");
+            parse_request_head(text.as_bytes(), 1024)
+                .unwrap()
+                .unwrap()
+                .body()
+        };
+        assert_eq!(body(""), Ok(Framing::None));
+        assert_eq!(body("Content-Length: 0\r\n"), Ok(Framing::None));
+        assert_eq!(body("Content-Length: 7\r\n"), Ok(Framing::Length(7)));
+        assert!(body("Content-Length: -1\r\n").is_err());
+        assert!(body("Transfer-Encoding: gzip\r\n").is_err());
+        assert!(parse_request_head(b"\x16\x03\x01 hello\r\n\r\n", 1024).is_err());
+        assert_eq!(
+            parse_request_head(&[b'a'; 100], 50),
+            Err(Error::HeadTooLarge(50))
+        );
+    }
 
     fn head(
         method: &str,

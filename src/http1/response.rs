@@ -1,7 +1,7 @@
 //! The response head (parsed by httparse) and how its body is framed (RFC 9112 §6.3, plus
 //! Docker's hijacked attach/exec streams).
 
-use super::{Error, MAX_HEADERS};
+use super::{fields, Error, MAX_HEADERS};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResponseHead {
@@ -15,20 +15,7 @@ pub struct ResponseHead {
 impl ResponseHead {
     /// The first value of the header `name` (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The comma-separated elements of every `name` header, trimmed.
-    fn elements<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.headers
-            .iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .flat_map(|(_, v)| v.split(','))
-            .map(str::trim)
-            .filter(|e| !e.is_empty())
+        fields::first(&self.headers, name)
     }
 }
 
@@ -41,27 +28,12 @@ pub fn parse_response_head(buf: &[u8], limit: usize) -> Result<Option<ResponseHe
     match response.parse(scanned) {
         Ok(httparse::Status::Complete(len)) => Ok(Some(ResponseHead {
             status: response.code.unwrap_or_default(),
-            headers: response
-                .headers
-                .iter()
-                .map(|h| {
-                    (
-                        h.name.to_owned(),
-                        String::from_utf8_lossy(h.value).into_owned(),
-                    )
-                })
-                .collect(),
+            headers: fields::collect(response.headers),
             len,
         })),
         Ok(httparse::Status::Partial) if scanned.len() >= limit => Err(Error::HeadTooLarge(limit)),
         Ok(httparse::Status::Partial) => Ok(None),
-        Err(e) => {
-            let start = &buf[..buf.len().min(40)];
-            Err(Error::MalformedHead(format!(
-                "{e}; it starts with {:?}",
-                String::from_utf8_lossy(start)
-            )))
-        }
+        Err(e) => Err(fields::malformed(e, buf)),
     }
 }
 
@@ -97,18 +69,20 @@ pub fn framing(method: &str, head: &ResponseHead) -> Result<Framing, Error> {
     if (100..200).contains(&status) || status == 204 || status == 304 || method == "HEAD" {
         return Ok(Framing::None);
     }
-    let chunked = head.elements("Transfer-Encoding").last();
-    let mut lengths = head.elements("Content-Length").peekable();
+    let chunked = fields::elements(&head.headers, "Transfer-Encoding").last();
     if (200..300).contains(&status) {
-        let upgrade = head
-            .elements("Connection")
+        let upgrade = fields::elements(&head.headers, "Connection")
             .any(|e| e.eq_ignore_ascii_case("upgrade"));
         let raw_stream = head.header("Content-Type").is_some_and(|t| {
             DOCKER_STREAMS
                 .iter()
                 .any(|s| t.trim().eq_ignore_ascii_case(s))
         });
-        if upgrade || (raw_stream && chunked.is_none() && lengths.peek().is_none()) {
+        let unframed = chunked.is_none()
+            && fields::elements(&head.headers, "Content-Length")
+                .next()
+                .is_none();
+        if upgrade || (raw_stream && unframed) {
             return Ok(Framing::Upgrade);
         }
     }
@@ -120,20 +94,7 @@ pub fn framing(method: &str, head: &ResponseHead) -> Result<Framing, Error> {
             Framing::Close
         });
     }
-    let mut length = None;
-    for value in lengths {
-        let parsed = (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()))
-            .then(|| value.parse::<u64>().ok())
-            .flatten();
-        match (parsed, length) {
-            (None, _) => return Err(Error::BadContentLength(value.to_owned())),
-            (Some(n), Some(m)) if n != m => {
-                return Err(Error::BadContentLength(format!("{m}, {n}")))
-            }
-            (Some(n), _) => length = Some(n),
-        }
-    }
-    Ok(length.map_or(Framing::Close, Framing::Length))
+    Ok(fields::content_length(&head.headers)?.map_or(Framing::Close, Framing::Length))
 }
 
 #[cfg(test)]
