@@ -144,7 +144,9 @@ mod tests {
         let mut spki = P256_SPKI_PREFIX.to_vec();
         spki.extend_from_slice(point.as_bytes());
         let key: String = spki.iter().map(|b| format!("{b:02x}")).collect();
-        let signature: Signature = signing.sign_prehash(&Md5::digest(message.as_bytes())).unwrap();
+        let signature: Signature = signing
+            .sign_prehash(&Md5::digest(message.as_bytes()))
+            .unwrap();
         (key, STANDARD_NO_PAD.encode(signature.to_bytes()))
     }
 
@@ -162,10 +164,16 @@ mod tests {
         assert_eq!(verifier.check(None, Some(&sig)), Verdict::Missing);
         // A forged signature pins nothing.
         let (_, other_sig) = portainer(2, "Portainer-App");
-        assert!(matches!(verifier.check(Some(&key), Some(&other_sig)), Verdict::Invalid(_)));
+        assert!(matches!(
+            verifier.check(Some(&key), Some(&other_sig)),
+            Verdict::Invalid(_)
+        ));
         assert_eq!(verifier.check(Some(&key), Some(&sig)), Verdict::Valid);
         // Upper-case hex is the same key.
-        assert_eq!(verifier.check(Some(&key.to_uppercase()), Some(&sig)), Verdict::Valid);
+        assert_eq!(
+            verifier.check(Some(&key.to_uppercase()), Some(&sig)),
+            Verdict::Valid
+        );
         let (other_key, other_sig) = portainer(2, "Portainer-App");
         assert_eq!(
             verifier.check(Some(&other_key), Some(&other_sig)),
@@ -185,7 +193,10 @@ mod tests {
         let (key2, sig2) = portainer(4, "s3cret");
         assert_eq!(verifier.check(Some(&key2), Some(&sig2)), Verdict::Valid);
         let (key3, sig3) = portainer(5, "Portainer-App");
-        assert!(matches!(verifier.check(Some(&key3), Some(&sig3)), Verdict::Invalid(_)));
+        assert!(matches!(
+            verifier.check(Some(&key3), Some(&sig3)),
+            Verdict::Invalid(_)
+        ));
         assert_eq!(persisted.read(|s| s.server_key.clone()), None);
     }
 
@@ -201,7 +212,10 @@ mod tests {
             (key.as_str(), "AAAA"),
             (&key[..key.len() - 2], sig.as_str()),
         ] {
-            assert!(matches!(verifier.check(Some(k), Some(s)), Verdict::Invalid(_)), "{k} {s}");
+            assert!(
+                matches!(verifier.check(Some(k), Some(s)), Verdict::Invalid(_)),
+                "{k} {s}"
+            );
         }
     }
 }

@@ -57,9 +57,18 @@ fn survives_many_key_exchanges_mid_transfer() {
 
 #[test]
 fn answers_server_pings_and_sends_keepalives() {
-    let Some((server, port, _tunnel)) = started(&["-ping", "100ms"]) else {
+    let Some(server) = ChiselServer::start(&["-ping", "100ms"]) else {
         return;
     };
+    let port = free_port();
+    let mut settings = settings(
+        &server,
+        &server.fingerprint.clone(),
+        Duration::from_secs(300),
+    );
+    settings.keepalive = Duration::from_millis(200);
+    let mut tunnel = Tunnel::new(settings, echo());
+    tunnel.require(port, &credentials("user:pass", EDGE_ID));
     connect(port);
     server.wait_for("server ping true pong", 3, WAIT);
     server.wait_for("client ping", 3, WAIT);

@@ -251,10 +251,14 @@ func serve(conn net.Conn, sshConfig *ssh.ServerConfig, allowed *regexp.Regexp) {
 			return
 		}
 		listeners = append(listeners, l)
-		go accept(l, sshConn, rem.RemoteHost+":"+rem.RemotePort)
 	}
 	r.Reply(true, nil)
 	say("config ok %s", string(r.Payload))
+	// As chisel: the reverse ports carry channels only once the configuration is accepted.
+	for i, l := range listeners {
+		rem := c.Remotes[i]
+		go accept(l, sshConn, rem.RemoteHost+":"+rem.RemotePort)
+	}
 
 	if *pingEach > 0 {
 		go func() {

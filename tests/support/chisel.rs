@@ -62,6 +62,36 @@ fn binary() -> Option<PathBuf> {
         .clone()
 }
 
+/// The Python for `asyncssh_server.py`: `EDGE_AGENT_PYTHON` (`.ci/run` points it at a venv with
+/// `tests/chisel/requirements.txt`) or `python3`; `None` when it lacks asyncssh or websockets
+/// and this is not CI (the caller skips).
+fn python() -> Option<PathBuf> {
+    static FOUND: OnceLock<Option<PathBuf>> = OnceLock::new();
+    FOUND
+        .get_or_init(|| {
+            let python = std::env::var_os("EDGE_AGENT_PYTHON")
+                .map_or_else(|| PathBuf::from("python3"), PathBuf::from);
+            let found = Command::new(&python)
+                .args(["-c", "import asyncssh, websockets"])
+                .stderr(Stdio::null())
+                .status();
+            match found {
+                Ok(status) if status.success() => Some(python),
+                result => {
+                    let why = format!(
+                        "{python:?} cannot import asyncssh and websockets ({result:?}); pip install -r tests/chisel/requirements.txt and set EDGE_AGENT_PYTHON"
+                    );
+                    if std::env::var("CI").as_deref() == Ok("true") {
+                        panic!("{why}");
+                    }
+                    eprintln!("SKIPPED: {why}");
+                    None
+                }
+            }
+        })
+        .clone()
+}
+
 pub struct ChiselServer {
     child: Child,
     stdin: Option<ChildStdin>,
@@ -73,8 +103,19 @@ pub struct ChiselServer {
 impl ChiselServer {
     /// Starts a server with these flags (see main.go); `None` to skip the test.
     pub fn start(args: &[&str]) -> Option<ChiselServer> {
-        let mut child = Command::new(binary()?)
-            .args(args)
+        Some(Self::spawn(Command::new(binary()?).args(args)))
+    }
+
+    /// The same on Python's asyncssh (`asyncssh_server.py`, a subset of the flags): strict
+    /// KEX and aes256-gcm, as Portainer's newer x/crypto; `None` to skip the test.
+    pub fn start_asyncssh(args: &[&str]) -> Option<ChiselServer> {
+        let script =
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/chisel/asyncssh_server.py");
+        Some(Self::spawn(Command::new(python()?).arg(script).args(args)))
+    }
+
+    fn spawn(command: &mut Command) -> ChiselServer {
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -92,13 +133,13 @@ impl ChiselServer {
                 sink.1.notify_all();
             }
         });
-        Some(ChiselServer {
+        ChiselServer {
             child,
             stdin,
             addr,
             fingerprint,
             events,
-        })
+        }
     }
 
     pub fn events(&self) -> Vec<String> {
@@ -153,7 +194,7 @@ pub fn settings(server: &ChiselServer, fingerprint: &str, inactivity: Duration) 
         proxy: None,
         ca_file: None,
         inactivity,
-        keepalive: Duration::from_millis(200),
+        keepalive: edge_agent::tunnel::KEEPALIVE,
     }
 }
 
