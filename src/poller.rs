@@ -6,6 +6,7 @@ use crate::backoff;
 use crate::config::GlobalKeyMeta;
 use crate::duration::display;
 use crate::identity::Identity;
+use crate::logging::Repeats;
 use crate::poll_response::{PollResponse, StackRef, TunnelStatus};
 use crate::portainer::{Client, Error, Poll};
 use crate::state::Persisted;
@@ -17,8 +18,6 @@ use std::time::{Duration, Instant};
 
 /// The Go agent's interval before the server has told us its check-in.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
-/// A failure that keeps happening is logged again at this pace, not at every attempt.
-const REPEAT_LOG_EVERY: Duration = Duration::from_secs(3600);
 
 pub struct Poller {
     client: Client,
@@ -41,8 +40,7 @@ pub struct Poller {
 struct Failures {
     count: u32,
     since: Option<Instant>,
-    last_message: String,
-    last_logged: Option<Instant>,
+    logged: Repeats,
 }
 
 #[derive(PartialEq)]
@@ -263,10 +261,7 @@ impl Poller {
             backoff::delay(self.interval, f.count, retry_after, crate::random::u64())
         };
         let message = error.to_string();
-        let repeat_due = f
-            .last_logged
-            .is_none_or(|t| t.elapsed() >= REPEAT_LOG_EVERY);
-        if message != f.last_message || repeat_due {
+        if f.logged.fresh(&message) {
             if forbidden {
                 log::error!(
                     "Portainer refuses this agent ({message}). Check that the environment exists and that its Edge ID is {} (set EDGE_ID to the one Portainer shows); retrying every {}",
@@ -280,8 +275,6 @@ impl Poller {
                     display(backoff::cap(self.interval))
                 );
             }
-            f.last_message = message;
-            f.last_logged = Some(Instant::now());
         } else {
             log::debug!(
                 "poll failed again ({}): next in {}",

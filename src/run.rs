@@ -1,11 +1,13 @@
 //! `edge-agent run`: startup (identity and state), the poll loop in its own thread, and an
 //! orderly stop on SIGTERM/SIGINT within two seconds with the state saved.
 
+use crate::api::{self, Api};
 use crate::config::Config;
 use crate::identity::{self, Identity};
 use crate::poller::Poller;
 use crate::portainer::Client;
 use crate::signals::Termination;
+use crate::signature::Verifier;
 use crate::state::{Persisted, Store};
 use crate::systemd::Notifier;
 use crate::tunnel::{self, Settings, Target, Tunnel};
@@ -34,13 +36,13 @@ pub fn run(config: Config) -> ExitCode {
         Ok(client) => client,
         Err(e) => return config_error(&e.to_string()),
     };
-    let tunnel = if config.tunnel {
-        match tunnel_for(&config, &identity) {
-            Ok(tunnel) => Some(tunnel),
-            Err(e) => return config_error(&e),
-        }
-    } else {
-        None
+    let tunnel_target = match config
+        .tunnel
+        .then(|| Target::parse(&identity.key.tunnel_addr))
+    {
+        None => None,
+        Some(Ok(target)) => Some(target),
+        Some(Err(e)) => return config_error(&format!("EDGE_KEY: {e}")),
     };
     if let Err(e) = store.save(&state) {
         return fail(&e.to_string());
@@ -56,6 +58,7 @@ pub fn run(config: Config) -> ExitCode {
         log::warn!("EDGE_INSECURE_POLL is on: the Portainer server certificate is not verified");
     }
     let persisted = Arc::new(Persisted::new(store, state));
+    let tunnel = tunnel_target.map(|target| tunnel_for(&config, &identity, target, &persisted));
     let notifier = Arc::new(Notifier::from_env());
     let poller = Poller::new(
         client,
@@ -95,9 +98,13 @@ pub fn run(config: Config) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The tunnel as the Edge key and the settings describe it.
-fn tunnel_for(config: &Config, identity: &Identity) -> Result<Tunnel, String> {
-    let target = Target::parse(&identity.key.tunnel_addr).map_err(|e| format!("EDGE_KEY: {e}"))?;
+/// The tunnel as the Edge key and the settings describe it, serving the agent API.
+fn tunnel_for(
+    config: &Config,
+    identity: &Identity,
+    target: Target,
+    persisted: &Arc<Persisted>,
+) -> Tunnel {
     let proxy = crate::proxy::for_tunnel(&config.proxies, &target.host, target.port);
     let settings = Settings {
         proxy: proxy.map(str::to_owned),
@@ -108,7 +115,14 @@ fn tunnel_for(config: &Config, identity: &Identity) -> Result<Tunnel, String> {
         inactivity: config.inactivity_timeout,
         keepalive: tunnel::KEEPALIVE,
     };
-    Ok(Tunnel::new(settings, crate::api::handler()))
+    let verifier = Verifier::new(config.agent_secret.as_deref(), persisted.clone());
+    let api = Api::new(
+        verifier,
+        config.docker_socket.clone(),
+        identity.key.clone(),
+        persisted.clone(),
+    );
+    Tunnel::new(settings, api::handler(Arc::new(api)))
 }
 
 fn config_error(message: &str) -> ExitCode {

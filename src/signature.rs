@@ -121,7 +121,7 @@ fn verify(key_hex: &str, signature: &str, message: &[u8; 16]) -> Result<(), &'st
 }
 
 fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if text.len() % 2 != 0 {
+    if !text.len().is_multiple_of(2) {
         return None;
     }
     (0..text.len())

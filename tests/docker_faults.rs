@@ -199,7 +199,7 @@ fn garbage_status_line_is_a_protocol_error() {
     assert!(matches!(error, Error::Protocol { .. }), "{error:?}");
     let text = error.to_string();
     assert!(
-        text.contains("not an HTTP/1.1 response") && text.contains("SSH-2.0"),
+        text.contains("not HTTP/1.1") && text.contains("SSH-2.0"),
         "{text}"
     );
 }

@@ -6,7 +6,6 @@ mod support;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
-use std::process::Command;
 use support::agent::{key_for, Agent};
 use support::fake_docker::{answer, ping, FakeDocker, Reply};
 

@@ -16,6 +16,29 @@ pub use response::{framing, parse_response_head, Framing, ResponseHead};
 
 use std::fmt;
 
+/// The reason phrase for `status` (clients ignore it; a well-known one reads better in logs).
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        201 => "Created",
+        204 => "No Content",
+        304 => "Not Modified",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        _ => "",
+    }
+}
+
 /// Longest chunk-size line (size, extensions, CRLF) accepted.
 pub const MAX_CHUNK_LINE: usize = 4096;
 /// Most trailer bytes after the last chunk accepted (they are skipped).

@@ -11,6 +11,7 @@ mod ssh;
 
 use crate::backoff;
 use crate::duration::display;
+use crate::logging::Repeats;
 pub use session::Target;
 use session::{End, Params};
 use std::future::Future;
@@ -38,8 +39,6 @@ const RECONNECT_CAP: Duration = Duration::from_secs(60);
 const STABLE: Duration = Duration::from_secs(30);
 /// How long closing waits for the clean SSH and WebSocket goodbye.
 const CLOSE_WAIT: Duration = Duration::from_millis(1500);
-/// A failure that repeats is logged again at this pace.
-const REPEAT_LOG_EVERY: Duration = Duration::from_secs(3600);
 
 /// When the tunnel last carried anything (a channel opened, data either way).
 #[derive(Debug)]
@@ -234,8 +233,7 @@ fn supervise(
     let url = params.target.url();
     runtime.block_on(async {
         let mut failures = 0u32;
-        let mut last_message = String::new();
-        let mut last_logged: Option<Instant> = None;
+        let mut logged = Repeats::default();
         loop {
             let mut connected_at = None;
             let result = session::run(&params, &handler, &activity, &mut stop, || {
@@ -268,8 +266,7 @@ fn supervise(
                 crate::random::u64(),
             );
             let message = error.to_string();
-            let due = last_logged.is_none_or(|t| t.elapsed() >= REPEAT_LOG_EVERY);
-            if message != last_message || due {
+            if logged.fresh(&message) {
                 if error.is_fingerprint() {
                     log::error!("tunnel to {url}: {message}");
                 } else {
@@ -278,8 +275,6 @@ fn supervise(
                         display(delay)
                     );
                 }
-                last_message = message;
-                last_logged = Some(Instant::now());
             } else {
                 log::debug!("tunnel to {url} failed again: {message}");
             }

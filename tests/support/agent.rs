@@ -102,6 +102,10 @@ impl Agent {
         }
     }
 
+    pub fn env_text(&self) -> String {
+        fs::read_to_string(&self.env_file).unwrap_or_default()
+    }
+
     pub fn state_text(&self) -> String {
         fs::read_to_string(self.data.join("edge-agent.state")).unwrap_or_default()
     }

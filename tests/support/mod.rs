@@ -10,6 +10,7 @@
 #![allow(dead_code)] // Each test binary uses a different part of it.
 
 pub mod agent;
+pub mod api_client;
 pub mod chisel;
 pub mod docker;
 pub mod fake_docker;

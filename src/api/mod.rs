@@ -1,0 +1,329 @@
+//! The agent API Portainer calls through the tunnel: each tunnel channel is one HTTP/1.1
+//! connection (several requests in turn), served in-process. Routing follows the Go agent's
+//! `http/handler/handler.go`: `/key` (no signature, no agent headers), `/ping` and `/v2/ping`
+//! (no signature), then, behind Portainer's signature, `/agents` (503 on a standalone engine),
+//! the console WebSockets, and the Docker proxy for everything else. The Docker API version
+//! prefix (`/v1.41`) is dropped from paths, as the Go agent does.
+
+mod conn;
+mod console;
+mod proxy;
+
+use crate::edge_key::EdgeKey;
+use crate::http1::{self, Framing, RequestHead};
+use crate::logging::Repeats;
+use crate::portainer::{AGENT_PLATFORM, AGENT_VERSION};
+use crate::signature::{Verdict, Verifier, PUBLIC_KEY_HEADER, SIGNATURE_HEADER};
+use crate::state::Persisted;
+use crate::tunnel::Handler;
+use base64::engine::general_purpose::STANDARD_NO_PAD;
+use base64::Engine;
+use conn::{Conn, Incoming};
+use console::Kind;
+use std::io;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use tokio::io::DuplexStream;
+
+/// The Go agent's API version: `2` enables the volume browser and host panels in the UI.
+const API_VERSION: &str = "2";
+/// On every answer but `/key`'s.
+const PORTAINER_HEADERS: &str = concat!(
+    "Portainer-Agent: 2.23.0\r\n",
+    "Portainer-Agent-API-Version: 2\r\n",
+    "Portainer-Agent-Platform: 1\r\n"
+);
+
+/// What one connection does after an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Next {
+    KeepAlive,
+    Close,
+}
+
+pub struct Api {
+    verifier: Verifier,
+    docker: PathBuf,
+    key: EdgeKey,
+    persisted: Arc<Persisted>,
+    refused: Mutex<Repeats>,
+}
+
+impl Api {
+    pub fn new(
+        verifier: Verifier,
+        docker: PathBuf,
+        key: EdgeKey,
+        persisted: Arc<Persisted>,
+    ) -> Api {
+        debug_assert!(
+            PORTAINER_HEADERS.contains(AGENT_VERSION) && PORTAINER_HEADERS.contains(API_VERSION)
+        );
+        debug_assert!(PORTAINER_HEADERS.ends_with(&format!("Platform: {AGENT_PLATFORM}\r\n")));
+        Api {
+            verifier,
+            docker,
+            key,
+            persisted,
+            refused: Mutex::new(Repeats::default()),
+        }
+    }
+}
+
+pub fn handler(api: Arc<Api>) -> Handler {
+    Arc::new(move |stream| {
+        let api = api.clone();
+        Box::pin(async move { serve(&api, stream).await })
+    })
+}
+
+async fn serve(api: &Api, stream: DuplexStream) {
+    let mut conn = Conn::new(stream);
+    loop {
+        let head = match conn.request().await {
+            Incoming::Request(head) => head,
+            Incoming::Gone => return,
+            Incoming::Bad(why) => {
+                log::debug!("agent API: refused a request: {why}");
+                let _ = reply(&mut conn, 400, "Invalid request", &why, Next::Close).await;
+                return;
+            }
+        };
+        let close = head.has("Connection", "close");
+        let next = route(api, &mut conn, &head).await;
+        log::debug!("agent API: {} {} ({next:?})", head.method, head.target);
+        if close || !matches!(next, Ok(Next::KeepAlive)) {
+            return;
+        }
+    }
+}
+
+async fn route(api: &Api, conn: &mut Conn, head: &RequestHead) -> io::Result<Next> {
+    // An error answer leaves an unread body behind: the connection cannot go on.
+    let after_error = match head.body() {
+        Ok(Framing::None) => Next::KeepAlive,
+        _ => Next::Close,
+    };
+    if head.path().starts_with("/key") {
+        return key(api, conn, head, after_error).await;
+    }
+    let path = strip_version(head.path());
+    let route = path
+        .strip_prefix("/v1")
+        .or_else(|| path.strip_prefix("/v2"))
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or(path);
+    if path == "/ping" || path == "/v2/ping" {
+        return match head.method.as_str() {
+            "GET" | "HEAD" => respond(conn, 204, "", after_error).await,
+            _ => {
+                reply(
+                    conn,
+                    405,
+                    "Method not allowed",
+                    "Method not allowed",
+                    after_error,
+                )
+                .await
+            }
+        };
+    }
+    match api.verifier.check(
+        head.header(PUBLIC_KEY_HEADER),
+        head.header(SIGNATURE_HEADER),
+    ) {
+        Verdict::Valid => {}
+        Verdict::Missing => {
+            return reply(
+                conn,
+                403,
+                "Missing request signature headers",
+                "Unauthorized",
+                after_error,
+            )
+            .await
+        }
+        Verdict::Invalid(why) => {
+            let message = format!("refused a request signed with {why}");
+            let fresh = api
+                .refused
+                .lock()
+                .map(|mut r| r.fresh(&message))
+                .unwrap_or(true);
+            if fresh {
+                log::warn!(
+                    "agent API: {message}; if Portainer was reinstalled, give this device the new Edge key (that also forgets the old server key)"
+                );
+            }
+            return reply(
+                conn,
+                403,
+                "Invalid request signature",
+                "Unauthorized",
+                after_error,
+            )
+            .await;
+        }
+    }
+    match route {
+        "/websocket/exec" => console::serve(conn, head, Kind::Exec, &api.docker).await,
+        "/websocket/attach" => console::serve(conn, head, Kind::Attach, &api.docker).await,
+        r if r.starts_with("/agents") => {
+            reply(
+                conn,
+                503,
+                "Agent management is not available when running the agent on a standalone engine",
+                "Agent management is disabled",
+                after_error,
+            )
+            .await
+        }
+        r if ["/websocket", "/host", "/browse", "/dockerhub", "/kubernetes"]
+            .iter()
+            .any(|p| r.starts_with(p)) =>
+        {
+            reply(
+                conn,
+                501,
+                "Not supported by edge-agent",
+                "This agent proxies the Docker API and the console; host, volume browser, Docker Hub and Kubernetes routes are not served",
+                after_error,
+            )
+            .await
+        }
+        _ => {
+            let target = match head.target.split_once('?') {
+                Some((_, query)) => format!("{path}?{query}"),
+                None => path.to_owned(),
+            };
+            proxy::forward(conn, head, &target, &api.docker).await
+        }
+    }
+}
+
+/// `/key`: the Edge key as the Go agent re-encodes it, with the endpoint id in use; setting a
+/// key is refused, one is always set. No signature and no agent headers, as in the Go agent.
+async fn key(
+    api: &Api,
+    conn: &mut Conn,
+    head: &RequestHead,
+    after_error: Next,
+) -> io::Result<Next> {
+    let (status, body) = match head.method.as_str() {
+        "GET" => {
+            let id = api
+                .persisted
+                .read(|s| s.endpoint_id)
+                .or(api.key.endpoint_id)
+                .unwrap_or(0);
+            let k = &api.key;
+            let text = format!(
+                "{}|{}|{}|{id}",
+                k.portainer_url, k.tunnel_addr, k.fingerprint
+            );
+            let body = serde_json::json!({ "key": STANDARD_NO_PAD.encode(text) });
+            (200, body.to_string())
+        }
+        "POST" => (
+            409,
+            error_body(
+                "An Edge key is already associated to this agent",
+                "Edge key already associated",
+            ),
+        ),
+        _ => (405, error_body("Method not allowed", "Method not allowed")),
+    };
+    let next = if status == 200 {
+        Next::KeepAlive
+    } else {
+        after_error
+    };
+    let head = format!(
+        "HTTP/1.1 {status} {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        http1::reason(status),
+        body.len()
+    );
+    conn.write(format!("{head}{body}").as_bytes()).await?;
+    Ok(next)
+}
+
+/// Portainer's error shape (`pkg/libhttp/error`): `details` starts with a capital.
+fn error_body(message: &str, details: &str) -> String {
+    serde_json::json!({ "message": message, "details": details }).to_string()
+}
+
+/// An error answer from the agent itself.
+async fn reply(
+    conn: &mut Conn,
+    status: u16,
+    message: &str,
+    details: &str,
+    next: Next,
+) -> io::Result<Next> {
+    respond(conn, status, &error_body(message, details), next).await
+}
+
+/// An answer with the agent headers and, unless empty, a JSON body.
+async fn respond(conn: &mut Conn, status: u16, body: &str, next: Next) -> io::Result<Next> {
+    let mut head = format!(
+        "HTTP/1.1 {status} {}\r\n{PORTAINER_HEADERS}",
+        http1::reason(status)
+    );
+    if !body.is_empty() {
+        head.push_str(&format!(
+            "Content-Type: application/json\r\nContent-Length: {}\r\n",
+            body.len()
+        ));
+    }
+    if next == Next::Close {
+        head.push_str("Connection: close\r\n");
+    }
+    head.push_str("\r\n");
+    head.push_str(body);
+    conn.write(head.as_bytes()).await?;
+    if next == Next::Close {
+        conn.linger().await;
+    }
+    Ok(next)
+}
+
+/// Drops Docker API version prefixes (`/v1.41`) at the start of a path, as the Go agent's
+/// `(/v[0-9]\.[0-9]*)?` does (which also cuts them out of the middle of a path, say from a
+/// container named `v1.2`: that part is not copied).
+fn strip_version(mut path: &str) -> &str {
+    loop {
+        let Some(rest) = path.strip_prefix("/v") else {
+            return path;
+        };
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        let after = &rest[digits..];
+        let Some(after) = after.strip_prefix('.').filter(|_| digits == 1) else {
+            return path;
+        };
+        let minor = after.bytes().take_while(u8::is_ascii_digit).count();
+        let after = &after[minor..];
+        if !(after.is_empty() || after.starts_with('/')) {
+            return path;
+        }
+        path = if after.is_empty() { "/" } else { after };
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::strip_version;
+
+    #[test]
+    fn version_prefixes_go() {
+        assert_eq!(strip_version("/v1.41/containers/json"), "/containers/json");
+        assert_eq!(strip_version("/v1.47/_ping"), "/_ping");
+        assert_eq!(strip_version("/v2/ping"), "/v2/ping");
+        assert_eq!(strip_version("/v1/websocket/exec"), "/v1/websocket/exec");
+        assert_eq!(
+            strip_version("/containers/v1.2/json"),
+            "/containers/v1.2/json"
+        );
+        assert_eq!(strip_version("/v1.41"), "/");
+        assert_eq!(strip_version("/version"), "/version");
+    }
+}
