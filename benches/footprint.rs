@@ -4,16 +4,14 @@
 //! (heap and stacks) part and the proportional share (PSS: shared libraries count in part), and
 //! CPU per poll.
 //!
-//! Run: `cargo footprint` (an alias of `cargo bench --bench footprint`). `FOOTPRINT_BIN=path`
-//! measures that binary instead (for example a static musl build) without building.
+//! Run: `cargo footprint` (an alias of `cargo bench --bench footprint`).
+//! `EDGE_AGENT_TEST_BIN=path` measures that binary instead (a static musl build, say).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::path::PathBuf;
-use std::process::Command;
 use std::time::{Duration, Instant};
-use support::agent::Agent;
+use support::agent::{proc_kib, Agent};
 use support::{FakePortainer, Transport};
 
 fn main() {
@@ -21,7 +19,7 @@ fn main() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(10_000);
-    let binary = std::env::var_os("FOOTPRINT_BIN").map_or_else(build_min_size, PathBuf::from);
+    let binary = support::agent::use_min_size_build();
     let size = std::fs::metadata(&binary).expect("built binary").len();
     println!(
         "binary: {} ({size} bytes, {:.2} MiB)",
@@ -35,33 +33,11 @@ fn main() {
         ("http", Transport::Plain),
         ("https (CA file)", Transport::TlsCaSigned),
     ] {
-        measure(name, transport, &binary, polls);
+        measure(name, transport, polls);
     }
 }
 
-fn build_min_size() -> PathBuf {
-    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let status = Command::new(cargo)
-        .args([
-            "build",
-            "--locked",
-            "--profile",
-            "min-size",
-            "--bin",
-            "edge-agent",
-        ])
-        .current_dir(&manifest)
-        .status()
-        .expect("run cargo build");
-    assert!(status.success(), "cargo build --profile min-size failed");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| manifest.join("target"));
-    target.join("min-size/edge-agent")
-}
-
-fn measure(name: &str, transport: Transport, binary: &PathBuf, polls: usize) {
+fn measure(name: &str, transport: Transport, polls: usize) {
     let server = FakePortainer::start(transport);
     server.add_endpoint(3, None);
     server.set_checkin(0.01);
@@ -73,8 +49,6 @@ fn measure(name: &str, transport: Transport, binary: &PathBuf, polls: usize) {
     agent.write_env(&env);
     let mut command = agent.command(&[]);
     command.env("LOG_LEVEL", "INFO");
-    // The same as the test binary, but the size-optimised build.
-    let mut command = retarget(command, binary);
     let running = agent.spawn(&mut command);
     let pid = running.pid();
     let started = Instant::now();
@@ -90,15 +64,12 @@ fn measure(name: &str, transport: Transport, binary: &PathBuf, polls: usize) {
             );
             std::thread::sleep(Duration::from_millis(20));
         }
-        samples.push(status_kib(pid, "VmRSS"));
+        samples.push(proc_kib(pid, "status", "VmRSS"));
     }
     let wall = started.elapsed();
-    let peak = status_kib(pid, "VmHWM");
-    let anon = status_kib(pid, "RssAnon");
-    let pss = kib_field(
-        &std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default(),
-        "Pss",
-    );
+    let peak = proc_kib(pid, "status", "VmHWM");
+    let anon = proc_kib(pid, "status", "RssAnon");
+    let pss = proc_kib(pid, "smaps_rollup", "Pss");
     let cpu = cpu_time(pid);
     let done = server.poll_count();
     println!(
@@ -112,33 +83,6 @@ fn measure(name: &str, transport: Transport, binary: &PathBuf, polls: usize) {
         cpu.as_secs_f64() * 1e6 / done as f64
     );
     running.signal(nix::sys::signal::Signal::SIGTERM);
-}
-
-fn retarget(command: Command, binary: &PathBuf) -> Command {
-    let mut new = Command::new(binary);
-    new.args(command.get_args());
-    new.env_clear();
-    for (k, v) in command.get_envs() {
-        if let Some(v) = v {
-            new.env(k, v);
-        }
-    }
-    new
-}
-
-fn status_kib(pid: i32, field: &str) -> u64 {
-    kib_field(
-        &std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default(),
-        field,
-    )
-}
-
-/// `Field:   123 kB` in a /proc file.
-fn kib_field(text: &str, field: &str) -> u64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// User + system CPU time of the process so far.

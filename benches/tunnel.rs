@@ -14,6 +14,7 @@ use edge_agent::tunnel::{Settings, Target, Tunnel};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+use support::agent::proc_kib;
 use support::chisel::*;
 
 fn main() {
@@ -42,12 +43,12 @@ fn main() {
     let mut report = BufReader::new(child.stdout.take().unwrap()).lines();
     connect(port);
     std::thread::sleep(Duration::from_millis(300));
-    let idle = kib(pid, "VmRSS");
+    let idle = proc_kib(pid, "status", "VmRSS");
 
     let started = Instant::now();
     echo_through(port, pattern(mb << 20, 1));
     let secs = started.elapsed().as_secs_f64();
-    let after_one = kib(pid, "VmHWM");
+    let after_one = proc_kib(pid, "status", "VmHWM");
 
     let per_channel = 4 << 20;
     let started = Instant::now();
@@ -100,15 +101,10 @@ fn child(args: &[String]) {
     let mut sink = Vec::new();
     let _ = std::io::stdin().read_to_end(&mut sink);
     let mut out = std::io::stdout();
-    let _ = writeln!(out, "VmHWM {}", kib(std::process::id(), "VmHWM"));
+    let _ = writeln!(
+        out,
+        "VmHWM {}",
+        proc_kib(std::process::id(), "status", "VmHWM")
+    );
     let _ = out.flush();
-}
-
-fn kib(pid: u32, field: &str) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
 }

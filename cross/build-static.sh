@@ -62,12 +62,15 @@ build() {
     export RUSTC_BOOTSTRAP=1                       # -Z build-std with a stable compiler
     export ZIG_GLOBAL_CACHE_DIR=$CACHE/zig          # zig's musl, crt and libunwind per target
     export CARGO_TARGET_DIR=$OUT                    # keeps host builds in target/ untouched
+    # std without backtrace symbolization (panic messages stay; the gimli/addr2line/miniz code
+    # goes) and with its smaller algorithms.
+    STD_FEATURES=${STD_FEATURES-optimize_for_size}
     cargo --version
     for t in "${targets[@]}"; do
         local start=$SECONDS
         # A build-std target has no self-contained crt1.o/libc.a: zig supplies them.
         env "CARGO_TARGET_$(echo "$t" | tr 'a-z-' 'A-Z_')_RUSTFLAGS=-C link-self-contained=no" \
-            cargo-zigbuild build --locked -Z build-std=std,panic_abort \
+            cargo-zigbuild build --locked -Z build-std=std,panic_abort -Z "build-std-features=$STD_FEATURES" \
             --profile min-size --target "$t" --bin edge-agent
         echo "built $t in $((SECONDS - start)) s"
     done

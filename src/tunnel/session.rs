@@ -6,6 +6,7 @@
 
 use super::ssh::{self, Client, Event};
 use super::{Activity, Handler};
+use crate::http1::{self, ResponseHead};
 use crate::websocket::{self, Control, Decoder, Encoder, Role, OP_BINARY};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
@@ -271,13 +272,14 @@ async fn open(params: &Params) -> Result<(Stream, Vec<u8>), Error> {
         }
         request.push_str("\r\n");
         stream.write_all(request.as_bytes()).await?;
-        let (status, _, leftover) = read_head(&mut stream).await.map_err(|e| match e {
+        let (head, leftover) = read_head(&mut stream).await.map_err(|e| match e {
             Error::Io(e) => Error::Proxy(e.to_string()),
             other => other,
         })?;
-        if !(200..300).contains(&status) || !leftover.is_empty() {
+        if !(200..300).contains(&head.status) || !leftover.is_empty() {
             return Err(Error::Proxy(format!(
-                "{host}:{port} answered HTTP {status} to CONNECT {}",
+                "{host}:{port} answered HTTP {} to CONNECT {}",
+                head.status,
                 target.authority()
             )));
         }
@@ -298,14 +300,9 @@ async fn open(params: &Params) -> Result<(Stream, Vec<u8>), Error> {
     let key = websocket::new_key()?;
     let request = websocket::request(&target.authority(), &target.path, &key, PROTOCOL);
     stream.write_all(request.as_bytes()).await?;
-    let (status, headers, leftover) = read_head(&mut stream).await?;
-    let header = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.clone())
-    };
-    websocket::check_response(status, header, &key, PROTOCOL)?;
+    let (head, leftover) = read_head(&mut stream).await?;
+    let header = |name: &str| head.header(name).map(|v| v.trim().to_owned());
+    websocket::check_response(head.status, header, &key, PROTOCOL)?;
     Ok((stream, leftover))
 }
 
@@ -340,8 +337,8 @@ fn parse_proxy(url: &str) -> Result<Proxy, Error> {
     })
 }
 
-/// Reads an HTTP/1.1 answer head: status, headers and the bytes after it.
-async fn read_head(stream: &mut Stream) -> Result<(u16, Vec<(String, String)>, Vec<u8>), Error> {
+/// Reads an HTTP/1.1 answer head; returns it and the bytes that came after it.
+async fn read_head(stream: &mut Stream) -> Result<(ResponseHead, Vec<u8>), Error> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 1024];
     loop {
@@ -350,33 +347,13 @@ async fn read_head(stream: &mut Stream) -> Result<(u16, Vec<(String, String)>, V
             return Err(Error::Closed);
         }
         buf.extend_from_slice(&chunk[..n]);
-        let mut headers = [httparse::EMPTY_HEADER; 32];
-        let mut response = httparse::Response::new(&mut headers);
-        match response.parse(&buf) {
-            Ok(httparse::Status::Complete(len)) => {
-                let status = response.code.unwrap_or(0);
-                let headers = response
-                    .headers
-                    .iter()
-                    .map(|h| {
-                        (
-                            h.name.to_owned(),
-                            String::from_utf8_lossy(h.value).trim().to_owned(),
-                        )
-                    })
-                    .collect();
-                return Ok((status, headers, buf[len..].to_vec()));
+        match http1::parse_response_head(&buf, MAX_HEAD) {
+            Ok(Some(head)) => {
+                let after = buf.split_off(head.len);
+                return Ok((head, after));
             }
-            Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => {}
-            Ok(httparse::Status::Partial) => {
-                return Err(Error::Connect("the HTTP answer head is too large".into()))
-            }
-            Err(e) => {
-                return Err(Error::Connect(format!(
-                    "the answer is not HTTP ({e}): {:?}",
-                    String::from_utf8_lossy(&buf[..buf.len().min(60)])
-                )))
-            }
+            Ok(None) => {}
+            Err(e) => return Err(Error::Connect(format!("the answer is not usable: {e}"))),
         }
     }
 }

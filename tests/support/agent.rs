@@ -25,6 +25,46 @@ pub fn binary() -> Command {
     }
 }
 
+/// For benches: the size-optimised build as shipped (`--profile min-size`), built now, becomes
+/// the agent every [`binary`] runs, unless `EDGE_AGENT_TEST_BIN` already names one. Call it
+/// first thing in `main`, before any thread starts. Returns the binary's path.
+pub fn use_min_size_build() -> PathBuf {
+    if let Some(named) = std::env::var_os("EDGE_AGENT_TEST_BIN") {
+        return named.into();
+    }
+    let manifest = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--locked",
+            "--profile",
+            "min-size",
+            "--bin",
+            "edge-agent",
+        ])
+        .current_dir(&manifest)
+        .status()
+        .expect("run cargo build");
+    assert!(status.success(), "cargo build --profile min-size failed");
+    let binary = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| manifest.join("target"), PathBuf::from)
+        .join("min-size/edge-agent");
+    std::env::set_var("EDGE_AGENT_TEST_BIN", &binary);
+    binary
+}
+
+/// A `Field:   123 kB` figure of `/proc/<pid>/<file>` (`status`, `smaps_rollup`), in KiB;
+/// 0 when the process or the field is gone.
+pub fn proc_kib(pid: impl std::fmt::Display, file: &str, field: &str) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/{file}"))
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
 /// An Edge key for `url`, with the tunnel address `127.0.0.1:9` (nothing listens there).
 pub fn key_for(url: &str, endpoint_id: i64) -> String {
     super::edge_key(url, "127.0.0.1:9", "fp", endpoint_id)

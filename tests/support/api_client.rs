@@ -10,6 +10,7 @@ use p256::ecdsa::signature::hazmat::PrehashSigner;
 use p256::ecdsa::{Signature, SigningKey};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixStream;
 use std::time::Duration;
 
 /// DER SubjectPublicKeyInfo of a P-256 key, up to the point.
@@ -74,10 +75,11 @@ impl Answer {
     }
 }
 
-/// A connection to the reverse port, kept alive across requests.
+/// A connection kept alive across requests: to the tunnel's reverse port, as Portainer, or
+/// straight to the Docker socket, for comparison.
 pub struct Connection {
-    pub reader: BufReader<TcpStream>,
-    pub writer: TcpStream,
+    pub reader: BufReader<Box<dyn Read + Send>>,
+    pub writer: Box<dyn Write + Send>,
 }
 
 impl Connection {
@@ -87,8 +89,19 @@ impl Connection {
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
         Connection {
-            writer: stream.try_clone().unwrap(),
-            reader: BufReader::new(stream),
+            writer: Box::new(stream.try_clone().unwrap()),
+            reader: BufReader::new(Box::new(stream)),
+        }
+    }
+
+    pub fn open_unix(socket: &std::path::Path) -> Connection {
+        let stream = UnixStream::connect(socket).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Connection {
+            writer: Box::new(stream.try_clone().unwrap()),
+            reader: BufReader::new(Box::new(stream)),
         }
     }
 
