@@ -10,8 +10,8 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 use support::agent::{Agent, Running};
 use support::api_client::{Answer, Connection, Signer};
-use support::chisel::{credentials, free_port, ChiselServer, EDGE_ID, WAIT};
-use support::{FakePortainer, Transport};
+use support::chisel::{agent_with_tunnel, ChiselServer, WAIT};
+use support::FakePortainer;
 
 /// Everything between the test (playing Portainer) and Docker.
 struct Setup {
@@ -26,18 +26,12 @@ struct Setup {
 fn setup(env: &str) -> Option<Setup> {
     support::docker::engine()?;
     let chisel = ChiselServer::start(&[])?;
-    let portainer = FakePortainer::start(Transport::Plain);
-    portainer.add_endpoint(3, Some(EDGE_ID));
-    portainer.set_checkin(0.05);
-    let port = free_port();
-    portainer.set_tunnel(3, Some((port, credentials("user:pass", EDGE_ID))));
-    let agent = Agent::new();
-    let key = support::edge_key(&portainer.url(), &chisel.addr, &chisel.fingerprint, 3);
     let docker = format!("unix://{}", support::docker::socket().display());
-    agent.write_env(&format!(
-        "EDGE_KEY={key}\nEDGE_ID={EDGE_ID}\nDOCKER_HOST={docker}\n{env}"
-    ));
-    let running = agent.spawn(&mut agent.command(&[]));
+    let (portainer, port, agent, running) = agent_with_tunnel(
+        &chisel,
+        &chisel.fingerprint,
+        &format!("DOCKER_HOST={docker}\n{env}"),
+    );
     chisel.wait_for("config ok", 1, WAIT);
     Some(Setup {
         port,

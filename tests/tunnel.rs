@@ -6,14 +6,12 @@
 mod support;
 
 use base64::Engine;
-use edge_agent::tunnel::{Target, Tunnel};
+use edge_agent::tunnel::Target;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use support::agent::Agent;
 use support::chisel::*;
-use support::{FakePortainer, Transport};
 
 #[test]
 fn fifty_concurrent_channels() {
@@ -60,15 +58,9 @@ fn answers_server_pings_and_sends_keepalives() {
     let Some(server) = ChiselServer::start(&["-ping", "100ms"]) else {
         return;
     };
-    let port = free_port();
-    let mut settings = settings(
-        &server,
-        &server.fingerprint.clone(),
-        Duration::from_secs(300),
-    );
-    settings.keepalive = Duration::from_millis(200);
-    let mut tunnel = Tunnel::new(settings, echo());
-    tunnel.require(port, &credentials("user:pass", EDGE_ID));
+    let (port, _tunnel) = open_tunnel(&server, "user:pass", |s| {
+        s.keepalive = Duration::from_millis(200)
+    });
     connect(port);
     server.wait_for("server ping true pong", 3, WAIT);
     server.wait_for("client ping", 3, WAIT);
@@ -80,10 +72,8 @@ fn wrong_fingerprint_is_refused_before_authentication() {
     let Some(server) = ChiselServer::start(&[]) else {
         return;
     };
-    let port = free_port();
     let other = "vzQOBZDci4gQywQpIQel2N3uveNiA0P5itO2mkU1e/s=";
-    let mut tunnel = Tunnel::new(settings(&server, other, Duration::from_secs(300)), echo());
-    tunnel.require(port, &credentials("user:pass", EDGE_ID));
+    let (port, _tunnel) = open_tunnel(&server, "user:pass", |s| s.fingerprint = other.into());
     server.wait_for("handshake failed", 1, WAIT);
     assert_eq!(server.count("auth"), 0, "{:?}", server.events());
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
@@ -94,13 +84,7 @@ fn wrong_password_is_refused() {
     let Some(server) = ChiselServer::start(&[]) else {
         return;
     };
-    let port = free_port();
-    let fingerprint = server.fingerprint.clone();
-    let mut tunnel = Tunnel::new(
-        settings(&server, &fingerprint, Duration::from_secs(300)),
-        echo(),
-    );
-    tunnel.require(port, &credentials("user:wrong", EDGE_ID));
+    let _tunnel = open_tunnel(&server, "user:wrong", |_| {});
     server.wait_for("auth failed user", 1, WAIT);
     assert_eq!(server.count("config ok"), 0);
 }
@@ -110,13 +94,7 @@ fn refused_configuration_names_the_remote() {
     let Some(server) = ChiselServer::start(&["-allow", "^R:0.0.0.0:1$"]) else {
         return;
     };
-    let port = free_port();
-    let fingerprint = server.fingerprint.clone();
-    let mut tunnel = Tunnel::new(
-        settings(&server, &fingerprint, Duration::from_secs(300)),
-        echo(),
-    );
-    tunnel.require(port, &credentials("user:pass", EDGE_ID));
+    let (port, _tunnel) = open_tunnel(&server, "user:pass", |_| {});
     server.wait_for(
         &format!("config refused access to 'R:0.0.0.0:{port}' denied"),
         1,
@@ -141,14 +119,10 @@ fn inactivity_closes_and_the_next_require_reopens() {
     let Some(server) = ChiselServer::start(&[]) else {
         return;
     };
-    let port = free_port();
-    let fingerprint = server.fingerprint.clone();
+    let (port, mut tunnel) = open_tunnel(&server, "user:pass", |s| {
+        s.inactivity = Duration::from_secs(1)
+    });
     let credentials = credentials("user:pass", EDGE_ID);
-    let mut tunnel = Tunnel::new(
-        settings(&server, &fingerprint, Duration::from_secs(1)),
-        echo(),
-    );
-    tunnel.require(port, &credentials);
     echo_through(port, pattern(100, 1));
     server.wait_for("session closed", 1, WAIT);
     // Portainer still says REQUIRED at the next poll: the tunnel opens again.
@@ -156,30 +130,12 @@ fn inactivity_closes_and_the_next_require_reopens() {
     server.wait_for("config ok", 2, WAIT);
 }
 
-/// The agent binary, told by the fake Portainer that the tunnel is REQUIRED (with credentials
-/// encrypted for its Edge ID), with a key pointing at the chisel server.
-fn agent_with_tunnel(
-    chisel: &ChiselServer,
-    fingerprint: &str,
-) -> (FakePortainer, u16, Agent, support::agent::Running) {
-    let portainer = FakePortainer::start(Transport::Plain);
-    portainer.add_endpoint(3, Some(EDGE_ID));
-    portainer.set_checkin(0.05);
-    let port = free_port();
-    portainer.set_tunnel(3, Some((port, credentials("user:pass", EDGE_ID))));
-    let agent = Agent::new();
-    let key = support::edge_key(&portainer.url(), &chisel.addr, fingerprint, 3);
-    agent.write_env(&format!("EDGE_KEY={key}\nEDGE_ID={EDGE_ID}\n"));
-    let running = agent.spawn(&mut agent.command(&[]));
-    (portainer, port, agent, running)
-}
-
 #[test]
 fn the_agent_opens_the_required_tunnel_serves_ping_and_closes_on_idle() {
     let Some(chisel) = ChiselServer::start(&[]) else {
         return;
     };
-    let (portainer, port, _agent, running) = agent_with_tunnel(&chisel, &chisel.fingerprint);
+    let (portainer, port, _agent, running) = agent_with_tunnel(&chisel, &chisel.fingerprint, "");
     // What Portainer does first through a new tunnel: GET /ping for the agent API version.
     let mut stream = connect(port);
     for _ in 0..2 {
@@ -210,7 +166,7 @@ fn the_agent_refuses_a_server_with_another_key_loudly() {
         return;
     };
     let other = "vzQOBZDci4gQywQpIQel2N3uveNiA0P5itO2mkU1e/s=";
-    let (_portainer, _port, _agent, running) = agent_with_tunnel(&chisel, other);
+    let (_portainer, _port, _agent, running) = agent_with_tunnel(&chisel, other, "");
     running.wait_log("refusing to connect", WAIT);
     let log = running.log();
     let line = log.lines().find(|l| l.contains("refusing")).unwrap();
@@ -238,15 +194,9 @@ fn goes_through_an_http_connect_proxy_with_credentials() {
         return;
     };
     let (proxy, tunnels) = connect_proxy("proxyuser:proxypw");
-    let port = free_port();
-    let mut settings = settings(
-        &server,
-        &server.fingerprint.clone(),
-        Duration::from_secs(300),
-    );
-    settings.proxy = Some(format!("http://proxyuser:proxypw@{proxy}"));
-    let mut tunnel = Tunnel::new(settings, echo());
-    tunnel.require(port, &credentials("user:pass", EDGE_ID));
+    let (port, _tunnel) = open_tunnel(&server, "user:pass", |s| {
+        s.proxy = Some(format!("http://proxyuser:proxypw@{proxy}"))
+    });
     echo_through(port, pattern(100_000, 5));
     assert_eq!(*tunnels.lock().unwrap(), vec![server.addr.clone()]);
 }
@@ -259,17 +209,11 @@ fn an_https_tunnel_address_uses_wss_with_the_configured_ca() {
     let Some(server) = ChiselServer::start(&["-cert", &cert, "-key", &key]) else {
         return;
     };
-    let port = free_port();
     let local_port = server.addr.rsplit_once(':').unwrap().1;
-    let mut settings = settings(
-        &server,
-        &server.fingerprint.clone(),
-        Duration::from_secs(300),
-    );
-    settings.target = Target::parse(&format!("https://localhost:{local_port}")).unwrap();
-    settings.ca_file = Some(ca);
-    let mut tunnel = Tunnel::new(settings, echo());
-    tunnel.require(port, &credentials("user:pass", EDGE_ID));
+    let (port, _tunnel) = open_tunnel(&server, "user:pass", |s| {
+        s.target = Target::parse(&format!("https://localhost:{local_port}")).unwrap();
+        s.ca_file = Some(ca);
+    });
     echo_through(port, pattern(100_000, 6));
 }
 

@@ -10,19 +10,12 @@ mod support;
 
 use edge_agent::tunnel::Tunnel;
 use std::collections::HashMap;
-use std::time::Duration;
 use support::chisel::*;
 
-/// `started` on the asyncssh server. Keepalives at the agent's usual 30 s: the shared 200 ms
-/// would make a loaded machine's slow pong drop the connection, and they are not tested here.
+/// `started` on the asyncssh server.
 fn started_asyncssh(args: &[&str]) -> Option<(ChiselServer, u16, Tunnel)> {
     let server = ChiselServer::start_asyncssh(args)?;
-    let port = free_port();
-    let fingerprint = server.fingerprint.clone();
-    let mut settings = settings(&server, &fingerprint, Duration::from_secs(300));
-    settings.keepalive = Duration::from_secs(30);
-    let mut tunnel = Tunnel::new(settings, echo());
-    tunnel.require(port, &credentials("user:pass", EDGE_ID));
+    let (port, tunnel) = open_tunnel(&server, "user:pass", |_| {});
     Some((server, port, tunnel))
 }
 
@@ -147,12 +140,7 @@ fn wrong_password_is_refused() {
     let Some(server) = ChiselServer::start_asyncssh(&[]) else {
         return;
     };
-    let port = free_port();
-    let fingerprint = server.fingerprint.clone();
-    let mut settings = settings(&server, &fingerprint, Duration::from_secs(300));
-    settings.keepalive = Duration::from_secs(30);
-    let mut tunnel = Tunnel::new(settings, echo());
-    tunnel.require(port, &credentials("user:wrong", EDGE_ID));
+    let _tunnel = open_tunnel(&server, "user:wrong", |_| {});
     server.wait_for("auth failed user", 1, WAIT);
     assert_eq!(server.count("auth ok"), 0);
     assert_eq!(server.count("config ok"), 0);
@@ -173,13 +161,7 @@ fn strict_kex_violation_is_refused(where_: &str) {
     let Some(server) = ChiselServer::start_asyncssh(&["-ignore", where_]) else {
         return;
     };
-    let port = free_port();
-    let fingerprint = server.fingerprint.clone();
-    let mut tunnel = Tunnel::new(
-        settings(&server, &fingerprint, Duration::from_secs(300)),
-        echo(),
-    );
-    tunnel.require(port, &credentials("user:pass", EDGE_ID));
+    let _tunnel = open_tunnel(&server, "user:pass", |_| {});
     // asyncssh's words for the client hanging up (its own refusals say why).
     server.wait_for("handshake failed Connection lost", 1, WAIT);
     assert_eq!(server.count("auth"), 0, "{:?}", server.events());

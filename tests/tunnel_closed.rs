@@ -3,7 +3,6 @@
 
 mod support;
 
-use edge_agent::tunnel::Tunnel;
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 use support::chisel::*;
@@ -14,13 +13,7 @@ fn idle_closes_cleanly_and_leaves_no_thread_or_socket() {
         return;
     };
     let before = (threads(), sockets());
-    let port = free_port();
-    let fingerprint = server.fingerprint.clone();
-    let mut tunnel = Tunnel::new(
-        settings(&server, &fingerprint, Duration::from_secs(300)),
-        echo(),
-    );
-    tunnel.require(port, &credentials("user:pass", EDGE_ID));
+    let (port, mut tunnel) = open_tunnel(&server, "user:pass", |_| {});
     echo_through(port, pattern(1000, 1));
     assert!(
         threads() > before.0,

@@ -1,6 +1,8 @@
 //! The chisel test server (`tests/chisel/main.go`, Go's x/crypto/ssh as in Portainer), built
 //! with Debian's Go on first use, and what Portainer does around it: tunnel credentials.
 
+use super::agent::{Agent, Running};
+use super::{FakePortainer, Transport};
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine;
 use edge_agent::tunnel::{Handler, Settings, Target, Tunnel};
@@ -186,14 +188,15 @@ impl Drop for ChiselServer {
 pub const EDGE_ID: &str = "edge-test";
 pub const WAIT: Duration = Duration::from_secs(10);
 
-pub fn settings(server: &ChiselServer, fingerprint: &str, inactivity: Duration) -> Settings {
+/// Settings for a tunnel to `server`: its fingerprint, the agent's keepalive, inactivity 5 min.
+pub fn settings(server: &ChiselServer) -> Settings {
     Settings {
         target: Target::parse(&server.addr).unwrap(),
-        fingerprint: fingerprint.to_owned(),
+        fingerprint: server.fingerprint.clone(),
         edge_id: EDGE_ID.to_owned(),
         proxy: None,
         ca_file: None,
-        inactivity,
+        inactivity: Duration::from_secs(300),
         keepalive: edge_agent::tunnel::KEEPALIVE,
     }
 }
@@ -249,17 +252,44 @@ pub fn echo_through(port: u16, data: Vec<u8>) {
     assert!(back == data, "echoed bytes differ");
 }
 
+/// A tunnel to `server` with an echo handler, required at a free port with the credentials
+/// `user_pass` (as Portainer encrypts them), after `configure` changed its settings.
+pub fn open_tunnel(
+    server: &ChiselServer,
+    user_pass: &str,
+    configure: impl FnOnce(&mut Settings),
+) -> (u16, Tunnel) {
+    let port = free_port();
+    let mut settings = settings(server);
+    configure(&mut settings);
+    let mut tunnel = Tunnel::new(settings, echo());
+    tunnel.require(port, &credentials(user_pass, EDGE_ID));
+    (port, tunnel)
+}
+
+/// The Go server started with `args`, and a tunnel to it with the right credentials.
 pub fn started(args: &[&str]) -> Option<(ChiselServer, u16, Tunnel)> {
     let server = ChiselServer::start(args)?;
-    let port = free_port();
-    let mut tunnel = Tunnel::new(
-        settings(
-            &server,
-            &server.fingerprint.clone(),
-            Duration::from_secs(300),
-        ),
-        echo(),
-    );
-    tunnel.require(port, &credentials("user:pass", EDGE_ID));
+    let (port, tunnel) = open_tunnel(&server, "user:pass", |_| {});
     Some((server, port, tunnel))
+}
+
+/// The agent binary, told by a fake Portainer that the tunnel is REQUIRED (with credentials
+/// encrypted for its Edge ID), with an Edge key naming `chisel` and `fingerprint`, and `env`
+/// lines in its env file.
+pub fn agent_with_tunnel(
+    chisel: &ChiselServer,
+    fingerprint: &str,
+    env: &str,
+) -> (FakePortainer, u16, Agent, Running) {
+    let portainer = FakePortainer::start(Transport::Plain);
+    portainer.add_endpoint(3, Some(EDGE_ID));
+    portainer.set_checkin(0.05);
+    let port = free_port();
+    portainer.set_tunnel(3, Some((port, credentials("user:pass", EDGE_ID))));
+    let agent = Agent::new();
+    let key = super::edge_key(&portainer.url(), &chisel.addr, fingerprint, 3);
+    agent.write_env(&format!("EDGE_KEY={key}\nEDGE_ID={EDGE_ID}\n{env}"));
+    let running = agent.spawn(&mut agent.command(&[]));
+    (portainer, port, agent, running)
 }
