@@ -7,15 +7,14 @@
 //! Run: `cargo bench --bench docker_logs` (needs the Docker Engine, `curl` and
 //! `/bin/busybox`). `DOCKER_LOGS_RUNS` sets how many times each reader runs (default 3).
 
-#[allow(dead_code)] // The tests use more of it.
-#[path = "../tests/support/docker.rs"]
-mod docker_support;
+#[path = "../tests/support/mod.rs"]
+mod support;
 
-use docker_support::{engine, now, socket, unique, Container};
 use edge_agent::docker::{Client, Limits, LogsOptions};
 use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::Instant;
+use support::docker::{engine, now, socket, unique, Container};
 
 const BYTES: u64 = 100_000_000;
 

@@ -49,16 +49,9 @@ fn binary() -> Option<PathBuf> {
                 .status();
             match built {
                 Ok(status) if status.success() => Some(out),
-                result => {
-                    let why = format!(
-                        "cannot build the chisel test server ({result:?}); install golang-go golang-golang-x-crypto-dev golang-github-gorilla-websocket-dev"
-                    );
-                    if std::env::var("CI").as_deref() == Ok("true") {
-                        panic!("{why}");
-                    }
-                    eprintln!("SKIPPED: {why}");
-                    None
-                }
+                result => super::missing(&format!(
+                    "cannot build the chisel test server ({result:?}); install golang-go golang-golang-x-crypto-dev golang-github-gorilla-websocket-dev"
+                )),
             }
         })
         .clone()
@@ -79,16 +72,9 @@ fn python() -> Option<PathBuf> {
                 .status();
             match found {
                 Ok(status) if status.success() => Some(python),
-                result => {
-                    let why = format!(
-                        "{python:?} cannot import asyncssh and websockets ({result:?}); pip install -r tests/chisel/requirements.txt and set EDGE_AGENT_PYTHON"
-                    );
-                    if std::env::var("CI").as_deref() == Ok("true") {
-                        panic!("{why}");
-                    }
-                    eprintln!("SKIPPED: {why}");
-                    None
-                }
+                result => super::missing(&format!(
+                    "{python:?} cannot import asyncssh and websockets ({result:?}); pip install -r tests/chisel/requirements.txt and set EDGE_AGENT_PYTHON"
+                )),
             }
         })
         .clone()

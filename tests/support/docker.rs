@@ -30,13 +30,7 @@ pub fn engine() -> Option<Client> {
             ensure_image(&client);
             Some(client)
         }
-        Err(e) if std::env::var("CI").as_deref() == Ok("true") => {
-            panic!("CI=true but the Docker Engine does not answer: {e}")
-        }
-        Err(e) => {
-            eprintln!("skipped: no Docker Engine ({e}); under CI=true this fails");
-            None
-        }
+        Err(e) => super::missing(&format!("the Docker Engine does not answer: {e}")),
     }
 }
 
