@@ -2,9 +2,9 @@
 //! the state file, and whether Docker, the Portainer URL and the tunnel server answer. Writes
 //! nothing.
 
+use crate::config::edge_key::EdgeKey;
 use crate::config::Config;
 use crate::docker;
-use crate::edge_key::EdgeKey;
 use crate::portainer::{Client, CONNECT_TIMEOUT};
 use crate::state::{Store, FILE_NAME};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -24,7 +24,7 @@ pub fn check(config: &Config) -> bool {
         if config.tunnel {
             format!(
                 "enabled, closed after {} without activity",
-                crate::duration::display(config.inactivity_timeout)
+                crate::config::duration::display(config.inactivity_timeout)
             )
         } else {
             "disabled (EDGE_TUNNEL=false)".to_owned()

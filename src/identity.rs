@@ -3,8 +3,8 @@
 //! saved one, else a fresh UUIDv4 saved for good, so one image can be flashed to many devices)
 //! and the endpoint id (from the key, else the one learned through a global key).
 
+use crate::config::edge_key::EdgeKey;
 use crate::config::Config;
-use crate::edge_key::EdgeKey;
 use crate::state::State;
 use std::fmt;
 
@@ -19,7 +19,7 @@ pub struct Identity {
 #[derive(Debug, PartialEq, Eq)]
 pub enum Error {
     NoKey { env_file: String },
-    SavedKeyInvalid(crate::edge_key::Error),
+    SavedKeyInvalid(crate::config::edge_key::Error),
     NoRandomness,
 }
 
@@ -85,7 +85,7 @@ pub fn resolve(config: &Config, saved: &State) -> Result<(Identity, State), Erro
         }
         (None, Some(id)) => id.clone(),
         (None, None) => {
-            let id = crate::random::uuid_v4().ok_or(Error::NoRandomness)?;
+            let id = crate::system::random::uuid_v4().ok_or(Error::NoRandomness)?;
             log::info!("generated Edge ID {id} for this device (kept in the state file)");
             id
         }

@@ -4,30 +4,16 @@
 //! drives them directly, so the compiler still reports dead code.
 
 mod api;
-mod backoff;
 mod check;
-mod cli;
-mod clock;
 mod config;
 pub mod docker;
-mod duration;
-mod edge_key;
-mod envfile;
 mod http1;
 mod identity;
-mod logging;
-mod poll_response;
 mod poller;
 mod portainer;
-mod proxy;
-mod random;
-mod resolver;
 mod run;
-mod signals;
-mod signature;
 mod state;
-mod systemd;
-mod tls;
+mod system;
 pub mod tunnel;
 mod websocket;
 
@@ -40,7 +26,7 @@ const EXIT_CONFIG: u8 = 78;
 
 /// `edge-agent [run|check|--help|--version] ...`: parses the command line and runs the command.
 pub fn main() -> ExitCode {
-    let cli = match cli::parse(std::env::args_os().skip(1)) {
+    let cli = match config::cli::parse(std::env::args_os().skip(1)) {
         Ok(cli) => cli,
         Err(e) => {
             eprintln!("edge-agent: {e}");
@@ -49,11 +35,11 @@ pub fn main() -> ExitCode {
     };
     let load = || config::Config::load(cli.env_file, |k| std::env::var_os(k), &cli.flags);
     match cli.command {
-        cli::Command::Help => {
-            print!("{}", cli::help());
+        config::cli::Command::Help => {
+            print!("{}", config::cli::help());
             ExitCode::SUCCESS
         }
-        cli::Command::Version => {
+        config::cli::Command::Version => {
             println!(
                 "edge-agent {} (Portainer agent protocol {})",
                 env!("CARGO_PKG_VERSION"),
@@ -61,7 +47,7 @@ pub fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        cli::Command::Check => match load() {
+        config::cli::Command::Check => match load() {
             Ok(config) => {
                 if check::check(&config) {
                     ExitCode::SUCCESS
@@ -74,9 +60,9 @@ pub fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
-        cli::Command::Run => match load() {
+        config::cli::Command::Run => match load() {
             Ok(config) => {
-                logging::init(config.log_level);
+                system::logging::init(config.log_level);
                 for warning in &config.warnings {
                     log::warn!("{warning}");
                 }

@@ -1,15 +1,15 @@
 //! `edge-agent run`: startup (identity and state), the poll loop in its own thread, and an
 //! orderly stop on SIGTERM/SIGINT within two seconds with the state saved.
 
+use crate::api::signature::Verifier;
 use crate::api::{self, Api};
 use crate::config::Config;
 use crate::identity::{self, Identity};
 use crate::poller::Poller;
 use crate::portainer::Client;
-use crate::signals::Termination;
-use crate::signature::Verifier;
 use crate::state::{Persisted, Store};
-use crate::systemd::Notifier;
+use crate::system::signals::Termination;
+use crate::system::systemd::Notifier;
 use crate::tunnel::{self, Settings, Target, Tunnel};
 use std::process::ExitCode;
 use std::sync::{mpsc, Arc};
@@ -105,7 +105,7 @@ fn tunnel_for(
     target: Target,
     persisted: &Arc<Persisted>,
 ) -> Tunnel {
-    let proxy = crate::proxy::for_tunnel(&config.proxies, &target.host, target.port);
+    let proxy = crate::portainer::proxy::for_tunnel(&config.proxies, &target.host, target.port);
     let settings = Settings {
         proxy: proxy.map(str::to_owned),
         target,

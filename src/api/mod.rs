@@ -8,12 +8,13 @@
 mod conn;
 mod console;
 mod proxy;
+pub mod signature;
 
-use crate::edge_key::EdgeKey;
+use crate::api::signature::{Verdict, Verifier, PUBLIC_KEY_HEADER, SIGNATURE_HEADER};
+use crate::config::edge_key::EdgeKey;
 use crate::http1::{self, Framing, RequestHead};
-use crate::logging::Repeats;
-use crate::signature::{Verdict, Verifier, PUBLIC_KEY_HEADER, SIGNATURE_HEADER};
 use crate::state::Persisted;
+use crate::system::logging::Repeats;
 use crate::tunnel::Handler;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine;

@@ -9,9 +9,9 @@ mod credentials;
 mod session;
 mod ssh;
 
-use crate::backoff;
-use crate::duration::display;
-use crate::logging::Repeats;
+use crate::config::duration::display;
+use crate::poller::backoff;
+use crate::system::logging::Repeats;
 pub use session::Target;
 use session::{End, Params};
 use std::future::Future;
@@ -142,7 +142,7 @@ impl Tunnel {
             }
         };
         let tls = if self.settings.target.secure {
-            match crate::tls::tunnel_config(self.settings.ca_file.as_deref()) {
+            match crate::portainer::tls::tunnel_config(self.settings.ca_file.as_deref()) {
                 Ok(config) => Some(Arc::new(config)),
                 Err(e) => {
                     log::error!("cannot open the tunnel: {e}");
@@ -263,7 +263,7 @@ fn supervise(
                 RECONNECT_BASE,
                 failures,
                 RECONNECT_CAP,
-                crate::random::u64(),
+                crate::system::random::u64(),
             );
             let message = error.to_string();
             if logged.fresh(&message) {

@@ -40,7 +40,7 @@ pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    let at = crate::clock::parse_http_date(value)?;
+    let at = crate::system::clock::parse_http_date(value)?;
     Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
@@ -103,7 +103,7 @@ mod tests {
 
     #[test]
     fn retry_after_forms() {
-        let now = crate::clock::parse_http_date("Tue, 24 Nov 2026 02:52:25 GMT").unwrap();
+        let now = crate::system::clock::parse_http_date("Tue, 24 Nov 2026 02:52:25 GMT").unwrap();
         assert_eq!(
             parse_retry_after("120", now),
             Some(Duration::from_secs(120))

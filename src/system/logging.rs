@@ -39,7 +39,7 @@ pub fn init(level: LevelFilter) {
             if journal {
                 writeln!(out, "{:<5} {}", record.level(), record.args())
             } else {
-                let now = crate::clock::rfc3339(std::time::SystemTime::now());
+                let now = crate::system::clock::rfc3339(std::time::SystemTime::now());
                 writeln!(out, "{now} {:<5} {}", record.level(), record.args())
             }
         });

@@ -2,9 +2,13 @@
 //! Names are the Go agent's, so an operator can paste what the Portainer UI shows. Every bad value
 //! is an error naming the variable, where it came from and what is expected.
 
-use crate::duration;
-use crate::edge_key::EdgeKey;
-use crate::envfile;
+pub mod cli;
+pub mod duration;
+pub mod edge_key;
+mod envfile;
+
+use edge_key::EdgeKey;
+
 use log::LevelFilter;
 use std::collections::BTreeMap;
 use std::ffi::OsString;

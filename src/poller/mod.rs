@@ -2,15 +2,16 @@
 //! previous answer on 304, back off when the server or the link is bad, and log what changed
 //! (once, not every poll). The endpoint id, Edge ID and deployed state survive any failure.
 
-use crate::backoff;
+pub mod backoff;
+
+use crate::config::duration::display;
 use crate::config::GlobalKeyMeta;
-use crate::duration::display;
 use crate::identity::Identity;
-use crate::logging::Repeats;
-use crate::poll_response::{PollResponse, StackRef, TunnelStatus};
+use crate::portainer::poll_response::{PollResponse, StackRef, TunnelStatus};
 use crate::portainer::{Client, Error, Poll};
 use crate::state::Persisted;
-use crate::systemd::Notifier;
+use crate::system::logging::Repeats;
+use crate::system::systemd::Notifier;
 use crate::tunnel::Tunnel;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
@@ -258,7 +259,12 @@ impl Poller {
                 Error::Status { retry_after, .. } => *retry_after,
                 _ => None,
             };
-            backoff::delay(self.interval, f.count, retry_after, crate::random::u64())
+            backoff::delay(
+                self.interval,
+                f.count,
+                retry_after,
+                crate::system::random::u64(),
+            )
         };
         let message = error.to_string();
         if f.logged.fresh(&message) {

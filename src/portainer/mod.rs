@@ -2,9 +2,14 @@
 //! and the global-key lookup. One ureq agent (keep-alive, small buffers, timeouts on every
 //! request) is reused for every call.
 
+pub mod poll_response;
+pub mod proxy;
+mod resolver;
+pub mod tls;
+
 use crate::config::{Config, GlobalKeyMeta};
-use crate::poll_response::PollResponse;
-use crate::resolver::CachingResolver;
+use poll_response::PollResponse;
+use resolver::CachingResolver;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
@@ -69,13 +74,16 @@ impl Client {
         config: &Config,
         portainer_url: &str,
         edge_id: &str,
-    ) -> Result<Client, crate::tls::Error> {
-        let proxy = crate::proxy::for_url(&config.proxies, portainer_url)
+    ) -> Result<Client, crate::portainer::tls::Error> {
+        let proxy = crate::portainer::proxy::for_url(&config.proxies, portainer_url)
             // Validated when the configuration was read.
             .and_then(|url| ureq::Proxy::new(url).ok());
         let config = ureq::Agent::config_builder()
             .http_status_as_error(false)
-            .tls_config(crate::tls::config(&config.tls, config.insecure_poll)?)
+            .tls_config(crate::portainer::tls::config(
+                &config.tls,
+                config.insecure_poll,
+            )?)
             .proxy(proxy)
             .user_agent(format!("edge-agent/{}", env!("CARGO_PKG_VERSION")))
             .timeout_connect(Some(CONNECT_TIMEOUT))
@@ -208,7 +216,7 @@ fn status_error(mut response: ureq::http::Response<ureq::Body>) -> Error {
         .headers()
         .get("Retry-After")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| crate::backoff::parse_retry_after(v, SystemTime::now()));
+        .and_then(|v| crate::poller::backoff::parse_retry_after(v, SystemTime::now()));
     let body = response
         .body_mut()
         .with_config()
