@@ -5,7 +5,7 @@ use crate::api::signature::Verifier;
 use crate::api::{self, Api};
 use crate::config::Config;
 use crate::identity::{self, Identity};
-use crate::poller::Poller;
+use crate::poller::{Consumer, Poller};
 use crate::portainer::Client;
 use crate::state::{Persisted, Store};
 use crate::system::signals::Termination;
@@ -58,14 +58,18 @@ pub fn run(config: Config) -> ExitCode {
         log::warn!("EDGE_INSECURE_POLL is on: the Portainer server certificate is not verified");
     }
     let persisted = Arc::new(Persisted::new(store, state));
-    let tunnel = tunnel_target.map(|target| tunnel_for(&config, &identity, target, &persisted));
+    let mut consumers: Vec<Box<dyn Consumer>> = Vec::new();
+    if let Some(target) = tunnel_target {
+        consumers.push(Box::new(tunnel_for(&config, &identity, target, &persisted)));
+    }
     let notifier = Arc::new(Notifier::from_env());
     let poller = Poller::new(
         client,
         identity,
         config.meta.clone(),
         persisted.clone(),
-        tunnel,
+        consumers,
+        config.tunnel,
     );
 
     let (stop_tx, stop_rx) = mpsc::channel::<()>();

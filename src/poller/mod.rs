@@ -12,10 +12,17 @@ use crate::portainer::{Client, Error, Poll};
 use crate::state::Persisted;
 use crate::system::logging::Repeats;
 use crate::system::systemd::Notifier;
-use crate::tunnel::Tunnel;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+/// A part of the agent that acts on Portainer's answers (the tunnel; later stacks and jobs).
+/// Called on the poll thread after every successful poll (a 304 repeats the previous answer):
+/// it must return promptly, handing any slow work to the part's own thread, so that it never
+/// delays the next poll.
+pub trait Consumer: Send {
+    fn answer(&mut self, endpoint_id: i64, response: &PollResponse);
+}
 
 /// The Go agent's interval before the server has told us its check-in.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
@@ -33,8 +40,9 @@ pub struct Poller {
     failures: Failures,
     /// A global key's endpoint id is looked up again after the server refused it.
     recheck_endpoint: bool,
-    /// `None` with `EDGE_TUNNEL=false`.
-    tunnel: Option<Tunnel>,
+    consumers: Vec<Box<dyn Consumer>>,
+    /// `EDGE_TUNNEL`: whether a `REQUIRED` answer is acted upon (for the log line).
+    tunnel_enabled: bool,
 }
 
 #[derive(Default)]
@@ -57,7 +65,8 @@ impl Poller {
         identity: Identity,
         meta: GlobalKeyMeta,
         persisted: Arc<Persisted>,
-        tunnel: Option<Tunnel>,
+        consumers: Vec<Box<dyn Consumer>>,
+        tunnel_enabled: bool,
     ) -> Poller {
         Poller {
             client,
@@ -69,7 +78,8 @@ impl Poller {
             seen: None,
             failures: Failures::default(),
             recheck_endpoint: false,
-            tunnel,
+            consumers,
+            tunnel_enabled,
         }
     }
 
@@ -176,12 +186,8 @@ impl Poller {
             }
         }
         self.log_changes(response);
-        match (&response.status, &mut self.tunnel) {
-            (TunnelStatus::Required, Some(tunnel)) => {
-                tunnel.require(response.port, &response.credentials)
-            }
-            (TunnelStatus::Idle, Some(tunnel)) => tunnel.release(),
-            _ => {}
+        for consumer in &mut self.consumers {
+            consumer.answer(endpoint_id, response);
         }
     }
 
@@ -207,7 +213,7 @@ impl Poller {
         let before = self.seen.take();
         if before.as_ref().map(|b| &b.tunnel) != Some(&now.tunnel) {
             match &now.tunnel {
-                (TunnelStatus::Required, port) if self.tunnel.is_some() => {
+                (TunnelStatus::Required, port) if self.tunnel_enabled => {
                     log::info!("Portainer requires the tunnel (remote port {port})")
                 }
                 (TunnelStatus::Required, _) => log::warn!(

@@ -10,7 +10,8 @@ mod session;
 mod ssh;
 
 use crate::config::duration::display;
-use crate::poller::backoff;
+use crate::poller::{backoff, Consumer};
+use crate::portainer::poll_response::{PollResponse, TunnelStatus};
 use crate::system::logging::Repeats;
 pub use session::Target;
 use session::{End, Params};
@@ -202,6 +203,17 @@ impl Tunnel {
         if let Some(running) = self.current.take() {
             let _ = running.stop.send(true);
             let _ = running.done.recv_timeout(CLOSE_WAIT);
+        }
+    }
+}
+
+/// `REQUIRED` opens (or keeps) the tunnel, `IDLE` closes it; anything else changes nothing.
+impl Consumer for Tunnel {
+    fn answer(&mut self, _endpoint_id: i64, response: &PollResponse) {
+        match response.status {
+            TunnelStatus::Required => self.require(response.port, &response.credentials),
+            TunnelStatus::Idle => self.release(),
+            TunnelStatus::Other(_) => {}
         }
     }
 }
