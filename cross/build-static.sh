@@ -109,7 +109,7 @@ run_tests() {
     for t in "${targets[@]}"; do
         echo "== end-to-end tests: $(runner "$t") $(binary "$t")"
         EDGE_AGENT_TEST_BIN=$PWD/$(binary "$t") EDGE_AGENT_TEST_RUNNER=$(runner "$t") \
-            cargo test --locked --test startup --test poll --test process --test tunnel --test api
+            cargo test --locked --test startup --test poll --test process --test tunnel --test api -- --include-ignored
     done
 }
 

@@ -162,10 +162,10 @@ fn check_fails_without_docker_and_says_what_to_look_at() {
 }
 
 #[test]
+#[ignore = "needs root, to run the agent as another user (tests/run.sh)"]
 fn check_names_the_socket_owner_when_permission_is_denied() {
     if !nix::unistd::getuid().is_root() {
-        eprintln!("skipped: only root can run the agent as another user here");
-        return;
+        support::missing("only root can run the agent as another user here");
     }
     let docker = fake_docker();
     // The socket as Docker leaves it: root:root (here), mode 0660; the agent runs as nobody.

@@ -14,10 +14,9 @@ use std::time::Duration;
 use support::chisel::*;
 
 #[test]
+#[ignore = "needs Go with x/crypto/ssh and gorilla/websocket (tests/run.sh)"]
 fn fifty_concurrent_channels() {
-    let Some((server, port, _tunnel)) = started(&[]) else {
-        return;
-    };
+    let (server, port, _tunnel) = started(&[]);
     let workers: Vec<_> = (0..50)
         .map(|i| std::thread::spawn(move || echo_through(port, pattern(200_000, i))))
         .collect();
@@ -37,27 +36,24 @@ fn fifty_concurrent_channels() {
 }
 
 #[test]
+#[ignore = "needs Go with x/crypto/ssh and gorilla/websocket (tests/run.sh)"]
 fn large_transfers_both_ways_at_once() {
-    let Some((_server, port, _tunnel)) = started(&[]) else {
-        return;
-    };
+    let (_server, port, _tunnel) = started(&[]);
     echo_through(port, pattern(24 << 20, 7));
 }
 
 #[test]
+#[ignore = "needs Go with x/crypto/ssh and gorilla/websocket (tests/run.sh)"]
 fn survives_many_key_exchanges_mid_transfer() {
     // Go re-keys after this many bytes; 4 MiB each way means dozens of exchanges.
-    let Some((_server, port, _tunnel)) = started(&["-rekey", "65536"]) else {
-        return;
-    };
+    let (_server, port, _tunnel) = started(&["-rekey", "65536"]);
     echo_through(port, pattern(4 << 20, 3));
 }
 
 #[test]
+#[ignore = "needs Go with x/crypto/ssh and gorilla/websocket (tests/run.sh)"]
 fn answers_server_pings_and_sends_keepalives() {
-    let Some(server) = ChiselServer::start(&["-ping", "100ms"]) else {
-        return;
-    };
+    let server = ChiselServer::start(&["-ping", "100ms"]);
     let (port, _tunnel) = open_tunnel(&server, "user:pass", |s| {
         s.keepalive = Duration::from_millis(200)
     });
@@ -68,10 +64,9 @@ fn answers_server_pings_and_sends_keepalives() {
 }
 
 #[test]
+#[ignore = "needs Go with x/crypto/ssh and gorilla/websocket (tests/run.sh)"]
 fn wrong_fingerprint_is_refused_before_authentication() {
-    let Some(server) = ChiselServer::start(&[]) else {
-        return;
-    };
+    let server = ChiselServer::start(&[]);
     let other = "vzQOBZDci4gQywQpIQel2N3uveNiA0P5itO2mkU1e/s=";
     let (port, _tunnel) = open_tunnel(&server, "user:pass", |s| s.fingerprint = other.into());
     server.wait_for("handshake failed", 1, WAIT);
@@ -80,20 +75,18 @@ fn wrong_fingerprint_is_refused_before_authentication() {
 }
 
 #[test]
+#[ignore = "needs Go with x/crypto/ssh and gorilla/websocket (tests/run.sh)"]
 fn wrong_password_is_refused() {
-    let Some(server) = ChiselServer::start(&[]) else {
-        return;
-    };
+    let server = ChiselServer::start(&[]);
     let _tunnel = open_tunnel(&server, "user:wrong", |_| {});
     server.wait_for("auth failed user", 1, WAIT);
     assert_eq!(server.count("config ok"), 0);
 }
 
 #[test]
+#[ignore = "needs Go with x/crypto/ssh and gorilla/websocket (tests/run.sh)"]
 fn refused_configuration_names_the_remote() {
-    let Some(server) = ChiselServer::start(&["-allow", "^R:0.0.0.0:1$"]) else {
-        return;
-    };
+    let server = ChiselServer::start(&["-allow", "^R:0.0.0.0:1$"]);
     let (port, _tunnel) = open_tunnel(&server, "user:pass", |_| {});
     server.wait_for(
         &format!("config refused access to 'R:0.0.0.0:{port}' denied"),
@@ -103,10 +96,9 @@ fn refused_configuration_names_the_remote() {
 }
 
 #[test]
+#[ignore = "needs Go with x/crypto/ssh and gorilla/websocket (tests/run.sh)"]
 fn reconnects_after_the_server_drops_the_connection() {
-    let Some((mut server, port, _tunnel)) = started(&[]) else {
-        return;
-    };
+    let (mut server, port, _tunnel) = started(&[]);
     echo_through(port, pattern(1000, 1));
     server.drop_connections();
     server.wait_for("session closed", 1, WAIT);
@@ -115,10 +107,9 @@ fn reconnects_after_the_server_drops_the_connection() {
 }
 
 #[test]
+#[ignore = "needs Go with x/crypto/ssh and gorilla/websocket (tests/run.sh)"]
 fn inactivity_closes_and_the_next_require_reopens() {
-    let Some(server) = ChiselServer::start(&[]) else {
-        return;
-    };
+    let server = ChiselServer::start(&[]);
     let (port, mut tunnel) = open_tunnel(&server, "user:pass", |s| {
         s.inactivity = Duration::from_secs(1)
     });
@@ -131,10 +122,9 @@ fn inactivity_closes_and_the_next_require_reopens() {
 }
 
 #[test]
+#[ignore = "needs Go with x/crypto/ssh and gorilla/websocket (tests/run.sh)"]
 fn the_agent_opens_the_required_tunnel_serves_ping_and_closes_on_idle() {
-    let Some(chisel) = ChiselServer::start(&[]) else {
-        return;
-    };
+    let chisel = ChiselServer::start(&[]);
     let (portainer, port, _agent, running) = agent_with_tunnel(&chisel, &chisel.fingerprint, "");
     // What Portainer does first through a new tunnel: GET /ping for the agent API version.
     let mut stream = connect(port);
@@ -161,10 +151,9 @@ fn the_agent_opens_the_required_tunnel_serves_ping_and_closes_on_idle() {
 }
 
 #[test]
+#[ignore = "needs Go with x/crypto/ssh and gorilla/websocket (tests/run.sh)"]
 fn the_agent_refuses_a_server_with_another_key_loudly() {
-    let Some(chisel) = ChiselServer::start(&[]) else {
-        return;
-    };
+    let chisel = ChiselServer::start(&[]);
     let other = "vzQOBZDci4gQywQpIQel2N3uveNiA0P5itO2mkU1e/s=";
     let (_portainer, _port, _agent, running) = agent_with_tunnel(&chisel, other, "");
     running.wait_log("refusing to connect", WAIT);
@@ -189,10 +178,9 @@ fn read_head(stream: &mut TcpStream) -> String {
 }
 
 #[test]
+#[ignore = "needs Go with x/crypto/ssh and gorilla/websocket (tests/run.sh)"]
 fn goes_through_an_http_connect_proxy_with_credentials() {
-    let Some(server) = ChiselServer::start(&[]) else {
-        return;
-    };
+    let server = ChiselServer::start(&[]);
     let (proxy, tunnels) = connect_proxy("proxyuser:proxypw");
     let (port, _tunnel) = open_tunnel(&server, "user:pass", |s| {
         s.proxy = Some(format!("http://proxyuser:proxypw@{proxy}"))
@@ -202,13 +190,12 @@ fn goes_through_an_http_connect_proxy_with_credentials() {
 }
 
 #[test]
+#[ignore = "needs Go with x/crypto/ssh and gorilla/websocket (tests/run.sh)"]
 fn an_https_tunnel_address_uses_wss_with_the_configured_ca() {
     let dir = tempfile::tempdir().unwrap();
     let (ca, cert, key) = support::tls::server_pems(dir.path());
     let (cert, key) = (cert.display().to_string(), key.display().to_string());
-    let Some(server) = ChiselServer::start(&["-cert", &cert, "-key", &key]) else {
-        return;
-    };
+    let server = ChiselServer::start(&["-cert", &cert, "-key", &key]);
     let local_port = server.addr.rsplit_once(':').unwrap().1;
     let (port, _tunnel) = open_tunnel(&server, "user:pass", |s| {
         s.target = Target::parse(&format!("https://localhost:{local_port}")).unwrap();
@@ -251,11 +238,9 @@ fn connect_proxy(user_password: &str) -> (String, Arc<Mutex<Vec<String>>>) {
 }
 
 #[test]
+#[ignore = "needs Go with x/crypto/ssh and gorilla/websocket (tests/run.sh)"]
 fn aes_gcm_when_the_server_offers_only_that() {
-    let Some((_server, port, _tunnel)) =
-        started(&["-ciphers", "aes128-gcm@openssh.com", "-rekey", "100000"])
-    else {
-        return;
-    };
+    let (_server, port, _tunnel) =
+        started(&["-ciphers", "aes128-gcm@openssh.com", "-rekey", "100000"]);
     echo_through(port, pattern(2 << 20, 9));
 }

@@ -32,9 +32,9 @@ pub fn credentials(user_pass: &str, edge_id: &str) -> String {
     STANDARD_NO_PAD.encode(blob)
 }
 
-/// The built server, or `None` when Go is missing and this is not CI (the caller skips).
-fn binary() -> Option<PathBuf> {
-    static BUILT: OnceLock<Option<PathBuf>> = OnceLock::new();
+/// The built server (a test that needs it fails when Go cannot build it).
+fn binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
     BUILT
         .get_or_init(|| {
             let out = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("chisel-test-server");
@@ -48,7 +48,7 @@ fn binary() -> Option<PathBuf> {
                 .env("GOPATH", "/usr/share/gocode")
                 .status();
             match built {
-                Ok(status) if status.success() => Some(out),
+                Ok(status) if status.success() => out,
                 result => super::missing(&format!(
                     "cannot build the chisel test server ({result:?}); install golang-go golang-golang-x-crypto-dev golang-github-gorilla-websocket-dev"
                 )),
@@ -58,10 +58,10 @@ fn binary() -> Option<PathBuf> {
 }
 
 /// The Python for `asyncssh_server.py`: `EDGE_AGENT_PYTHON` (`.ci/run` points it at a venv with
-/// `tests/chisel/requirements.txt`) or `python3`; `None` when it lacks asyncssh or websockets
-/// and this is not CI (the caller skips).
-fn python() -> Option<PathBuf> {
-    static FOUND: OnceLock<Option<PathBuf>> = OnceLock::new();
+/// `tests/chisel/requirements.txt`) or `python3` (a test that needs it fails when it lacks
+/// asyncssh or websockets).
+fn python() -> PathBuf {
+    static FOUND: OnceLock<PathBuf> = OnceLock::new();
     FOUND
         .get_or_init(|| {
             let python = std::env::var_os("EDGE_AGENT_PYTHON")
@@ -71,7 +71,7 @@ fn python() -> Option<PathBuf> {
                 .stderr(Stdio::null())
                 .status();
             match found {
-                Ok(status) if status.success() => Some(python),
+                Ok(status) if status.success() => python,
                 result => super::missing(&format!(
                     "{python:?} cannot import asyncssh and websockets ({result:?}); pip install -r tests/chisel/requirements.txt and set EDGE_AGENT_PYTHON"
                 )),
@@ -89,17 +89,17 @@ pub struct ChiselServer {
 }
 
 impl ChiselServer {
-    /// Starts a server with these flags (see main.go); `None` to skip the test.
-    pub fn start(args: &[&str]) -> Option<ChiselServer> {
-        Some(Self::spawn(Command::new(binary()?).args(args)))
+    /// Starts a server with these flags (see main.go).
+    pub fn start(args: &[&str]) -> ChiselServer {
+        Self::spawn(Command::new(binary()).args(args))
     }
 
     /// The same on Python's asyncssh (`asyncssh_server.py`, a subset of the flags): strict
-    /// KEX and aes256-gcm, as Portainer's newer x/crypto; `None` to skip the test.
-    pub fn start_asyncssh(args: &[&str]) -> Option<ChiselServer> {
+    /// KEX and aes256-gcm, as Portainer's newer x/crypto.
+    pub fn start_asyncssh(args: &[&str]) -> ChiselServer {
         let script =
             PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/chisel/asyncssh_server.py");
-        Some(Self::spawn(Command::new(python()?).arg(script).args(args)))
+        Self::spawn(Command::new(python()).arg(script).args(args))
     }
 
     fn spawn(command: &mut Command) -> ChiselServer {
@@ -254,10 +254,10 @@ pub fn open_tunnel(
 }
 
 /// The Go server started with `args`, and a tunnel to it with the right credentials.
-pub fn started(args: &[&str]) -> Option<(ChiselServer, u16, Tunnel)> {
-    let server = ChiselServer::start(args)?;
+pub fn started(args: &[&str]) -> (ChiselServer, u16, Tunnel) {
+    let server = ChiselServer::start(args);
     let (port, tunnel) = open_tunnel(&server, "user:pass", |_| {});
-    Some((server, port, tunnel))
+    (server, port, tunnel)
 }
 
 /// The agent binary, told by a fake Portainer that the tunnel is REQUIRED (with credentials

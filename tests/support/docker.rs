@@ -1,6 +1,6 @@
-//! The real Docker Engine for tests and benches: the client (or a skip, or under `CI=true` a
-//! failure, when there is no engine), the test image built from Debian's busybox-static, and
-//! containers that are removed whatever happens.
+//! The real Docker Engine for tests and benches: the client (a test that needs it fails when
+//! there is no engine), the test image built from Debian's busybox-static, and containers that
+//! are removed whatever happens.
 
 use edge_agent::docker::{Client, Limits};
 use std::path::{Path, PathBuf};
@@ -22,13 +22,12 @@ pub fn socket() -> PathBuf {
     }
 }
 
-/// The engine, with the test image in it. Without an engine: `None` after a notice (the test
-/// is skipped), but under `CI=true` the test fails.
-pub fn engine() -> Option<Client> {
+/// The engine, with the test image in it.
+pub fn engine() -> Client {
     match Client::connect(socket(), Limits::default()) {
         Ok(client) => {
             ensure_image(&client);
-            Some(client)
+            client
         }
         Err(e) => super::missing(&format!("the Docker Engine does not answer: {e}")),
     }
@@ -43,10 +42,9 @@ fn ensure_image(client: &Client) {
             return;
         }
         let busybox = Path::new("/bin/busybox");
-        assert!(
-            busybox.exists(),
-            "/bin/busybox is missing: apt-get install busybox-static"
-        );
+        if !busybox.exists() {
+            super::missing("/bin/busybox is missing: apt-get install busybox-static")
+        }
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("rootfs");
         std::fs::create_dir_all(root.join("bin")).unwrap();

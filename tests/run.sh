@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The whole test suite, on any Debian machine with Rust: installs what the tests need, then runs
+# every test, those a plain `cargo test` lists as ignored included. A missing tool fails its
+# tests here (it never skips them).
+#
+#   - a Docker Engine answering on /var/run/docker.sock (docker.io, and dockerd started when
+#     none answers) and Debian's busybox-static: tests/docker.rs, tests/api.rs and the other
+#     real-engine tests build their image from /bin/busybox with `docker import`;
+#   - Go with Debian's x/crypto/ssh and gorilla/websocket: the chisel test server
+#     (tests/chisel/main.go) of the tunnel and API tests;
+#   - Python's asyncssh in a venv (tests/chisel/requirements.txt) for tests/tunnel_asyncssh.rs,
+#     named in EDGE_AGENT_PYTHON;
+#   - tzdata: the edge job schedules are computed in local time.
+#
+# usage: tests/run.sh [cargo test arguments...]     (as root, or with sudo for apt and dockerd)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if ! command -v cargo >/dev/null; then
+    echo "cargo is missing: install Rust (rustup, or Debian's cargo) first" >&2
+    exit 1
+fi
+
+as_root() {
+    if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi
+}
+apt_updated=
+apt_install() {
+    if [ -z "$apt_updated" ]; then
+        as_root apt-get update -q
+        apt_updated=1
+    fi
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "$@"
+}
+docker_answers() {
+    curl -sf --max-time 5 --unix-socket /var/run/docker.sock http://localhost/_ping >/dev/null 2>&1
+}
+
+packages=()
+command -v curl >/dev/null || packages+=(curl)
+command -v docker >/dev/null && command -v dockerd >/dev/null || packages+=(docker.io)
+[ -x /bin/busybox ] || packages+=(busybox-static)
+[ -e /usr/share/zoneinfo/Europe/Berlin ] || packages+=(tzdata)
+command -v go >/dev/null || packages+=(golang-go)
+[ -d /usr/share/gocode/src/golang.org/x/crypto/ssh ] || packages+=(golang-golang-x-crypto-dev)
+[ -d /usr/share/gocode/src/github.com/gorilla/websocket ] || packages+=(golang-github-gorilla-websocket-dev)
+python3 -m venv --help >/dev/null 2>&1 || packages+=(python3-venv)
+[ ${#packages[@]} -eq 0 ] || apt_install "${packages[@]}"
+
+if ! docker_answers; then
+    log=$(mktemp /tmp/edge-agent-dockerd.XXXXXX.log)
+    echo "starting dockerd (log: $log)"
+    as_root sh -c "dockerd --bridge=none --iptables=false --ip-masq=false >'$log' 2>&1 &"
+    for _ in $(seq 60); do
+        docker_answers && break
+        sleep 1
+    done
+    if ! docker_answers; then
+        echo "dockerd did not answer on /var/run/docker.sock within 60 s; the end of its log:" >&2
+        tail -n 30 "$log" >&2
+        exit 1
+    fi
+fi
+
+# The asyncssh server's pinned packages, in a venv kept per requirements file.
+requirements=tests/chisel/requirements.txt
+venv="${XDG_CACHE_HOME:-$HOME/.cache}/edge-agent/venv-asyncssh-$(sha256sum "$requirements" | cut -c1-12)"
+if ! "$venv/bin/python" -c 'import asyncssh, websockets' 2>/dev/null; then
+    python3 -m venv --clear "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+fi
+export EDGE_AGENT_PYTHON="$venv/bin/python"
+
+cargo test --locked "$@" -- --include-ignored
