@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds and checks the static musl binaries without rustup targets or cross's images: Debian's
 # rustc-web toolchain builds std from its source (-Z build-std) and zig links (musl libc, crt,
-# libunwind) through cargo-zigbuild. Recipe and pitfalls: ../shared/docs/cross-build.md.
+# libunwind) through cargo-zigbuild. Recipe and pitfalls: docs/cross-build.md.
 #
 # usage: cross/build-static.sh COMMAND [TARGET...]     (as root for setup; from any folder)
 #   setup    apt: rustc-web cargo-web rust-web-src qemu-user-static python3-venv file;

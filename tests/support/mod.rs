@@ -1,5 +1,5 @@
 //! A fake Portainer Server for end-to-end tests, answering as Portainer CE 2.23 does
-//! (`../shared/docs/portainer-server-edge-api.md` §2 and §8.1): the status poll with its 403s,
+//! (`docs/edge-protocol.md`, status poll and global key): the status poll with its 403s,
 //! 400 without the platform header, Edge ID binding and ETag/304; the global-key lookup; the
 //! public system status. Served over plain HTTP or TLS (self-signed, CA-signed, CA-signed with
 //! client certificates required), with faults on demand. Every request is recorded.
