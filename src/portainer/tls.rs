@@ -1,6 +1,7 @@
 //! TLS settings for talking to the Portainer server: Mozilla's roots (webpki-roots) by default,
-//! the CA file of `MTLS_SSL_CA` instead when set (the Go agent reads it only with a client certificate), a client certificate for
-//! mTLS, or no verification at all with `EDGE_INSECURE_POLL` (polling only).
+//! the CA file of `MTLS_SSL_CA` instead when set (the Go agent reads it only together with a
+//! client certificate), a client certificate for mTLS, or no verification at all with
+//! `EDGE_INSECURE_POLL` (polling only).
 
 use crate::config::TlsFiles;
 use std::fmt;
