@@ -1,13 +1,18 @@
 #!/usr/bin/env bash
-# CI for what goes on the device (called by .ci/run after the tests; runs as root):
-# the Yocto crate list and oelint-adv, systemd-analyze verify of the units, then the static
-# musl binaries (cross/build-static.sh): built, checked with `file`, sized, and put through the
-# end-to-end tests against the fake Portainer server (the ARM ones under qemu-user).
+# CI for what goes on the device (called by .ci/run after the tests; runs as root): every locked
+# package against Cargo.toml's rust-version (the Rust of the Yocto and Buildroot releases that
+# build the recipe; .ci/run's clippy holds the code to it), the Yocto crate list and oelint-adv
+# for each declared series, systemd-analyze verify of the units, then the static musl binaries
+# (cross/build-static.sh): built, checked with `file`, sized, and put through the end-to-end
+# tests against the fake Portainer server (the ARM ones under qemu-user).
 #
 # usage: packaging/ci.sh        (needs the host build of `cargo test` in target/debug)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CACHE=${EDGE_AGENT_CACHE:-$HOME/.cache/edge-agent}
+
+echo "== rust-version: every package of Cargo.lock"
+python3 packaging/check-rust-version.py
 
 echo "== Yocto: edge-agent-crates.inc against Cargo.lock"
 python3 yocto-layer/scripts/update-crates.py --check
@@ -15,7 +20,12 @@ python3 yocto-layer/scripts/update-crates.py --check
 echo "== Yocto: oelint-adv"
 [ -x "$CACHE/oelint/bin/oelint-adv" ] || python3 -m venv "$CACHE/oelint"
 "$CACHE/oelint/bin/pip" install -q oelint-adv==9.11.2 oelint-parser==8.13.2 oelint-data==1.5.26
-for release in scarthgap styhead walnascar; do
+releases=$(sed -n 's/^LAYERSERIES_COMPAT_edge-agent = "\(.*\)"$/\1/p' yocto-layer/conf/layer.conf)
+if [ -z "$releases" ]; then
+    echo "yocto-layer/conf/layer.conf: no LAYERSERIES_COMPAT_edge-agent = \"...\" line" >&2
+    exit 1
+fi
+for release in $releases; do
     # homepageping would fetch HOMEPAGE: no network here. Any finding fails (rc 1).
     (cd yocto-layer && "$CACHE/oelint/bin/oelint-adv" --quiet --relpaths --mode all \
         --release "$release" --suppress oelint.vars.homepageping \

@@ -1,7 +1,8 @@
 //! The files shipped to devices agree with the code: the env template lists every setting, the
-//! first boot with it explains what to do, the Yocto crate list matches Cargo.lock, and the Yocto
+//! first boot with it explains what to do, the Yocto crate list matches Cargo.lock, the Yocto
 //! recipe and the Buildroot package carry Cargo.toml's version, the LICENSE checksums and the
-//! paths of the one unit and env template in `packaging/`.
+//! paths of the one unit and env template in `packaging/`, and README's table of releases and
+//! their Rust agrees with Cargo.toml's rust-version and the layer's LAYERSERIES_COMPAT.
 
 use std::path::Path;
 use std::process::Command;
@@ -240,4 +241,85 @@ fn buildroot_package_matches_the_crate() {
     assert!(read("buildroot/external.desc").starts_with("name: EDGE_AGENT\n"));
     assert!(read("buildroot/Config.in")
         .contains("$BR2_EXTERNAL_EDGE_AGENT_PATH/package/edge-agent/Config.in"));
+}
+
+/// `(major, minor, patch)` of a Rust version such as "1.88" or "1.94.1".
+fn rust_version(text: &str) -> (u32, u32, u32) {
+    let mut parts = text.split('.').map(|p| {
+        p.parse()
+            .unwrap_or_else(|e| panic!("{text:?} is not a Rust version: {e}"))
+    });
+    let major = parts.next().unwrap_or(0);
+    (major, parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+}
+
+/// `(release, rust, builds)` of each row of README's "Release | Rust | Builds edge-agent" table.
+fn readme_release_table(readme: &str) -> Vec<(String, String, String)> {
+    let table = readme
+        .split_once("\n| Release | Rust | Builds edge-agent |")
+        .expect("README has the table | Release | Rust | Builds edge-agent | Source ... |")
+        .1;
+    table
+        .lines()
+        .skip(2) // the rest of the header line, the |---| line
+        .take_while(|l| l.starts_with('|'))
+        .map(|row| {
+            let cells: Vec<&str> = row.split('|').map(str::trim).collect();
+            assert!(cells.len() >= 5, "README: row {row:?} lacks cells");
+            (cells[1].into(), cells[2].into(), cells[3].into())
+        })
+        .collect()
+}
+
+#[test]
+fn readme_releases_agree_with_rust_version_and_the_layer() {
+    let msrv = env!("CARGO_PKG_RUST_VERSION");
+    let readme = read("README.md");
+    assert!(
+        readme.contains(&format!("Cargo.toml's `rust-version` is **{msrv}**")),
+        "README must say Cargo.toml's `rust-version` is **{msrv}**"
+    );
+    let rows = readme_release_table(&readme);
+    assert!(rows.len() >= 4, "{rows:?}");
+    for (release, rust, builds) in &rows {
+        let expected = if rust_version(rust) >= rust_version(msrv) {
+            "yes"
+        } else {
+            "no"
+        };
+        assert_eq!(
+            builds, expected,
+            "README: {release} ships Rust {rust} and rust-version is {msrv}: its \"Builds \
+             edge-agent\" cell must say {expected}"
+        );
+    }
+
+    let layer = read("yocto-layer/conf/layer.conf");
+    let compat = layer
+        .lines()
+        .find_map(|l| l.strip_prefix("LAYERSERIES_COMPAT_edge-agent = "))
+        .expect("layer.conf sets LAYERSERIES_COMPAT_edge-agent")
+        .trim_matches('"');
+    for series in compat.split_whitespace() {
+        assert!(
+            rows.iter().any(|(release, _, builds)| builds == "yes"
+                && release.split_whitespace().any(|word| word == series)),
+            "layer.conf declares {series}, but README's table has no {series} row that builds \
+             rust-version {msrv}: drop the series or name the layer that brings its Rust"
+        );
+    }
+
+    let minimum = readme
+        .split_once("The minimum Buildroot release is ")
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .expect("README states \"The minimum Buildroot release is <release>\"");
+    for (release, rust, builds) in rows.iter().filter(|(r, _, _)| r.starts_with("Buildroot ")) {
+        let series = release["Buildroot ".len()..].trim_end_matches(|c: char| !c.is_ascii_digit());
+        let supported = series >= minimum;
+        assert_eq!(
+            builds == "yes",
+            supported,
+            "README: {release} (Rust {rust}) against the stated minimum Buildroot {minimum}"
+        );
+    }
 }

@@ -11,15 +11,15 @@ LIC_FILES_CHKSUM = "file://LICENSE;md5=3b83ef96387f14655fc854ddc3c6bd57"
 CVE_PRODUCT = "edge-agent"
 
 # This repository. Point SRC_URI at your copy and SRCREV at the commit whose version is ${PV}.
-SRC_URI = "git://github.com/example/edge-agent.git;protocol=https;branch=main"
+# destsuffix=${BP} unpacks it where every declared series' default S points: ${WORKDIR}/${BP}
+# on scarthgap, ${UNPACKDIR}/${BP} from whinlatter on (whose git default this is).
+SRC_URI = "git://github.com/example/edge-agent.git;protocol=https;branch=main;destsuffix=${BP}"
 SRCREV = "0000000000000000000000000000000000000000"
-# The git fetcher unpacks into WORKDIR up to scarthgap and into UNPACKDIR from styhead on.
-S = "${@d.getVar('UNPACKDIR') or d.getVar('WORKDIR')}/git"
 
 # cargo.bbclass builds the release profile (unwinding; Cargo.toml keeps panic = "abort" out of
 # it), from crates fetched by SRC_URI: regenerate the list with scripts/update-crates.py.
-# Cargo.toml's rust-version (1.95) is newer than the Rust of scarthgap (1.75), styhead (1.79)
-# and walnascar (1.84): build with a layer that provides a newer rust recipe.
+# Cargo.toml's rust-version is the oldest Rust that builds it. scarthgap's own Rust is older:
+# add meta-lts-mixins' scarthgap/rust layer there (README's device table).
 inherit cargo cargo-update-recipe-crates systemd
 require ${BPN}-crates.inc
 
