@@ -17,7 +17,10 @@ EDGE_AGENT_LICENSE_FILES = LICENSE
 BR_NO_CHECK_HASH_FOR += $(EDGE_AGENT_SOURCE)
 
 # cargo-package builds the release profile (unwinding) and installs
-# /usr/bin/edge-agent.
+# /usr/bin/edge-agent. It needs Buildroot 2026.02 or later: host-rust 1.88,
+# Cargo.toml's rust-version. Its download step vendors the crates (cargo
+# vendor --locked, replacing .cargo/config.toml) and it builds --offline
+# --locked: no EDGE_AGENT_CARGO_ENV is needed.
 
 define EDGE_AGENT_INSTALL_INIT_SYSTEMD
 	$(INSTALL) -D -m 0644 $(@D)/packaging/edge-agent.service \
