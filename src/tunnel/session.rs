@@ -534,12 +534,14 @@ impl Session {
         }
     }
 
-    /// Writes what SSH and WebSocket have to send.
+    /// Writes what SSH and WebSocket have to send: a WebSocket message per SSH packet, all in
+    /// one write.
     async fn flush(&mut self) -> Result<(), Error> {
-        let output = std::mem::take(self.client.output());
-        if !output.is_empty() {
-            self.encoder.frame(OP_BINARY, &output, &mut self.wire)?;
+        let output = self.client.output();
+        for packet in output.packets() {
+            self.encoder.frame(OP_BINARY, packet, &mut self.wire)?;
         }
+        output.clear();
         if !self.wire.is_empty() {
             self.stream.write_all(&self.wire).await?;
             self.wire.clear();
@@ -581,7 +583,8 @@ async fn inbound_pump(
     let _ = writer.shutdown().await;
 }
 
-/// Handler output → server, never more than the server's window allows.
+/// Handler output → server, never more than the server's window allows. Each read gets a
+/// buffer of its own, sent on as the data, so a channel holds no buffer between reads.
 async fn outbound_pump(
     id: u32,
     mut reader: ReadHalf<DuplexStream>,
@@ -589,28 +592,29 @@ async fn outbound_pump(
     max_packet: usize,
     commands: mpsc::Sender<Command>,
 ) {
-    let mut buf = vec![0u8; max_packet];
     loop {
         // Wait until the server allows at least one byte.
         match window.acquire().await {
             Ok(permit) => drop(permit),
             Err(_) => return,
         }
-        let room = window.available_permits().clamp(1, max_packet);
-        let n = match reader.read(&mut buf[..room]).await {
+        // The duplex never holds more than CHANNEL_BUFFER.
+        let room = window
+            .available_permits()
+            .clamp(1, max_packet)
+            .min(CHANNEL_BUFFER);
+        let mut chunk = vec![0; room];
+        let n = match reader.read(&mut chunk).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        chunk.truncate(n);
         // Only this pump takes permits, so they are there.
         match window.try_acquire_many(n as u32) {
             Ok(permits) => permits.forget(),
             Err(_) => return,
         }
-        if commands
-            .send(Command::Data(id, buf[..n].to_vec()))
-            .await
-            .is_err()
-        {
+        if commands.send(Command::Data(id, chunk)).await.is_err() {
             return;
         }
     }

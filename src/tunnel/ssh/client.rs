@@ -181,8 +181,8 @@ impl Client {
         })
     }
 
-    /// Bytes to send to the server; the caller empties it.
-    pub fn output(&mut self) -> &mut Vec<u8> {
+    /// Packets to send to the server; the caller empties it.
+    pub fn output(&mut self) -> &mut transport::Output {
         self.transport.output()
     }
 
