@@ -10,7 +10,8 @@
 //! Each run has a server of its own; CPU times are user + system of the whole process, read
 //! from this process's children's rusage as each child is reaped.
 //!
-//! Run: `cargo bench --bench tunnel` (`TUNNEL_MB` sets the single-channel volume, default 256).
+//! Run: `cargo bench --bench tunnel` (`TUNNEL_MB` sets the single-channel volume, default 256;
+//! `TUNNEL_RUNS` how many interleaved runs of each client, default 3, whose medians are shown).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -41,30 +42,40 @@ fn main() {
         .unwrap_or(256);
     let bytes = mb << 20;
 
-    let server = ChiselServer::start(&[]).expect("the chisel test server (needs Go)");
-    let port = free_port();
-    let mut tunnel = spawn_tunnel(&args[0], &server, port);
-    connect(port);
-    std::thread::sleep(Duration::from_millis(300));
-    let idle = proc_kib(tunnel.id(), "status", "VmRSS");
-    let secs = timed(|| echo_through(port, pattern(bytes, 1)));
-    let after_one = proc_kib(tunnel.id(), "status", "VmHWM");
-    let ours = Run {
-        secs,
-        client_cpu: cpu_to_reap(|| stop(&mut tunnel)),
-        server_cpu: cpu_to_reap(|| drop(server)),
-    };
+    let runs: usize = std::env::var("TUNNEL_RUNS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+        .max(1);
+    let (mut ours, mut reference) = (Vec::new(), Vec::new());
+    let (mut idle, mut after_one) = (0, 0);
+    for _ in 0..runs {
+        let server = ChiselServer::start(&[]).expect("the chisel test server (needs Go)");
+        let port = free_port();
+        let mut tunnel = spawn_tunnel(&args[0], &server, port);
+        connect(port);
+        std::thread::sleep(Duration::from_millis(300));
+        idle = idle.max(proc_kib(tunnel.id(), "status", "VmRSS"));
+        let secs = timed(|| echo_through(port, pattern(bytes, 1)));
+        after_one = after_one.max(proc_kib(tunnel.id(), "status", "VmHWM"));
+        ours.push(Run {
+            secs,
+            client_cpu: cpu_to_reap(|| stop(&mut tunnel)),
+            server_cpu: cpu_to_reap(|| drop(server)),
+        });
 
-    let server = ChiselServer::start(&[]).expect("the chisel test server");
-    let port = free_port();
-    let client = GoClient::start(&server, port).expect("the reference client");
-    connect(port);
-    let secs = timed(|| echo_through(port, pattern(bytes, 1)));
-    let reference = Run {
-        secs,
-        client_cpu: cpu_to_reap(|| drop(client)),
-        server_cpu: cpu_to_reap(|| drop(server)),
-    };
+        let server = ChiselServer::start(&[]).expect("the chisel test server");
+        let port = free_port();
+        let client = GoClient::start(&server, port).expect("the reference client");
+        connect(port);
+        let secs = timed(|| echo_through(port, pattern(bytes, 1)));
+        reference.push(Run {
+            secs,
+            client_cpu: cpu_to_reap(|| drop(client)),
+            server_cpu: cpu_to_reap(|| drop(server)),
+        });
+    }
+    let (ours, reference) = (median(ours), median(reference));
 
     let server = ChiselServer::start(&[]).expect("the chisel test server");
     let port = free_port();
@@ -91,6 +102,7 @@ fn main() {
     // Payload carried, both directions together.
     let gb = 2.0 * bytes as f64 / 1e9;
     let mbps = |run: &Run| bytes as f64 / 1e6 / run.secs;
+    println!("Medians of {runs} interleaved runs.\n");
     println!("| {mb} MiB echoed through one channel | MB/s each way | client CPU s | server CPU s | client CPU s/GB | server CPU s/GB |");
     println!("|---|---|---|---|---|---|");
     for (name, run) in [
@@ -113,8 +125,10 @@ fn main() {
     );
     println!("| measurement | figure |");
     println!("|---|---|");
-    println!("| tunnel process RSS, open and idle | {idle} KiB |");
-    println!("| tunnel process peak RSS after the single-channel run | {after_one} KiB |");
+    println!("| tunnel process RSS, open and idle (largest of the runs) | {idle} KiB |");
+    println!(
+        "| tunnel process peak RSS after the single-channel run (largest) | {after_one} KiB |"
+    );
     println!(
         "| 50 channels × 4 MiB echoed at once | {fifty_secs:.2} s, {:.1} MB/s total each way |",
         (50 * per_channel) as f64 / 1e6 / fifty_secs
@@ -141,6 +155,20 @@ fn spawn_tunnel(program: &str, server: &ChiselServer, port: u16) -> Child {
 fn stop(tunnel: &mut Child) {
     drop(tunnel.stdin.take());
     let _ = tunnel.wait();
+}
+
+/// Each figure's median across the runs.
+fn median(runs: Vec<Run>) -> Run {
+    let mid = |f: fn(&Run) -> f64| {
+        let mut v: Vec<f64> = runs.iter().map(f).collect();
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Run {
+        secs: mid(|r| r.secs),
+        client_cpu: mid(|r| r.client_cpu),
+        server_cpu: mid(|r| r.server_cpu),
+    }
 }
 
 fn timed(f: impl FnOnce()) -> f64 {

@@ -458,7 +458,10 @@ mod tests {
         let mut t = Transport::new("fp").unwrap();
         let out: Vec<Vec<u8>> = t.output().packets().map(<[u8]>::to_vec).collect();
         assert_eq!(out[0], b"SSH-chisel-v3-client\r\n");
-        assert_eq!(out[1][5], MSG_KEXINIT, "a KEXINIT packet follows, on its own");
+        assert_eq!(
+            out[1][5], MSG_KEXINIT,
+            "a KEXINIT packet follows, on its own"
+        );
         assert_eq!(out.len(), 2);
         // A banner line, then chisel's version line without "2.0", fed byte by byte.
         for b in b"hello\r\nSSH-chisel-v3-server\r\n" {
