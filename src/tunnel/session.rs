@@ -2,7 +2,8 @@
 //! an HTTP CONNECT proxy), TLS for `https://` tunnel addresses, the WebSocket handshake, then the
 //! SSH client until the connection ends, is stopped or goes idle. Each channel the server opens
 //! is handed to the handler as a [`DuplexStream`]; two small pumps per channel move data between
-//! it and the connection, within the SSH windows, so memory stays bounded per channel.
+//! it and the connection, within the SSH windows, so memory stays bounded per channel. What SSH
+//! sends goes out as one WebSocket message per packet, as chisel's client sends it.
 
 use super::ssh::{self, Client, Event};
 use super::{Activity, Handler};
@@ -26,8 +27,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const SETUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// An HTTP answer head (proxy or WebSocket handshake) larger than this is refused.
 const MAX_HEAD: usize = 16 * 1024;
-/// Buffered between the handler and the connection, per direction and channel.
-const CHANNEL_BUFFER: usize = 16 * 1024;
+/// Buffered between the handler and the connection, per direction and channel, and the
+/// largest data packet we send. 8 KiB costs the server no more per byte than 32 KiB packets
+/// (`cargo bench --bench tunnel`) and keeps 50 busy channels within 8 MiB.
+const CHANNEL_BUFFER: usize = 8 * 1024;
 /// Data chunks queued towards the connection, all channels together.
 const QUEUED_CHUNKS: usize = 16;
 const READ_BUFFER: usize = 32 * 1024;
