@@ -93,9 +93,13 @@ func say(format string, args ...interface{}) {
 // the unread rest is copied into a freshly allocated buffer, at every short read. Go's SSH
 // transport reads through a 4096-byte bufio.Reader, so a large message is copied over and over:
 // this is what a client sending large messages costs Portainer's server.
+//
+// largest (not chisel's) records the largest message read, printed as "largest message N"
+// when the session closes, so tests can tell what a client puts in one message.
 type wsConn struct {
 	*websocket.Conn
-	buff []byte
+	buff    []byte
+	largest int
 }
 
 func (c *wsConn) Read(dst []byte) (int, error) {
@@ -106,6 +110,9 @@ func (c *wsConn) Read(dst []byte) (int, error) {
 		c.buff = nil
 	} else if _, msg, err := c.Conn.ReadMessage(); err == nil {
 		src = msg
+		if len(msg) > c.largest {
+			c.largest = len(msg)
+		}
 	} else {
 		return 0, err
 	}
@@ -210,7 +217,7 @@ func main() {
 	}
 }
 
-func serve(conn net.Conn, sshConfig *ssh.ServerConfig, allowed *regexp.Regexp) {
+func serve(conn *wsConn, sshConfig *ssh.ServerConfig, allowed *regexp.Regexp) {
 	sshConn, chans, reqs, err := ssh.NewServerConn(conn, sshConfig)
 	if err != nil {
 		say("handshake failed %v", err)
@@ -225,6 +232,7 @@ func serve(conn net.Conn, sshConfig *ssh.ServerConfig, allowed *regexp.Regexp) {
 		delete(conns, sshConn)
 		mu.Unlock()
 		sshConn.Close()
+		say("largest message %d", conn.largest)
 		say("session closed")
 	}()
 	go func() {
