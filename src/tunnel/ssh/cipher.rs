@@ -29,9 +29,13 @@ impl Algorithm {
             let aes = aes_instructions();
             let order = Algorithm::by_preference(aes);
             log::debug!(
-                "SSH ciphers in order of preference: {} (CPU AES instructions {})",
+                "SSH ciphers in order of preference: {} ({})",
                 order.map(Algorithm::name).join(","),
-                if aes { "found" } else { "not found" }
+                if aes {
+                    "the CPU has AES instructions that ring uses"
+                } else {
+                    "no AES instructions that ring uses on this CPU"
+                }
             );
             order
         })
