@@ -168,9 +168,7 @@ impl Encoder {
         out.extend_from_slice(&mask);
         let start = out.len();
         out.extend_from_slice(payload);
-        for (i, b) in out[start..].iter_mut().enumerate() {
-            *b ^= mask[i % 4];
-        }
+        apply_mask(&mut out[start..], mask);
         Ok(())
     }
 
@@ -181,6 +179,22 @@ impl Encoder {
 
     pub fn pong(&mut self, payload: &[u8], out: &mut Vec<u8>) -> Result<(), Error> {
         self.frame(OP_PONG, payload, out)
+    }
+}
+
+/// XORs a frame's payload with its mask, eight bytes at a time.
+fn apply_mask(payload: &mut [u8], mask: [u8; 4]) {
+    let [a, b, c, d] = mask;
+    let wide = u64::from_ne_bytes([a, b, c, d, a, b, c, d]);
+    let mut words = payload.chunks_exact_mut(8);
+    for word in &mut words {
+        let mut value = [0u8; 8];
+        value.copy_from_slice(word);
+        word.copy_from_slice(&(u64::from_ne_bytes(value) ^ wide).to_ne_bytes());
+    }
+    // The rest starts at a multiple of eight, so at the mask's first byte.
+    for (i, byte) in words.into_remainder().iter_mut().enumerate() {
+        *byte ^= mask[i % 4];
     }
 }
 

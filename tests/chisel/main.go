@@ -19,6 +19,12 @@
 // Test controls: a line "drop" on stdin ends every SSH connection (as a server restart would);
 // the end of stdin stops the server. Events are printed on stdout, one per line.
 //
+// With -client URL -fingerprint FP -port N it is instead a reference client for benches: what
+// chisel 1.10's client puts on the wire (Go's SSH client over the same wsConn, so one
+// WebSocket message per write of the SSH transport), asking for R:0.0.0.0:N and echoing every
+// channel. It prints "client ready" once the server accepted the configuration and stops at
+// the end of stdin.
+//
 // Build: GO111MODULE=off GOPATH=/usr/share/gocode go build -o chisel-test-server main.go
 package main
 
@@ -54,6 +60,9 @@ var (
 	ciphers  = flag.String("ciphers", "", "comma-separated SSH ciphers to offer (default: the library's)")
 	certFile = flag.String("cert", "", "serve HTTPS with this certificate chain (PEM)")
 	keyFile  = flag.String("key", "", "and this key (PEM)")
+	client   = flag.String("client", "", "be a reference client of the server at this ws:// URL")
+	hostFP   = flag.String("fingerprint", "", "client: the server key's SHA256 fingerprint (base64)")
+	port     = flag.String("port", "", "client: the reverse port to ask for")
 )
 
 type remote struct {
@@ -79,25 +88,42 @@ func say(format string, args ...interface{}) {
 	fmt.Printf(format+"\n", args...)
 }
 
-// wsConn is chisel's cnet.NewWebSocketConn: a net.Conn over binary WebSocket messages.
+// wsConn is chisel's cnet.NewWebSocketConn (share/cnet/conn_ws.go): a net.Conn over binary
+// WebSocket messages. Its Read is chisel's to the copy: when dst is shorter than the message,
+// the unread rest is copied into a freshly allocated buffer, at every short read. Go's SSH
+// transport reads through a 4096-byte bufio.Reader, so a large message is copied over and over:
+// this is what a client sending large messages costs Portainer's server.
+//
+// largest (not chisel's) records the largest message read, printed as "largest message N"
+// when the session closes, so tests can tell what a client puts in one message.
 type wsConn struct {
 	*websocket.Conn
-	buff []byte
+	buff    []byte
+	largest int
 }
 
 func (c *wsConn) Read(dst []byte) (int, error) {
+	ldst := len(dst)
 	var src []byte
 	if len(c.buff) > 0 {
 		src = c.buff
 		c.buff = nil
 	} else if _, msg, err := c.Conn.ReadMessage(); err == nil {
 		src = msg
+		if len(msg) > c.largest {
+			c.largest = len(msg)
+		}
 	} else {
 		return 0, err
 	}
-	n := copy(dst, src)
-	if n < len(src) {
-		c.buff = append([]byte(nil), src[n:]...)
+	var n int
+	if len(src) > ldst {
+		n = copy(dst, src[:ldst])
+		r := src[ldst:]
+		c.buff = make([]byte, len(r))
+		copy(c.buff, r)
+	} else {
+		n = copy(dst, src)
 	}
 	return n, nil
 }
@@ -118,6 +144,10 @@ func (c *wsConn) SetDeadline(t time.Time) error {
 
 func main() {
 	flag.Parse()
+	if *client != "" {
+		runClient()
+		return
+	}
 	allowed := regexp.MustCompile(*allow)
 	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	must(err)
@@ -187,7 +217,7 @@ func main() {
 	}
 }
 
-func serve(conn net.Conn, sshConfig *ssh.ServerConfig, allowed *regexp.Regexp) {
+func serve(conn *wsConn, sshConfig *ssh.ServerConfig, allowed *regexp.Regexp) {
 	sshConn, chans, reqs, err := ssh.NewServerConn(conn, sshConfig)
 	if err != nil {
 		say("handshake failed %v", err)
@@ -202,6 +232,7 @@ func serve(conn net.Conn, sshConfig *ssh.ServerConfig, allowed *regexp.Regexp) {
 		delete(conns, sshConn)
 		mu.Unlock()
 		sshConn.Close()
+		say("largest message %d", conn.largest)
 		say("session closed")
 	}()
 	go func() {
@@ -325,6 +356,60 @@ func pipe(src io.ReadWriteCloser, dst io.ReadWriteCloser) {
 		wg.Done()
 	}()
 	wg.Wait()
+}
+
+// runClient is the -client mode: chisel's client handshake (client/client.go: WebSocket with
+// protocol chisel-v3, SSH with password, the "config" request), then an echo per channel.
+func runClient() {
+	dialer := websocket.Dialer{Subprotocols: []string{"chisel-v3"}, HandshakeTimeout: 10 * time.Second}
+	ws, _, err := dialer.Dial(*client, nil)
+	must(err)
+	sshConfig := &ssh.ClientConfig{
+		User:          *user,
+		Auth:          []ssh.AuthMethod{ssh.Password(*pass)},
+		ClientVersion: "SSH-chisel-v3-client",
+		HostKeyCallback: func(_ string, _ net.Addr, key ssh.PublicKey) error {
+			sum := sha256.Sum256(key.Marshal())
+			if base64.StdEncoding.EncodeToString(sum[:]) != *hostFP {
+				return fmt.Errorf("host key fingerprint mismatch")
+			}
+			return nil
+		},
+		Timeout: 10 * time.Second,
+	}
+	sshConn, chans, reqs, err := ssh.NewClientConn(&wsConn{Conn: ws}, "", sshConfig)
+	must(err)
+	go ssh.DiscardRequests(reqs)
+	payload, err := json.Marshal(config{Version: "0.0.0-src", Remotes: []remote{{
+		LocalHost: "0.0.0.0", LocalPort: *port, LocalProto: "tcp",
+		RemoteHost: "127.0.0.1", RemotePort: "9001", RemoteProto: "tcp", Reverse: true,
+	}}})
+	must(err)
+	ok, reply, err := sshConn.SendRequest("config", true, payload)
+	must(err)
+	if !ok {
+		must(fmt.Errorf("config refused: %s", reply))
+	}
+	go func() {
+		for ch := range chans {
+			if ch.ChannelType() != "chisel" {
+				ch.Reject(ssh.UnknownChannelType, "only chisel channels")
+				continue
+			}
+			c, creqs, err := ch.Accept()
+			if err != nil {
+				continue
+			}
+			go ssh.DiscardRequests(creqs)
+			go func() {
+				io.Copy(c, c)
+				c.Close()
+			}()
+		}
+	}()
+	say("client ready")
+	io.Copy(io.Discard, os.Stdin)
+	sshConn.Close()
 }
 
 func must(err error) {

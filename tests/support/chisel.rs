@@ -130,6 +130,10 @@ impl ChiselServer {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn events(&self) -> Vec<String> {
         self.events.0.lock().unwrap().clone()
     }
@@ -167,6 +171,42 @@ impl Drop for ChiselServer {
     fn drop(&mut self) {
         self.stdin.take();
         let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// The reference client of benches (`main.go -client`): chisel's client as far as the wire
+/// goes, echoing every channel of the reverse `port` it asks `server` for.
+pub struct GoClient {
+    child: Child,
+}
+
+impl GoClient {
+    /// Connected and configured.
+    pub fn start(server: &ChiselServer, port: u16) -> GoClient {
+        let mut child = Command::new(binary())
+            .args(["-client", &format!("ws://{}/", server.addr)])
+            .args(["-fingerprint", &server.fingerprint])
+            .args(["-port", &port.to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let first = lines.next().and_then(Result::ok);
+        assert_eq!(
+            first.as_deref(),
+            Some("client ready"),
+            "the Go client failed"
+        );
+        GoClient { child }
+    }
+}
+
+/// Dropping it stops the client (the end of its stdin) and waits for it to exit.
+impl Drop for GoClient {
+    fn drop(&mut self) {
+        self.child.stdin.take();
         let _ = self.child.wait();
     }
 }

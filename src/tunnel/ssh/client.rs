@@ -36,9 +36,13 @@ const OPEN_RESOURCE_SHORTAGE: u32 = 4;
 /// The channel type chisel's server opens for each connection to the reverse port.
 const CHISEL_CHANNEL: &[u8] = b"chisel";
 
-/// What the server may send on a channel before we read it: the memory a stalled channel
-/// can hold.
-pub const WINDOW: u32 = 64 * 1024;
+/// The window a channel starts with: what the server may send on it before we read it, so
+/// the memory a channel that is not busy can hold.
+const WINDOW: u32 = 32 * 1024;
+/// What the windows of all channels together grow to: a busy channel's window doubles at each
+/// adjustment up to its share of this (all of it alone), so one transfer is not held back by
+/// round trips while many at once still cost bounded memory.
+const WINDOW_BUDGET: u32 = 1024 * 1024;
 /// The largest data packet we accept.
 pub const MAX_PACKET: u32 = 32 * 1024;
 
@@ -121,6 +125,17 @@ pub enum Event {
     Pong,
 }
 
+/// A busy channel's window adjustment, half of its window `limit` having been `consumed`: the
+/// new limit (double, within `share` of the budget but never below [`WINDOW`]) and the bytes
+/// to grant. Above the new limit, nothing is granted until enough was read to come down to it.
+fn regrant(limit: u32, consumed: u32, share: u32) -> (u32, u32) {
+    let wanted = limit.saturating_mul(2).min(share).max(WINDOW);
+    match consumed.saturating_add(wanted).checked_sub(limit) {
+        Some(grant) => (wanted, grant),
+        None => (limit - consumed, 0),
+    }
+}
+
 #[derive(Debug, PartialEq, Eq)]
 enum Stage {
     Keys,
@@ -141,6 +156,8 @@ struct Channel {
     window: u32,
     /// Read by the consumer since the last adjustment.
     consumed: u32,
+    /// The window's size: `window`, `consumed` and the data not read yet add up to it.
+    limit: u32,
     sent_eof: bool,
     sent_close: bool,
 }
@@ -181,8 +198,8 @@ impl Client {
         })
     }
 
-    /// Bytes to send to the server; the caller empties it.
-    pub fn output(&mut self) -> &mut Vec<u8> {
+    /// Packets to send to the server; the caller empties it.
+    pub fn output(&mut self) -> &mut transport::Output {
         self.transport.output()
     }
 
@@ -231,17 +248,23 @@ impl Client {
 
     /// The consumer read `bytes` of channel `id`: let the server send more.
     pub fn consumed(&mut self, id: u32, bytes: u32) {
+        let share = WINDOW_BUDGET / self.channels.len().max(1) as u32;
         let Some(ch) = self.channels.get_mut(&id) else {
             return;
         };
         ch.consumed = ch.consumed.saturating_add(bytes);
-        if ch.consumed >= WINDOW / 2 && !ch.sent_close {
+        if ch.consumed < ch.limit / 2 || ch.sent_close {
+            return;
+        }
+        let (limit, grant) = regrant(ch.limit, ch.consumed, share);
+        ch.limit = limit;
+        ch.consumed = 0;
+        if grant > 0 {
+            ch.window = ch.window.saturating_add(grant);
             let msg = Writer::new(MSG_CHANNEL_WINDOW_ADJUST)
                 .u32(ch.remote)
-                .u32(ch.consumed)
+                .u32(grant)
                 .finish();
-            ch.window = ch.window.saturating_add(ch.consumed);
-            ch.consumed = 0;
             self.transport.send(msg);
         }
     }
@@ -448,6 +471,7 @@ impl Client {
                 remote,
                 window: WINDOW,
                 consumed: 0,
+                limit: WINDOW,
                 sent_eof: false,
                 sent_close: false,
             },
@@ -466,5 +490,41 @@ impl Client {
             max_packet,
         });
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_busy_window_doubles_up_to_its_share_and_shrinks_to_it() {
+        // Alone: 32 KiB, 64 KiB, ... up to the whole budget, never beyond.
+        let mut limit = WINDOW;
+        let mut limits = Vec::new();
+        while limits.last() != Some(&limit) {
+            limits.push(limit);
+            let (next, grant) = regrant(limit, limit / 2, WINDOW_BUDGET);
+            assert_eq!(
+                grant,
+                limit / 2 + next - limit,
+                "what was read, plus the growth"
+            );
+            limit = next;
+        }
+        assert_eq!(limits.first(), Some(&WINDOW));
+        assert_eq!(limits.last(), Some(&WINDOW_BUDGET));
+        // Now one of 50: the window comes down as data is read, granting nothing meanwhile.
+        let share = WINDOW_BUDGET / 50;
+        assert_eq!(
+            regrant(WINDOW_BUDGET, WINDOW_BUDGET / 2, share),
+            (WINDOW_BUDGET / 2, 0)
+        );
+        assert_eq!(regrant(WINDOW * 2, WINDOW, share), (WINDOW, 0));
+        assert_eq!(
+            regrant(WINDOW, WINDOW / 2, share),
+            (WINDOW, WINDOW / 2),
+            "never below"
+        );
     }
 }

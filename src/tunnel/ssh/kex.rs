@@ -78,8 +78,7 @@ pub fn client_kexinit(first: bool) -> Result<Vec<u8>, Error> {
         kex.push(',');
         kex.push_str(STRICT_CLIENT);
     }
-    let ciphers: Vec<&str> = Algorithm::ALL.iter().map(|a| a.name()).collect();
-    let ciphers = ciphers.join(",");
+    let ciphers = Algorithm::preferred().map(Algorithm::name).join(",");
     Ok(Writer::new(MSG_KEXINIT)
         .raw(&cookie)
         .string(kex.as_bytes())
@@ -136,8 +135,9 @@ pub fn negotiate(server_kexinit: &[u8]) -> Result<Negotiated, Error> {
     common("compression", &["none"], &comp_c2s)?;
     common("compression", &["none"], &comp_s2c)?;
     let cipher = |what: &'static str, theirs: &[&str]| {
-        Algorithm::ALL
-            .into_iter()
+        Algorithm::preferred()
+            .iter()
+            .copied()
             .find(|a| theirs.contains(&a.name()))
             .ok_or_else(|| Error::NoCommon(what, theirs.join(",")))
     };
@@ -384,7 +384,7 @@ mod tests {
             "aes128-gcm@openssh.com,chacha20-poly1305@openssh.com",
         ))
         .unwrap();
-        assert_eq!(n.client_to_server, Algorithm::ChaCha20Poly1305);
+        assert_eq!(n.client_to_server, Algorithm::preferred()[0]);
         assert!(n.strict && !n.skip_guess);
         let n = negotiate(&server("curve25519-sha256", "aes128-gcm@openssh.com")).unwrap();
         assert_eq!(n.server_to_client, Algorithm::Aes128Gcm);

@@ -69,6 +69,39 @@ impl fmt::Display for Error {
     }
 }
 
+/// What is to be sent to the server, packet by packet (the version line counts as one): the
+/// session sends each as a WebSocket message of its own, as chisel's client does. chisel's
+/// server copies the unread rest of a message at every short read, so one large message of
+/// many packets would cost it many copies.
+#[derive(Default)]
+pub struct Output {
+    bytes: Vec<u8>,
+    /// Where each packet ends in `bytes`.
+    ends: Vec<usize>,
+}
+
+impl Output {
+    pub fn packets(&self) -> impl Iterator<Item = &[u8]> {
+        let mut start = 0;
+        self.ends.iter().map(move |&end| {
+            let packet = &self.bytes[start..end];
+            start = end;
+            packet
+        })
+    }
+
+    pub fn clear(&mut self) {
+        self.bytes.clear();
+        self.ends.clear();
+    }
+
+    /// Appends one packet, which `write` puts at the end of the bytes.
+    fn push(&mut self, write: impl FnOnce(&mut Vec<u8>)) {
+        write(&mut self.bytes);
+        self.ends.push(self.bytes.len());
+    }
+}
+
 enum Kex {
     /// Keys in place; no exchange running.
     Idle,
@@ -96,7 +129,7 @@ pub struct Transport {
     receive_seq: u32,
     send: Cipher,
     send_seq: u32,
-    output: Vec<u8>,
+    output: Output,
     kex: Kex,
     /// Set by the first exchange; the same for the whole connection.
     session_id: Option<[u8; 32]>,
@@ -116,6 +149,8 @@ impl Transport {
     /// Starts a client: our version line and first KEXINIT are queued for sending at once.
     /// `fingerprint` is the one from the Edge key.
     pub fn new(fingerprint: &str) -> Result<Transport, Error> {
+        let mut output = Output::default();
+        output.push(|bytes| bytes.extend_from_slice(format!("{CLIENT_VERSION}\r\n").as_bytes()));
         let mut t = Transport {
             fingerprint: fingerprint.to_owned(),
             server_version: None,
@@ -126,7 +161,7 @@ impl Transport {
             receive_seq: 0,
             send: Cipher::plain(),
             send_seq: 0,
-            output: format!("{CLIENT_VERSION}\r\n").into_bytes(),
+            output,
             kex: Kex::Idle,
             session_id: None,
             established: false,
@@ -151,8 +186,8 @@ impl Transport {
         !matches!(self.kex, Kex::Idle)
     }
 
-    /// Bytes to write to the server; the caller empties it.
-    pub fn output(&mut self) -> &mut Vec<u8> {
+    /// Packets to write to the server; the caller empties it.
+    pub fn output(&mut self) -> &mut Output {
         &mut self.output
     }
 
@@ -265,10 +300,15 @@ impl Transport {
     }
 
     fn write_packet(&mut self, payload: &[u8]) {
-        let before = self.output.len();
-        self.send.seal(self.send_seq, payload, &mut self.output);
+        let (send, seq) = (&mut self.send, self.send_seq);
+        let mut sealed = 0;
+        self.output.push(|bytes| {
+            let before = bytes.len();
+            send.seal(seq, payload, bytes);
+            sealed = bytes.len() - before;
+        });
         self.send_seq = self.send_seq.wrapping_add(1);
-        self.bytes_since_kex += (self.output.len() - before) as u64;
+        self.bytes_since_kex += sealed as u64;
     }
 
     fn start_kex(&mut self) -> Result<(), Error> {
@@ -416,9 +456,13 @@ mod tests {
     #[test]
     fn sends_version_and_kexinit_first_and_reads_chisel_version_line() {
         let mut t = Transport::new("fp").unwrap();
-        let out = std::mem::take(t.output());
-        assert!(out.starts_with(b"SSH-chisel-v3-client\r\n"));
-        assert_eq!(out[22 + 5], MSG_KEXINIT, "a KEXINIT packet follows");
+        let out: Vec<Vec<u8>> = t.output().packets().map(<[u8]>::to_vec).collect();
+        assert_eq!(out[0], b"SSH-chisel-v3-client\r\n");
+        assert_eq!(
+            out[1][5], MSG_KEXINIT,
+            "a KEXINIT packet follows, on its own"
+        );
+        assert_eq!(out.len(), 2);
         // A banner line, then chisel's version line without "2.0", fed byte by byte.
         for b in b"hello\r\nSSH-chisel-v3-server\r\n" {
             t.feed(&[*b]).unwrap();
