@@ -7,19 +7,33 @@ use crate::config::Config;
 use crate::docker;
 use crate::portainer::{Client, CONNECT_TIMEOUT};
 use crate::state::{Store, FILE_NAME};
+use crate::system::output::Output;
+use std::io::Write;
 use std::net::{TcpStream, ToSocketAddrs};
 
+/// One line of the report.
+macro_rules! say {
+    ($out:expr, $($arg:tt)*) => {
+        $out.line(format_args!($($arg)*))
+    };
+}
+
 /// Prints the report; `true` when everything needed to run is in order.
-pub fn check(config: &Config) -> bool {
+pub fn check(config: &Config, out: &mut Output<impl Write>) -> bool {
     let mut ok = true;
-    println!(
-        "configuration: valid (env file {})",
-        config.env_file.display()
-    );
-    for warning in &config.warnings {
-        println!("  warning: {warning}");
+    match config.env_file_read {
+        true => say!(out, "configuration: valid (env file {})", config.env_file.display()),
+        false => say!(
+            out,
+            "configuration: valid (no env file read: {} does not exist; settings from the environment and options only)",
+            config.env_file.display()
+        ),
     }
-    println!(
+    for warning in &config.warnings {
+        say!(out, "  warning: {warning}");
+    }
+    say!(
+        out,
         "tunnel: {}",
         if config.tunnel {
             format!(
@@ -30,7 +44,8 @@ pub fn check(config: &Config) -> bool {
             "disabled (EDGE_TUNNEL=false)".to_owned()
         }
     );
-    println!(
+    say!(
+        out,
         "AGENT_SECRET: {}",
         if config.agent_secret.is_some() {
             "set"
@@ -41,7 +56,8 @@ pub fn check(config: &Config) -> bool {
     match docker::Client::connect(&config.docker_socket, docker::Limits::default())
         .and_then(|c| Ok((c.version()?, c)))
     {
-        Ok((version, client)) => println!(
+        Ok((version, client)) => say!(
+            out,
             "Docker: {} reachable, Docker Engine {} (API {}, using {})",
             config.docker_socket.display(),
             version.version,
@@ -49,14 +65,14 @@ pub fn check(config: &Config) -> bool {
             client.api_version()
         ),
         Err(e) => {
-            println!("Docker: NOT reachable: {e}");
+            say!(out, "Docker: NOT reachable: {e}");
             ok = false;
         }
     }
     let saved = match Store::peek(&config.data_path) {
         Ok(state) => Some(state),
         Err(e) => {
-            println!("state file: NOT usable: {e}");
+            say!(out, "state file: NOT usable: {e}");
             ok = false;
             None
         }
@@ -68,19 +84,21 @@ pub fn check(config: &Config) -> bool {
     );
     match (&saved, writable) {
         (_, Err(e)) => {
-            println!(
+            say!(
+                out,
                 "state file: {} (folder NOT writable: {e})",
                 state_path.display()
             );
             ok = false;
         }
         (Some(s), Ok(())) if *s == Default::default() => {
-            println!(
+            say!(
+                out,
                 "state file: {} (not written yet: first boot)",
                 state_path.display()
             )
         }
-        (_, Ok(())) => println!("state file: {}", state_path.display()),
+        (_, Ok(())) => say!(out, "state file: {}", state_path.display()),
     }
     let saved = saved.unwrap_or_default();
 
@@ -91,7 +109,8 @@ pub fn check(config: &Config) -> bool {
         .or_else(|| saved.edge_key.clone().map(|k| (k, "state file".to_owned())));
     let key = match key_text {
         None => {
-            println!(
+            say!(
+                out,
                 "Edge key: NOT set (put EDGE_KEY=<key from Portainer> in {})",
                 config.env_file.display()
             );
@@ -99,13 +118,14 @@ pub fn check(config: &Config) -> bool {
         }
         Some((text, source)) => match EdgeKey::decode(&text) {
             Ok(key) => {
-                println!("Edge key (from {source}):");
-                println!("  Portainer URL:      {}", key.portainer_url);
-                println!("  tunnel server:      {}", key.tunnel_addr);
-                println!("  tunnel fingerprint: {}", key.fingerprint);
+                say!(out, "Edge key (from {source}):");
+                say!(out, "  Portainer URL:      {}", key.portainer_url);
+                say!(out, "  tunnel server:      {}", key.tunnel_addr);
+                say!(out, "  tunnel fingerprint: {}", key.fingerprint);
                 match key.endpoint_id {
-                    Some(id) => println!("  endpoint id:        {id}"),
-                    None => println!(
+                    Some(id) => say!(out, "  endpoint id:        {id}"),
+                    None => say!(
+                        out,
                         "  endpoint id:        0 (global key; learned: {})",
                         saved
                             .endpoint_id
@@ -115,47 +135,54 @@ pub fn check(config: &Config) -> bool {
                 key
             }
             Err(e) => {
-                println!("Edge key (from {source}): NOT valid: {e}");
+                say!(out, "Edge key (from {source}): NOT valid: {e}");
                 return false;
             }
         },
     };
     let edge_id = match (&config.edge_id, &saved.edge_id) {
         (Some((id, source)), _) => {
-            println!("Edge ID: {id} (from {source})");
+            say!(out, "Edge ID: {id} (from {source})");
             id.clone()
         }
         (None, Some(id)) => {
-            println!("Edge ID: {id} (from the state file)");
+            say!(out, "Edge ID: {id} (from the state file)");
             id.clone()
         }
         (None, None) => {
-            println!("Edge ID: not generated yet (the first run generates and saves one)");
+            say!(
+                out,
+                "Edge ID: not generated yet (the first run generates and saves one)"
+            );
             "edge-agent-check".to_owned()
         }
     };
 
     match Client::new(config, &key.portainer_url, &edge_id) {
         Err(e) => {
-            println!("Portainer: NOT reachable: {e}");
+            say!(out, "Portainer: NOT reachable: {e}");
             ok = false;
         }
         Ok(client) => match client.system_status() {
-            Ok(status) => println!("Portainer: {} reachable (HTTP {status})", key.portainer_url),
+            Ok(status) => say!(
+                out,
+                "Portainer: {} reachable (HTTP {status})",
+                key.portainer_url
+            ),
             Err(e) => {
-                println!("Portainer: NOT reachable: {e}");
+                say!(out, "Portainer: NOT reachable: {e}");
                 ok = false;
             }
         },
     }
     match reach(&key.tunnel_addr) {
-        Ok(()) => println!("tunnel server: {} reachable (TCP)", key.tunnel_addr),
+        Ok(()) => say!(out, "tunnel server: {} reachable (TCP)", key.tunnel_addr),
         Err(e) => {
-            println!("tunnel server: {} NOT reachable: {e}", key.tunnel_addr);
+            say!(out, "tunnel server: {} NOT reachable: {e}", key.tunnel_addr);
             ok = false;
         }
     }
-    println!("result: {}", if ok { "OK" } else { "NOT OK" });
+    say!(out, "result: {}", if ok { "OK" } else { "NOT OK" });
     ok
 }
 

@@ -29,34 +29,37 @@ pub fn main() -> ExitCode {
     let cli = match config::cli::parse(std::env::args_os().skip(1)) {
         Ok(cli) => cli,
         Err(e) => {
-            eprintln!("edge-agent: {e}");
+            system::output::stderr().line(format_args!("edge-agent: {e}"));
             return ExitCode::from(EXIT_USAGE);
         }
     };
     let load = || config::Config::load(cli.env_file, |k| std::env::var_os(k), &cli.flags);
+    let mut stdout = system::output::stdout();
     match cli.command {
         config::cli::Command::Help => {
-            print!("{}", config::cli::help());
+            stdout.line(format_args!("{}", config::cli::help()));
             ExitCode::SUCCESS
         }
         config::cli::Command::Version => {
-            println!(
+            stdout.line(format_args!(
                 "edge-agent {} (Portainer agent protocol {})",
                 env!("CARGO_PKG_VERSION"),
                 portainer::AGENT_VERSION
-            );
+            ));
             ExitCode::SUCCESS
         }
         config::cli::Command::Check => match load() {
             Ok(config) => {
-                if check::check(&config) {
+                if check::check(&config, &mut stdout) {
                     ExitCode::SUCCESS
                 } else {
                     ExitCode::FAILURE
                 }
             }
-            Err(e) => {
-                println!("configuration: NOT valid: {e}");
+            Err(errors) => {
+                for e in errors {
+                    stdout.line(format_args!("configuration: NOT valid: {e}"));
+                }
                 ExitCode::from(EXIT_CONFIG)
             }
         },
@@ -68,8 +71,11 @@ pub fn main() -> ExitCode {
                 }
                 run::run(config)
             }
-            Err(e) => {
-                eprintln!("edge-agent: configuration error: {e}");
+            Err(errors) => {
+                let mut stderr = system::output::stderr();
+                for e in errors {
+                    stderr.line(format_args!("edge-agent: configuration error: {e}"));
+                }
                 ExitCode::from(EXIT_CONFIG)
             }
         },

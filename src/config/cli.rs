@@ -124,7 +124,12 @@ pub fn help() -> String {
             var.flag, var.env, "", var.help
         );
     }
-    out.push_str("  --env-file PATH        the env file to read\n  --help, --version\n");
+    out.push_str(
+        "  --env-file PATH        the env file to read\n  --help, --version\n\n\
+         Exit codes: check: 0 all in order, 1 something is NOT (see its line), 78 bad\n\
+         configuration; run: 0 stopped, 64 bad command line, 78 bad configuration, 1 other\n\
+         failure.",
+    );
     out
 }
 
@@ -194,5 +199,11 @@ mod tests {
         for var in VARS {
             assert!(help.contains(var.env) && help.contains(&format!("--{}", var.flag)));
         }
+        assert!(
+            help.contains(
+                "check: 0 all in order, 1 something is NOT (see its line), 78 bad\nconfiguration"
+            ),
+            "{help}"
+        );
     }
 }

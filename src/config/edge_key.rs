@@ -3,7 +3,7 @@
 //! (server `api/chisel/key.go`, agent `edge/key.go`). Endpoint id `0` is a global key: the id is
 //! learned from the server by Edge ID.
 
-use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD};
+use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine;
 use std::fmt;
 
@@ -54,13 +54,12 @@ impl std::error::Error for Error {}
 impl EdgeKey {
     pub fn decode(key: &str) -> Result<EdgeKey, Error> {
         let key = key.trim();
-        let was_padded = key.ends_with('=');
-        let bytes = if was_padded {
-            STANDARD.decode(key)
-        } else {
-            STANDARD_NO_PAD.decode(key)
-        }
-        .map_err(|_| Error::NotBase64)?;
+        // Any number of '=' at the end, needed or not: padding carries no data.
+        let unpadded = key.trim_end_matches('=');
+        let was_padded = unpadded.len() < key.len();
+        let bytes = STANDARD_NO_PAD
+            .decode(unpadded)
+            .map_err(|_| Error::NotBase64)?;
         let plain = String::from_utf8(bytes).map_err(|_| Error::NotUtf8)?;
         let fields: Vec<&str> = plain.split('|').collect();
         let [url, tunnel, fingerprint, id] = fields[..] else {
@@ -125,11 +124,17 @@ mod tests {
 
     #[test]
     fn accepts_a_padded_key_and_says_so() {
+        use base64::engine::general_purpose::STANDARD;
         let padded = STANDARD.encode("https://p:9443|p:8000|fp|7");
         assert!(padded.ends_with('='));
-        let key = EdgeKey::decode(&padded).unwrap();
-        assert!(key.was_padded);
-        assert_eq!(key.endpoint_id, Some(7));
+        // Superfluous padding too: one '=' too many, or '=' after a key that needs none.
+        let whole = raw("https://p:9443|p:8000|fp|77");
+        assert_eq!(whole.len() % 4, 0);
+        for text in [padded.clone(), padded + "=", whole + "="] {
+            let key = EdgeKey::decode(&text).unwrap();
+            assert!(key.was_padded, "{text}");
+            assert!(matches!(key.endpoint_id, Some(7 | 77)), "{text}");
+        }
     }
 
     #[test]

@@ -1,7 +1,11 @@
-//! The first-boot env file: `KEY=value` lines, `#` (or `;`) comment lines, blank lines, optional single or
-//! double quotes around the value. The same file is systemd's `EnvironmentFile=`, so the syntax is
-//! the common subset of both: no `export`, no variable expansion, `#` only starts a comment at the
-//! beginning of a line.
+//! The first-boot env file: `KEY=value` lines, `#` (or `;`) comment lines, blank lines, optional
+//! single or double quotes around the value. The same file is systemd's `EnvironmentFile=`, so the
+//! agent reads what systemd's parser (`src/basic/env-file.c` of systemd 252) reads and refuses what
+//! the two would read differently: text after a closing quote (systemd appends it to the value),
+//! ` #` in an unquoted value (systemd keeps it: `#` only starts a comment at the beginning of a
+//! line), a backslash in an unquoted value (systemd drops it), a comment line ending in a
+//! backslash (systemd 252 continues the comment onto the next line), a quote left open (systemd
+//! reads on across lines). No `export`, no variable expansion.
 
 use std::fmt;
 use std::io::Read;
@@ -42,19 +46,16 @@ impl fmt::Display for Error {
                 path,
                 line,
                 problem,
-            } => write!(
-                f,
-                "{} line {line}: {problem} (expected KEY=value, or a line starting with #)",
-                path.display()
-            ),
+            } => write!(f, "{} line {line}: {problem}", path.display()),
         }
     }
 }
 
 impl std::error::Error for Error {}
 
-/// Reads and parses `path`. `Ok(None)` when the file does not exist.
-pub fn load(path: &Path) -> Result<Option<Vec<Entry>>, Error> {
+/// Reads and parses `path`: its entries and the errors of its bad lines, or `Ok(None)` when the
+/// file does not exist.
+pub fn load(path: &Path) -> Result<Option<Vec<Result<Entry, Error>>>, Error> {
     let file = match std::fs::File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -67,66 +68,112 @@ pub fn load(path: &Path) -> Result<Option<Vec<Entry>>, Error> {
     if text.len() as u64 > MAX_FILE_BYTES {
         return Err(Error::TooLarge(path.to_owned()));
     }
-    parse(&text)
-        .map(Some)
-        .map_err(|(line, problem)| Error::Syntax {
-            path: path.to_owned(),
-            line,
-            problem,
-        })
-}
-
-/// Parses env-file text; on error returns the 1-based line number and what is wrong.
-pub fn parse(text: &str) -> Result<Vec<Entry>, (usize, &'static str)> {
-    let mut entries = Vec::new();
-    for (index, raw) in text.lines().enumerate() {
-        let line = index + 1;
-        let trimmed = raw.trim();
-        if trimmed.is_empty() || trimmed.starts_with('#') || trimmed.starts_with(';') {
-            continue;
-        }
-        let Some((key, value)) = trimmed.split_once('=') else {
-            return Err((line, "no '=' on this line"));
-        };
-        let key = key.trim_end();
-        let valid_key = key
-            .bytes()
-            .enumerate()
-            .all(|(i, b)| b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit()));
-        if key.is_empty() || !valid_key {
-            return Err((line, "the name before '=' must be letters, digits and '_'"));
-        }
-        let value = unquote(value.trim_start()).ok_or((line, "unterminated quote in value"))?;
-        entries.push(Entry {
-            key: key.to_owned(),
-            value,
-            line,
-        });
-    }
-    Ok(entries)
-}
-
-fn unquote(value: &str) -> Option<String> {
-    let Some(quote) = value.chars().next().filter(|c| *c == '"' || *c == '\'') else {
-        return Some(value.to_owned());
+    let syntax = |(line, problem)| Error::Syntax {
+        path: path.to_owned(),
+        line,
+        problem,
     };
-    let inner = value[1..].strip_suffix(quote)?;
-    if quote == '\'' {
-        return Some(inner.to_owned());
+    Ok(Some(
+        parse(&text)
+            .into_iter()
+            .map(|entry| entry.map_err(syntax))
+            .collect(),
+    ))
+}
+
+/// Parses env-file text: each line is an entry or, with its 1-based number, what is wrong with it.
+pub fn parse(text: &str) -> Vec<Result<Entry, (usize, &'static str)>> {
+    text.lines()
+        .enumerate()
+        .filter_map(|(index, raw)| {
+            let line = index + 1;
+            parse_line(raw.trim())
+                .map(|kv| kv.map(|(key, value)| Entry { key, value, line }))
+                .map(|entry| entry.map_err(|problem| (line, problem)))
+        })
+        .collect()
+}
+
+/// `None` for a blank or comment line.
+fn parse_line(line: &str) -> Option<Result<(String, String), &'static str>> {
+    if line.is_empty() {
+        return None;
     }
-    // Double quotes: backslash escapes the next character, as in systemd and docker.
-    let mut out = String::with_capacity(inner.len());
-    let mut chars = inner.chars();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            out.push(chars.next()?);
-        } else if c == '"' {
-            return None;
-        } else {
-            out.push(c);
+    if line.starts_with('#') || line.starts_with(';') {
+        // systemd 252 continues a comment ending in an odd number of backslashes onto the next
+        // line (254 and later do not).
+        let trailing = line.len() - line.trim_end_matches('\\').len();
+        return (trailing % 2 == 1).then_some(Err(
+            "a comment line ends with '\\', which makes systemd read the next line as comment too; remove the '\\'",
+        ));
+    }
+    Some(key_value(line))
+}
+
+fn key_value(line: &str) -> Result<(String, String), &'static str> {
+    let (key, value) = line
+        .split_once('=')
+        .ok_or("no '=' on this line (expected KEY=value, or a comment line starting with #)")?;
+    let key = key.trim_end();
+    let valid_key = key
+        .bytes()
+        .enumerate()
+        .all(|(i, b)| b == b'_' || b.is_ascii_alphabetic() || (i > 0 && b.is_ascii_digit()));
+    if key.is_empty() || !valid_key {
+        return Err("the name before '=' must be letters, digits and '_'");
+    }
+    let start = value.trim_start();
+    let value = match start.chars().next() {
+        Some(quote @ ('"' | '\'')) => quoted(&start[1..], quote)?,
+        _ => unquoted(value)?,
+    };
+    Ok((key.to_owned(), value))
+}
+
+/// The value after `=`, spaces around it removed. systemd keeps a `#` after a space (even right
+/// after `=`) in the value; so would we, silently, if we allowed it.
+fn unquoted(value: &str) -> Result<String, &'static str> {
+    let bytes = value.as_bytes();
+    if bytes
+        .windows(2)
+        .any(|w| w[1] == b'#' && w[0].is_ascii_whitespace())
+    {
+        return Err("' #' in a value: comments must be on their own line, because systemd reads this file too and would keep the comment in the value (quote the value if the '#' is part of it)");
+    }
+    if value.contains('\\') {
+        return Err(
+            "'\\' in an unquoted value, which systemd removes; put the value in single quotes",
+        );
+    }
+    Ok(value.trim().to_owned())
+}
+
+/// The value after its opening quote, as systemd reads it: single quotes keep everything, in
+/// double quotes a backslash escapes `"`, `\`, `` ` `` and `$` and is kept before anything else.
+fn quoted(rest: &str, quote: char) -> Result<String, &'static str> {
+    let mut out = String::with_capacity(rest.len());
+    let mut chars = rest.char_indices();
+    while let Some((at, c)) = chars.next() {
+        match c {
+            c if c == quote => {
+                return if rest[at + 1..].trim().is_empty() {
+                    Ok(out)
+                } else {
+                    Err("text after the closing quote: comments must be on their own line, because systemd reads this file too and would add that text to the value")
+                };
+            }
+            '\\' if quote == '"' => match chars.next() {
+                Some((_, e @ ('"' | '\\' | '`' | '$'))) => out.push(e),
+                Some((_, e)) => {
+                    out.push('\\');
+                    out.push(e);
+                }
+                None => break,
+            },
+            c => out.push(c),
         }
     }
-    Some(out)
+    Err("unterminated quote: the closing quote must be on the same line")
 }
 
 #[cfg(test)]
@@ -135,34 +182,87 @@ mod tests {
 
     fn kv(text: &str) -> Vec<(String, String)> {
         parse(text)
-            .unwrap()
             .into_iter()
-            .map(|e| (e.key, e.value))
+            .map(|e| e.map(|e| (e.key, e.value)).unwrap())
             .collect()
     }
 
+    fn problems(text: &str) -> Vec<(usize, &'static str)> {
+        parse(text).into_iter().filter_map(Result::err).collect()
+    }
+
+    /// What systemd 252 reads in each of these lines (checked with `ConditionOSRelease=` on
+    /// an os-release file holding it) is what we read.
     #[test]
-    fn reads_values_comments_and_quotes() {
-        let text = "# first boot\n\nEDGE_ID=abc\nEDGE_KEY = \"a b\\\"c\"\nAGENT_SECRET='x#y'\nLOG_LEVEL=DEBUG # not a comment\n  # indented comment\nEMPTY=\n";
+    fn reads_values_comments_and_quotes_as_systemd_does() {
+        let text = "# first boot\n\nEDGE_ID=abc\nEDGE_KEY = \"a b\\\"c\"\nAGENT_SECRET='x#y \\n'\n  # indented comment\n; other comment\nEMPTY=\nSPACED = a b  \nQ=\"a\\qb\\$\"\nHASH=#x\nMID=a\"b'\n";
         assert_eq!(
             kv(text),
-            vec![
-                ("EDGE_ID".into(), "abc".into()),
-                ("EDGE_KEY".into(), "a b\"c".into()),
-                ("AGENT_SECRET".into(), "x#y".into()),
-                ("LOG_LEVEL".into(), "DEBUG # not a comment".into()),
-                ("EMPTY".into(), "".into()),
+            [
+                ("EDGE_ID", "abc"),
+                ("EDGE_KEY", "a b\"c"),
+                ("AGENT_SECRET", "x#y \\n"),
+                ("EMPTY", ""),
+                ("SPACED", "a b"),
+                ("Q", "a\\qb$"),
+                ("HASH", "#x"),
+                ("MID", "a\"b'"),
             ]
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
         );
     }
 
     #[test]
-    fn reports_the_line_at_fault() {
-        assert_eq!(parse("A=1\nnonsense\n"), Err((2, "no '=' on this line")));
-        assert_eq!(parse("A=1\n\nB=\"open\n").unwrap_err().0, 3);
-        assert_eq!(parse("1A=x").unwrap_err().0, 1);
-        assert_eq!(parse("=x").unwrap_err().0, 1);
-        assert_eq!(parse("A B=x").unwrap_err().0, 1);
+    fn trailing_comments_are_refused_because_systemd_keeps_them() {
+        for line in ["KEY=\"v\" # note", "KEY='v' # note", "KEY=\"v\"x"] {
+            let found = problems(line);
+            assert!(
+                found.len() == 1 && found[0].1.starts_with("text after the closing quote"),
+                "{line}: {found:?}"
+            );
+            assert!(found[0].1.contains("because systemd reads this file too"));
+        }
+        for line in ["KEY=30s # note", "KEY=30s\t#note", "KEY= # paste here"] {
+            let found = problems(line);
+            assert!(
+                found.len() == 1 && found[0].1.starts_with("' #' in a value"),
+                "{line}: {found:?}"
+            );
+            assert!(found[0].1.contains("comments must be on their own line"));
+        }
+    }
+
+    #[test]
+    fn what_systemd_reads_differently_is_refused() {
+        assert!(problems("KEY=a\\b")[0].1.contains("single quotes"));
+        assert!(problems("# note \\\nKEY=v")[0]
+            .1
+            .contains("next line as comment"));
+        assert!(problems("# note \\\\\nKEY=v").is_empty());
+        assert!(problems("KEY=\"open")[0]
+            .1
+            .starts_with("unterminated quote"));
+        assert!(problems("KEY=\"open\\\"")[0]
+            .1
+            .starts_with("unterminated quote"));
+    }
+
+    #[test]
+    fn every_bad_line_is_reported() {
+        let found = problems("A=1\nnonsense\nB=\"open\n1A=x\n=x\nA B=x\nC=2\n");
+        assert_eq!(
+            found.iter().map(|(line, _)| *line).collect::<Vec<_>>(),
+            [2, 3, 4, 5, 6]
+        );
+        assert!(found[0].1.starts_with("no '=' on this line"));
+        assert_eq!(kv("A=1\nC=2\n").len(), 2);
+        assert_eq!(
+            parse("A=1\nnonsense\nC=2\n")
+                .into_iter()
+                .filter(Result::is_ok)
+                .count(),
+            2
+        );
     }
 
     #[test]
@@ -172,5 +272,21 @@ mod tests {
         let big = dir.path().join("big.env");
         std::fs::write(&big, "A=".to_owned() + &"x".repeat(70_000)).unwrap();
         assert!(matches!(load(&big), Err(Error::TooLarge(_))));
+    }
+
+    #[test]
+    fn syntax_errors_name_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("edge-agent.env");
+        std::fs::write(&path, "A=1\nB=\"v\" # note\n").unwrap();
+        let lines = load(&path).unwrap().unwrap();
+        let message = lines[1].as_ref().unwrap_err().to_string();
+        assert!(
+            message.starts_with(&format!(
+                "{} line 2: text after the closing quote",
+                path.display()
+            )),
+            "{message}"
+        );
     }
 }
