@@ -110,10 +110,14 @@ impl Client {
         })
     }
 
-    /// A failed exchange may mean the server moved: resolve its name again next time.
+    /// A failed exchange may mean the server moved: resolve its name again next time. A refused
+    /// certificate comes with what to do about it.
     fn transport(&self, url: &str, e: ureq::Error) -> Error {
         self.resolver.forget();
-        Error::Transport(format!("cannot reach {url}: {e}"))
+        match tls::advice(&e, tls::Peer::Portainer) {
+            Some(advice) => Error::Transport(format!("cannot reach {url}: {e}; {advice}")),
+            None => Error::Transport(format!("cannot reach {url}: {e}")),
+        }
     }
 
     pub fn base_url(&self) -> &str {

@@ -297,7 +297,13 @@ async fn open(params: &Params) -> Result<(Stream, Vec<u8>), Error> {
         let tls = tokio_rustls::TlsConnector::from(config)
             .connect(name, stream)
             .await
-            .map_err(|e| Error::Tls(format!("{}: {e}", target.url())))?;
+            .map_err(|e| {
+                let advice = crate::portainer::tls::advice(&e, crate::portainer::tls::Peer::Tunnel);
+                Error::Tls(match advice {
+                    Some(advice) => format!("{}: {e}; {advice}", target.url()),
+                    None => format!("{}: {e}", target.url()),
+                })
+            })?;
         stream = Box::new(tls);
     }
     let key = websocket::new_key()?;

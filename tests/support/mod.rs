@@ -162,6 +162,7 @@ impl FakePortainer {
         self.addr.port()
     }
 
+    /// The CA's certificate (PEM), or the self-signed certificate itself.
     pub fn ca_pem_path(&self) -> Option<PathBuf> {
         self.ca_pem.clone()
     }
@@ -599,9 +600,12 @@ pub mod tls {
                 .self_signed(&leaf_key)
                 .unwrap();
             let chain = vec![cert.der().clone()];
+            // Like Portainer's own certificate: no CA, so it may be its own MTLS_SSL_CA.
+            let pem = dir.join("self-signed.pem");
+            std::fs::write(&pem, cert.pem()).unwrap();
             return Some(Tls {
                 config: finish(builder.with_no_client_auth(), chain, &leaf_key),
-                ca_pem: None,
+                ca_pem: Some(pem),
                 client_cert: None,
             });
         }
