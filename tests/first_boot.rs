@@ -6,6 +6,7 @@ mod support;
 
 use std::io::Read;
 use std::process::{Command, Stdio};
+use std::time::Duration;
 use support::agent::{key_for, Agent};
 use support::{FakePortainer, Transport};
 
@@ -160,4 +161,27 @@ fn output_to_a_closed_pipe_ends_quietly() {
     let mut usage = support::agent::binary();
     usage.arg("--edge-idd=x");
     assert_eq!(with_closed_pipe(usage, false).0, Some(64));
+}
+
+#[test]
+fn a_wss_tunnel_to_a_self_signed_server_names_mtls_ssl_ca() {
+    use support::chisel::{credentials, free_port, EDGE_ID};
+    // A TLS server with a self-signed certificate where the Edge key says the tunnel is: the
+    // handshake fails before any SSH, so no chisel server is needed.
+    let tunnel_server = FakePortainer::start(Transport::TlsSelfSigned);
+    let portainer = FakePortainer::start(Transport::Plain);
+    portainer.add_endpoint(3, Some(EDGE_ID));
+    portainer.set_checkin(0.05);
+    portainer.set_tunnel(3, Some((free_port(), credentials("user:pass", EDGE_ID))));
+    let agent = Agent::new();
+    let tunnel = format!("https://localhost:{}", tunnel_server.port());
+    let key = support::edge_key(&portainer.url(), &tunnel, "fp", 3);
+    agent.write_env(&format!("EDGE_KEY={key}\nEDGE_ID={EDGE_ID}\n"));
+    let running = agent.spawn(&mut agent.command(&[]));
+    running.wait_log("UnknownIssuer", Duration::from_secs(10));
+    let log = running.log();
+    assert!(
+        log.contains("set MTLS_SSL_CA=<PEM file of the CA that signed it, or of the self-signed certificate> (EDGE_INSECURE_POLL does not apply to the tunnel)"),
+        "{log}"
+    );
 }
