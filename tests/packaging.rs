@@ -279,6 +279,10 @@ fn readme_releases_agree_with_rust_version_and_the_layer() {
         readme.contains(&format!("Cargo.toml's `rust-version` is **{msrv}**")),
         "README must say Cargo.toml's `rust-version` is **{msrv}**"
     );
+    assert!(
+        readme.contains(&format!("Build it (Rust {msrv} or newer")),
+        "README's quick start must name the minimum Rust, {msrv}"
+    );
     let rows = readme_release_table(&readme);
     assert!(rows.len() >= 4, "{rows:?}");
     for (release, rust, builds) in &rows {
