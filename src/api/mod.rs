@@ -5,8 +5,10 @@
 //! the console WebSockets, and the Docker proxy for everything else. The Docker API version
 //! prefix (`/v1.41`) is dropped from paths, as the Go agent does.
 
+mod confine;
 mod conn;
 mod console;
+mod multipart;
 mod proxy;
 pub mod signature;
 
