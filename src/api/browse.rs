@@ -93,6 +93,8 @@ struct Failure {
     status: u16,
     message: &'static str,
     details: String,
+    /// Set once the request's body was read: the connection can go on.
+    next: Option<Next>,
 }
 
 impl Failure {
@@ -101,6 +103,15 @@ impl Failure {
             status,
             message,
             details: details.into(),
+            next: None,
+        }
+    }
+
+    /// The same, after the whole body was read.
+    fn then(self, next: Next) -> Failure {
+        Failure {
+            next: Some(next),
+            ..self
         }
     }
 
@@ -185,7 +196,8 @@ pub async fn serve(
                 f.message,
                 f.details
             );
-            reply(conn, f.status, f.message, &f.details, after_error).await
+            let next = f.next.unwrap_or(after_error);
+            reply(conn, f.status, f.message, &f.details, next).await
         }
     }
 }
@@ -308,13 +320,14 @@ async fn run(
                 .read_all(conn, MAX_JSON)
                 .await
                 .map_err(|e| Failure::payload(e.to_string()))?;
+            let keep = |f: Failure| f.then(Next::KeepAlive);
             let payload: Payload =
-                serde_json::from_slice(&body).map_err(|e| Failure::payload(e.to_string()))?;
+                serde_json::from_slice(&body).map_err(|e| keep(Failure::payload(e.to_string())))?;
             if payload.current.is_empty() {
-                return Err(Failure::payload("Current file path is invalid"));
+                return Err(keep(Failure::payload("Current file path is invalid")));
             }
             if payload.new.is_empty() {
-                return Err(Failure::payload("New file path is invalid"));
+                return Err(keep(Failure::payload("New file path is invalid")));
             }
             let (from, to) = (
                 inside(in_volume, &payload.current),
@@ -322,8 +335,8 @@ async fn run(
             );
             blocking(move || rename(&root, &from, &to))
                 .await
-                .map_err(io_error)?
-                .map_err(|e| Failure::fs(op, e))?;
+                .map_err(|e| keep(io_error(e)))?
+                .map_err(|e| keep(Failure::fs(op, e)))?;
             respond(conn, 204, "", Next::KeepAlive)
                 .await
                 .map_err(io_error)
@@ -566,7 +579,7 @@ async fn put(
     if outcome.is_err() {
         let _ = blocking(move || std::fs::remove_file(staged)).await;
     }
-    outcome?;
+    outcome.map_err(|f| f.then(next))?;
     respond(conn, 204, "", next).await.map_err(io_error)
 }
 
