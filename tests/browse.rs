@@ -559,8 +559,8 @@ fn host_info_host_browser_and_dockerhub() {
 }
 
 #[test]
-fn the_host_browser_can_be_turned_off() {
-    let Some(s) = setup("EDGE_HOST_BROWSER=false\n") else {
+fn the_host_browser_off_and_the_upload_limit() {
+    let Some(s) = setup("EDGE_HOST_BROWSER=false\nEDGE_UPLOAD_MAX=1K\n") else {
         return;
     };
     let volume = Volume::create();
@@ -579,4 +579,18 @@ fn the_host_browser_can_be_turned_off() {
         b"",
     );
     assert_eq!(get.text(), "in the volume", "volumes stay browsable");
+
+    // Over EDGE_UPLOAD_MAX: refused, nothing written, nothing staged.
+    let target = format!("/v2/browse/put?volumeID={}", volume.name);
+    let big = upload(s.port, &target, "big", &[b'x'; 2048], "/");
+    assert_eq!(big.status, 413, "{}", big.text());
+    assert!(big.json()["details"]
+        .as_str()
+        .unwrap()
+        .contains("EDGE_UPLOAD_MAX"));
+    assert!(!volume.mountpoint.join("big").exists());
+    let small = upload(s.port, &target, "small", &[b'x'; 1000], "/");
+    assert_eq!(small.status, 204, "{}", small.text());
+    let staged = fs::read_dir(s._agent.data.join("uploads")).unwrap().count();
+    assert_eq!(staged, 0, "no staging file left");
 }
