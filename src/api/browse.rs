@@ -836,6 +836,45 @@ fn sync_dir(dir: &OwnedFd) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+
+    /// An upload staged in `staging` replaces a longer file in `target`, whole.
+    fn replaces_whole(staging: &Path, target: &Path) {
+        std::fs::write(target.join("f"), vec![b'A'; 10_000]).unwrap();
+        std::fs::set_permissions(target.join("f"), std::fs::Permissions::from_mode(0o604)).unwrap();
+        let (name, mut file, _) = stage(staging).unwrap();
+        file.write_all(b"new").unwrap();
+        let root = Root::open(target, Scope::Beneath, Resolver::detect()).unwrap();
+        move_into(&root, "/", "f", file, &staging.join(&name)).unwrap();
+        assert_eq!(std::fs::read(target.join("f")).unwrap(), b"new");
+        assert_eq!(
+            std::fs::metadata(target.join("f")).unwrap().mode() & 0o7777,
+            0o604
+        );
+        assert_eq!(
+            std::fs::read_dir(staging).unwrap().count(),
+            0,
+            "staged file gone"
+        );
+        assert_eq!(
+            std::fs::read_dir(target).unwrap().count(),
+            1,
+            "no copy left"
+        );
+    }
+
+    #[test]
+    fn uploads_replace_files_by_rename_or_across_file_systems() {
+        let data = tempfile::tempdir().unwrap();
+        let staging = data.path().join("uploads");
+        let same = tempfile::tempdir().unwrap();
+        replaces_whole(&staging, same.path());
+        // /dev/shm is a tmpfs on Linux: another file system than the temporary folder.
+        let other = tempfile::tempdir_in("/dev/shm").unwrap();
+        let dev = |p: &Path| std::fs::metadata(p).unwrap().dev();
+        assert_ne!(dev(other.path()), dev(data.path()), "need two file systems");
+        replaces_whole(&staging, other.path());
+    }
 
     #[test]
     fn host_paths_and_names() {
