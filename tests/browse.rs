@@ -272,6 +272,8 @@ fn volume_browser_end_to_end() {
         assert_eq!(deleted.status, 204, "{path}: {}", deleted.text());
     }
     assert!(!data.join("dir").exists());
+    s.running
+        .wait_log(&format!("file browser: removed /dir in volume {v}"), WAIT);
     let missing = c.request("GET", &q("get", "/dir/renamed.txt"), Some(&signer), b"");
     assert_eq!(missing.status, 404, "{}", missing.text());
 

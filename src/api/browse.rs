@@ -183,7 +183,7 @@ pub async fn serve(
         return reply(conn, 400, details, details, after_error).await;
     }
     let outcome = match root(browser, volume.as_deref(), op).await {
-        Ok(root) => run(browser, conn, head, op, root, volume.is_some()).await,
+        Ok(root) => run(browser, conn, head, op, root, volume.as_deref()).await,
         Err(f) => Err(f),
     };
     match outcome {
@@ -262,8 +262,11 @@ async fn run(
     head: &RequestHead,
     op: Op,
     root: Arc<Root>,
-    in_volume: bool,
+    volume: Option<&str>,
 ) -> Result<Next, Failure> {
+    let in_volume = volume.is_some();
+    // Changes are logged, one line each.
+    let place = volume.map_or("the host".to_owned(), |v| format!("volume {v}"));
     let query_path = || match head.query_decoded("path") {
         Some(p) if !p.is_empty() => Ok(inside(in_volume, &p)),
         _ => Err(Failure::new(
@@ -299,10 +302,12 @@ async fn run(
         }
         Op::Delete => {
             let path = query_path()?;
+            let removed = path.clone();
             blocking(move || remove(&root, &path))
                 .await
                 .map_err(io_error)?
                 .map_err(|e| Failure::fs(op, e))?;
+            log::info!("file browser: removed {removed} in {place}");
             respond(conn, 204, "", Next::KeepAlive)
                 .await
                 .map_err(io_error)
@@ -333,15 +338,17 @@ async fn run(
                 inside(in_volume, &payload.current),
                 inside(in_volume, &payload.new),
             );
+            let what = format!("{from} to {to}");
             blocking(move || rename(&root, &from, &to))
                 .await
                 .map_err(|e| keep(io_error(e)))?
                 .map_err(|e| keep(Failure::fs(op, e)))?;
+            log::info!("file browser: renamed {what} in {place}");
             respond(conn, 204, "", Next::KeepAlive)
                 .await
                 .map_err(io_error)
         }
-        Op::Put => put(browser, conn, head, root, in_volume).await,
+        Op::Put => put(browser, conn, head, root, in_volume, &place).await,
     }
 }
 
@@ -526,6 +533,7 @@ async fn put(
     head: &RequestHead,
     root: Arc<Root>,
     in_volume: bool,
+    changed: &str,
 ) -> Result<Next, Failure> {
     let op = Op::Put;
     let io_error = |e: io::Error| Failure::new(500, op.message(), e.to_string());
@@ -579,7 +587,8 @@ async fn put(
     if outcome.is_err() {
         let _ = blocking(move || std::fs::remove_file(staged)).await;
     }
-    outcome.map_err(|f| f.then(next))?;
+    let written = outcome.map_err(|f| f.then(next))?;
+    log::info!("file browser: wrote {written} in {changed}");
     respond(conn, 204, "", next).await.map_err(io_error)
 }
 
@@ -723,13 +732,13 @@ async fn receive(
 }
 
 /// Moves the staged upload to `Path`/`filename`, in place of what was there (whose mode and
-/// owner it takes), creating the folders that are missing.
+/// owner it takes), creating the folders that are missing. Returns where it went.
 async fn place(
     root: Arc<Root>,
     in_volume: bool,
     upload: Upload,
     staged: PathBuf,
-) -> Result<(), Failure> {
+) -> Result<String, Failure> {
     let op = Op::Put;
     let Some(filename) = upload.filename else {
         return Err(Failure::payload("http: no such file"));
@@ -745,11 +754,13 @@ async fn place(
         ));
     }
     let dir_path = inside(in_volume, &path);
+    let written = format!("{}/{filename}", dir_path.trim_end_matches('/'));
     let file = upload.file;
     blocking(move || move_into(&root, &dir_path, &filename, file, &staged))
         .await
         .map_err(|e| Failure::new(500, op.message(), e.to_string()))?
-        .map_err(|e| Failure::fs(op, e))
+        .map_err(|e| Failure::fs(op, e))?;
+    Ok(written)
 }
 
 fn move_into(root: &Root, dir_path: &str, name: &str, file: File, staged: &Path) -> io::Result<()> {
