@@ -42,7 +42,10 @@ impl Resolver {
                 .flags(OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC)
                 .resolve(ResolveFlag::RESOLVE_BENEATH);
             match openat2(nix::fcntl::AT_FDCWD, ".", how) {
-                Err(Errno::ENOSYS | Errno::EPERM | Errno::EINVAL) => Resolver::Walk,
+                Err(e @ (Errno::ENOSYS | Errno::EPERM | Errno::EINVAL)) => {
+                    log::info!("openat2 is not available ({e}): file browser paths are resolved one component at a time");
+                    Resolver::Walk
+                }
                 _ => Resolver::Openat2,
             }
         })
