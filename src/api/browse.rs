@@ -381,11 +381,14 @@ fn list(root: &Root, path: &str) -> io::Result<Vec<u8>> {
         if out.len() > 1 {
             out.push(b',');
         }
+        // `time_t` is 32 bits on 32-bit musl targets.
+        #[allow(clippy::useless_conversion)]
+        let mod_time: i64 = st.st_mtime.into();
         let info = FileInfo {
             name: &name.to_string_lossy(),
             size: st.st_size,
             dir: SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == SFlag::S_IFDIR,
-            mod_time: st.st_mtime,
+            mod_time,
         };
         serde_json::to_writer(&mut out, &info).map_err(io::Error::other)?;
         if out.len() > MAX_LISTING {
