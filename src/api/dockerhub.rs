@@ -7,7 +7,7 @@
 //! one check runs at a time, a second request meanwhile gets `null` at once.
 
 use super::conn::{Body, Conn};
-use super::{reply, respond, Next};
+use super::{blocking_within, reply, respond, Next};
 use crate::config::Proxies;
 use crate::http1;
 use serde::Deserialize;
@@ -128,16 +128,14 @@ pub async fn serve(
     } else {
         let agent = hub.agent.clone();
         let busy = hub.busy.clone();
-        let check = tokio::task::spawn_blocking(move || {
+        let check = blocking_within(ANSWER_BY, move || {
             let outcome = check(&agent, &payload, Instant::now() + DEADLINE);
             busy.store(false, Ordering::Release);
             outcome
         });
-        match tokio::time::timeout(ANSWER_BY, check).await {
-            Ok(Ok(outcome)) => outcome,
-            Ok(Err(e)) => Outcome::Unreachable(e.to_string()),
-            Err(_) => Outcome::Unreachable(format!("no answer within {ANSWER_BY:?}")),
-        }
+        check
+            .await
+            .unwrap_or_else(|e| Outcome::Unreachable(e.to_string()))
     };
     match outcome {
         Outcome::Limits(Some((remaining, limit))) => {

@@ -27,6 +27,7 @@ use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine;
 use conn::{Conn, Incoming};
 use console::Kind;
+use std::any::Any;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -89,15 +90,35 @@ const BLOCKING_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Runs `f` on one of the runtime's blocking threads, for at most [`BLOCKING_TIMEOUT`].
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
-    match tokio::time::timeout(BLOCKING_TIMEOUT, tokio::task::spawn_blocking(f)).await {
+    blocking_within(BLOCKING_TIMEOUT, f).await
+}
+
+/// The same for at most `limit`.
+async fn blocking_within<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<T> {
+    let out = run_blocking(
+        limit,
+        Box::new(move || Box::new(f()) as Box<dyn Any + Send>),
+    )
+    .await?;
+    out.downcast::<T>()
+        .map(|value| *value)
+        .map_err(|_| io::Error::other("a blocking call returned another type"))
+}
+
+/// A blocking job with its result type erased: tokio's task machinery is instantiated once
+/// for all of them, not once per closure (a few KiB of binary each).
+type Job = Box<dyn FnOnce() -> Box<dyn Any + Send> + Send>;
+
+async fn run_blocking(limit: Duration, job: Job) -> io::Result<Box<dyn Any + Send>> {
+    match tokio::time::timeout(limit, tokio::task::spawn_blocking(job)).await {
         Ok(Ok(value)) => Ok(value),
         Ok(Err(e)) => Err(io::Error::other(e.to_string())),
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
-            format!(
-                "no answer within {} s (a hung file system?)",
-                BLOCKING_TIMEOUT.as_secs()
-            ),
+            format!("no answer within {limit:?} (a hung file system or peer?)"),
         )),
     }
 }
