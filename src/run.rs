@@ -120,12 +120,7 @@ fn tunnel_for(
         keepalive: tunnel::KEEPALIVE,
     };
     let verifier = Verifier::new(config.agent_secret.as_deref(), persisted.clone());
-    let api = Api::new(
-        verifier,
-        config.docker_socket.clone(),
-        identity.key.clone(),
-        persisted.clone(),
-    );
+    let api = Api::new(verifier, config, identity.key.clone(), persisted.clone());
     Tunnel::new(settings, api::handler(Arc::new(api)))
 }
 

@@ -182,8 +182,16 @@ fn lists_the_engine_images_volumes_and_networks() {
     let out = docker(&["volume", "create", &volume]);
     assert!(out.status.success(), "{out:?}");
     let volumes = client.volumes().unwrap();
+    let inspected = client.inspect_volume(&volume);
     let _ = docker(&["volume", "rm", &volume]);
     assert!(volumes.iter().any(|v| v.name == volume), "{volumes:?}");
+    let inspected = inspected.unwrap();
+    assert!(
+        inspected.mountpoint.starts_with('/') && inspected.mountpoint.ends_with("/_data"),
+        "{inspected:?}"
+    );
+    let missing = client.inspect_volume(&unique("none")).unwrap_err();
+    assert!(missing.to_string().contains("404"), "{missing}");
 }
 
 #[test]

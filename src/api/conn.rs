@@ -102,6 +102,89 @@ impl Conn {
     }
 }
 
+/// A request body as its bytes (lengths and chunks taken off), read through the connection's
+/// buffer.
+pub struct Body {
+    framing: Framing,
+    decoder: ChunkedDecoder,
+}
+
+impl Body {
+    pub fn new(framing: Framing) -> Body {
+        Body {
+            framing,
+            decoder: ChunkedDecoder::default(),
+        }
+    }
+
+    /// Appends up to `max` body bytes to `out`; 0 at the end of the body. Fails when the body
+    /// breaks or makes no progress for [`STALL`].
+    pub async fn read(
+        &mut self,
+        conn: &mut Conn,
+        out: &mut Vec<u8>,
+        max: usize,
+    ) -> io::Result<usize> {
+        loop {
+            match &mut self.framing {
+                Framing::Length(left) if *left > 0 && !conn.buf.is_empty() => {
+                    let n = (*left).min(conn.buf.len() as u64).min(max as u64) as usize;
+                    out.extend_from_slice(&conn.buf[..n]);
+                    conn.buf.drain(..n);
+                    *left -= n as u64;
+                    return Ok(n);
+                }
+                Framing::Length(0) => return Ok(0),
+                Framing::Length(_) => {}
+                Framing::Chunked if self.decoder.is_done() => return Ok(0),
+                Framing::Chunked => {
+                    let input = &conn.buf[..conn.buf.len().min(max.max(1))];
+                    let decoded = self
+                        .decoder
+                        .decode(input)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+                    let n = decoded.data.len();
+                    out.extend_from_slice(&conn.buf[decoded.data]);
+                    conn.buf.drain(..decoded.consumed);
+                    if n > 0 {
+                        return Ok(n);
+                    }
+                    if self.decoder.is_done() {
+                        return Ok(0);
+                    }
+                    if decoded.consumed > 0 {
+                        continue;
+                    }
+                }
+                _ => return Ok(0),
+            }
+            let n = timeout(STALL, fill(&mut conn.rd, &mut conn.buf))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "the body stalled"))??;
+            if n == 0 {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+    }
+
+    /// The whole body, if it is at most `limit` bytes (`InvalidData` otherwise).
+    pub async fn read_all(mut self, conn: &mut Conn, limit: usize) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        loop {
+            let room = limit + 1 - out.len();
+            if self.read(conn, &mut out, room).await? == 0 {
+                return Ok(out);
+            }
+            if out.len() > limit {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("the body is larger than {limit} bytes"),
+                ));
+            }
+        }
+    }
+}
+
 const LINGER: Duration = Duration::from_secs(2);
 const LINGER_BYTES: usize = 256 * 1024;
 
@@ -229,6 +312,36 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(pending, b"GET / HTTP/1.1\r\n", "the next request stays");
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn bodies_are_read_without_their_framing() {
+        for (framing, input) in [
+            (Framing::Length(11), &b"hello world"[..]),
+            (
+                Framing::Chunked,
+                &b"5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"[..],
+            ),
+        ] {
+            let (mut feed, stream) = tokio::io::duplex(64);
+            let mut input = input.to_vec();
+            input.extend_from_slice(b"NEXT");
+            tokio::spawn(async move {
+                for b in input {
+                    if feed.write_all(&[b]).await.is_err() {
+                        return;
+                    }
+                }
+                std::future::pending::<()>().await;
+            });
+            let mut conn = Conn::new(stream);
+            let mut body = Body::new(framing);
+            let mut out = Vec::new();
+            while body.read(&mut conn, &mut out, 3).await.unwrap() > 0 {}
+            assert_eq!(out, b"hello world", "{framing:?}");
+            let long = Body::new(Framing::Length(4)).read_all(&mut conn, 3).await;
+            assert!(long.is_err(), "NEXT is over the limit");
+        }
     }
 
     #[tokio::test(flavor = "current_thread")]

@@ -2,16 +2,23 @@
 //! connection (several requests in turn), served in-process. Routing follows the Go agent's
 //! `http/handler/handler.go`: `/key` (no signature, no agent headers), `/ping` and `/v2/ping`
 //! (no signature), then, behind Portainer's signature, `/agents` (503 on a standalone engine),
-//! the console WebSockets, and the Docker proxy for everything else. The Docker API version
+//! the console WebSockets, `/host/info`, the volume and host browsers (`/browse/*`),
+//! `/dockerhub`, and the Docker proxy for everything else. The Docker API version
 //! prefix (`/v1.41`) is dropped from paths, as the Go agent does.
 
+mod browse;
+mod confine;
 mod conn;
 mod console;
+mod dockerhub;
+mod host;
+mod multipart;
 mod proxy;
 pub mod signature;
 
 use crate::api::signature::{Verdict, Verifier, PUBLIC_KEY_HEADER, SIGNATURE_HEADER};
 use crate::config::edge_key::EdgeKey;
+use crate::config::Config;
 use crate::http1::{self, Framing, RequestHead};
 use crate::state::Persisted;
 use crate::system::logging::Repeats;
@@ -20,9 +27,11 @@ use base64::engine::general_purpose::STANDARD_NO_PAD;
 use base64::Engine;
 use conn::{Conn, Incoming};
 use console::Kind;
+use std::any::Any;
 use std::io;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::io::DuplexStream;
 
 /// On every answer but `/key`'s. API version `2` (the Go agent's) enables the volume browser
@@ -46,22 +55,71 @@ pub struct Api {
     key: EdgeKey,
     persisted: Arc<Persisted>,
     refused: Mutex<Repeats>,
+    browser: browse::Browser,
+    hub: dockerhub::DockerHub,
 }
 
 impl Api {
     pub fn new(
         verifier: Verifier,
-        docker: PathBuf,
+        config: &Config,
         key: EdgeKey,
         persisted: Arc<Persisted>,
     ) -> Api {
+        let browser = browse::Browser {
+            host: config.host_browser,
+            upload_max: config.upload_max,
+            staging: config.data_path.join("uploads"),
+            docker: config.docker_socket.clone(),
+        };
+        browser.clean_staging();
         Api {
             verifier,
-            docker,
+            docker: config.docker_socket.clone(),
             key,
             persisted,
             refused: Mutex::new(Repeats::default()),
+            browser,
+            hub: dockerhub::DockerHub::new(&config.proxies),
         }
+    }
+}
+
+/// A blocking call (file system, Docker's client, sysfs) that takes longer is abandoned.
+const BLOCKING_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs `f` on one of the runtime's blocking threads, for at most [`BLOCKING_TIMEOUT`].
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> io::Result<T> {
+    blocking_within(BLOCKING_TIMEOUT, f).await
+}
+
+/// The same for at most `limit`.
+async fn blocking_within<T: Send + 'static>(
+    limit: Duration,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<T> {
+    let out = run_blocking(
+        limit,
+        Box::new(move || Box::new(f()) as Box<dyn Any + Send>),
+    )
+    .await?;
+    out.downcast::<T>()
+        .map(|value| *value)
+        .map_err(|_| io::Error::other("a blocking call returned another type"))
+}
+
+/// A blocking job with its result type erased: tokio's task machinery is instantiated once
+/// for all of them, not once per closure (a few KiB of binary each).
+type Job = Box<dyn FnOnce() -> Box<dyn Any + Send> + Send>;
+
+async fn run_blocking(limit: Duration, job: Job) -> io::Result<Box<dyn Any + Send>> {
+    match tokio::time::timeout(limit, tokio::task::spawn_blocking(job)).await {
+        Ok(Ok(value)) => Ok(value),
+        Ok(Err(e)) => Err(io::Error::other(e.to_string())),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!("no answer within {limit:?} (a hung file system or peer?)"),
+        )),
     }
 }
 
@@ -103,6 +161,7 @@ async fn route(api: &Api, conn: &mut Conn, head: &RequestHead) -> io::Result<Nex
         return key(api, conn, head, after_error).await;
     }
     let path = strip_version(head.path());
+    let v1 = path.starts_with("/v1/");
     let route = path
         .strip_prefix("/v1")
         .or_else(|| path.strip_prefix("/v2"))
@@ -173,7 +232,17 @@ async fn route(api: &Api, conn: &mut Conn, head: &RequestHead) -> io::Result<Nex
             )
             .await
         }
-        r if ["/websocket", "/host", "/browse", "/dockerhub", "/kubernetes"]
+        "/host/info" => host_info(conn, head, after_error).await,
+        "/dockerhub" => dockerhub::serve(&api.hub, conn, head).await,
+        r if r.starts_with("/browse/") => browse::serve(&api.browser, conn, head, r, v1).await,
+        r if ["/host", "/browse", "/dockerhub"]
+            .iter()
+            .any(|p| r.starts_with(p)) =>
+        {
+            let details = format!("no route {r}");
+            reply(conn, 404, "Not found", &details, after_error).await
+        }
+        r if ["/websocket", "/kubernetes"]
             .iter()
             .any(|p| r.starts_with(p)) =>
         {
@@ -181,7 +250,7 @@ async fn route(api: &Api, conn: &mut Conn, head: &RequestHead) -> io::Result<Nex
                 conn,
                 501,
                 "Not supported by edge-agent",
-                "This agent proxies the Docker API and the console; host, volume browser, Docker Hub and Kubernetes routes are not served",
+                "This agent serves Docker standalone: Kubernetes routes are not served",
                 after_error,
             )
             .await
@@ -192,6 +261,38 @@ async fn route(api: &Api, conn: &mut Conn, head: &RequestHead) -> io::Result<Nex
                 None => path.to_owned(),
             };
             proxy::forward(conn, head, &target, &api.docker).await
+        }
+    }
+}
+
+/// `GET /host/info` from the host's sysfs; a disk listing error is Go's `500`.
+async fn host_info(conn: &mut Conn, head: &RequestHead, after_error: Next) -> io::Result<Next> {
+    if head.method != "GET" {
+        return reply(
+            conn,
+            405,
+            "Method not allowed",
+            "Method not allowed",
+            after_error,
+        )
+        .await;
+    }
+    let info = blocking(|| host::info(std::path::Path::new("/")))
+        .await
+        .and_then(|read| read)
+        .and_then(|info| serde_json::to_string(&info).map_err(io::Error::other));
+    match info {
+        Ok(body) => respond(conn, 200, &body, Next::KeepAlive).await,
+        Err(e) => {
+            let details = e.to_string();
+            reply(
+                conn,
+                500,
+                "Unable to retrieve host information",
+                &details,
+                after_error,
+            )
+            .await
         }
     }
 }

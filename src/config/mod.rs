@@ -31,7 +31,10 @@ pub struct Var {
 impl Var {
     /// A switch: `--flag` alone means true, `--no-flag` false.
     pub fn is_bool(&self) -> bool {
-        matches!(self.env, "EDGE_INSECURE_POLL" | "EDGE_TUNNEL")
+        matches!(
+            self.env,
+            "EDGE_INSECURE_POLL" | "EDGE_TUNNEL" | "EDGE_HOST_BROWSER"
+        )
     }
 }
 
@@ -65,6 +68,18 @@ pub const VARS: &[Var] = &[
         flag: "edge-tunnel",
         default: "true",
         help: "open the reverse tunnel when Portainer asks",
+    },
+    Var {
+        env: "EDGE_HOST_BROWSER",
+        flag: "host-browser",
+        default: "true",
+        help: "let Portainer browse, download and change any file of the host (volumes are always browsable)",
+    },
+    Var {
+        env: "EDGE_UPLOAD_MAX",
+        flag: "upload-max",
+        default: "1G",
+        help: "largest file Portainer may upload to a volume or the host (bytes, or K, M, G)",
     },
     Var {
         env: "AGENT_SECRET",
@@ -246,6 +261,8 @@ pub struct Config {
     pub insecure_poll: bool,
     pub inactivity_timeout: Duration,
     pub tunnel: bool,
+    pub host_browser: bool,
+    pub upload_max: u64,
     pub agent_secret: Option<String>,
     pub log_level: LevelFilter,
     pub data_path: PathBuf,
@@ -419,6 +436,19 @@ impl Config {
         };
         let insecure_poll = boolean("EDGE_INSECURE_POLL");
         let tunnel = boolean("EDGE_TUNNEL");
+        let host_browser = boolean("EDGE_HOST_BROWSER");
+        let upload_max = problems
+            .take(
+                parse_size(parsed("EDGE_UPLOAD_MAX"))
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        invalid(
+                            "EDGE_UPLOAD_MAX",
+                            "expected a size in bytes, or with K, M or G (powers of 1024), e.g. 512M",
+                        )
+                    }),
+            )
+            .unwrap_or_default();
         let inactivity_timeout = problems
             .take(
                 duration::parse(parsed("EDGE_INACTIVITY_TIMEOUT"))
@@ -520,6 +550,8 @@ impl Config {
             insecure_poll,
             inactivity_timeout,
             tunnel,
+            host_browser,
+            upload_max,
             agent_secret: get("AGENT_SECRET").map(|(v, _)| v.to_owned()),
             log_level,
             data_path,
@@ -555,6 +587,22 @@ fn default_of(name: &str) -> &'static str {
         .find(|v| v.env == name)
         .map(|v| v.default)
         .unwrap_or("")
+}
+
+/// `123`, `64K`, `512M`, `2G` (powers of 1024).
+fn parse_size(s: &str) -> Option<u64> {
+    let (digits, unit) = match s.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
+        Some((at, _)) => s.split_at(at),
+        None => (s, ""),
+    };
+    let shift = match unit.to_ascii_uppercase().as_str() {
+        "" | "B" => 0,
+        "K" | "KB" | "KIB" => 10,
+        "M" | "MB" | "MIB" => 20,
+        "G" | "GB" | "GIB" => 30,
+        _ => return None,
+    };
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
 /// Go's `strconv.ParseBool`, which kingpin uses for the Go agent's boolean settings.
@@ -616,7 +664,8 @@ mod tests {
         let (_f, choice) = file("");
         let c = Config::load(choice, env_of(&[]), &[]).unwrap();
         assert!(c.edge_key.is_none() && c.edge_id.is_none());
-        assert!(!c.insecure_poll && c.tunnel);
+        assert!(!c.insecure_poll && c.tunnel && c.host_browser);
+        assert_eq!(c.upload_max, 1 << 30);
         assert_eq!(c.inactivity_timeout, Duration::from_secs(300));
         assert_eq!(c.log_level, LevelFilter::Info);
         assert_eq!(c.data_path, PathBuf::from("/var/lib/edge-agent"));
@@ -668,6 +717,9 @@ mod tests {
 
         for (name, value, hint) in [
             ("EDGE_INSECURE_POLL", "yes", "true or false"),
+            ("EDGE_HOST_BROWSER", "off", "true or false"),
+            ("EDGE_UPLOAD_MAX", "1T", "K, M or G"),
+            ("EDGE_UPLOAD_MAX", "0", "K, M or G"),
             ("LOG_LEVEL", "TRACE", "ERROR, WARN, INFO or DEBUG"),
             ("DATA_PATH", "data", "absolute path"),
             ("DOCKER_HOST", "tcp://1.2.3.4:2375", "unix://"),
@@ -736,6 +788,17 @@ mod tests {
             "{:?}",
             c.warnings
         );
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("512"), Some(512));
+        assert_eq!(parse_size("64K"), Some(64 << 10));
+        assert_eq!(parse_size("512m"), Some(512 << 20));
+        assert_eq!(parse_size("2GiB"), Some(2 << 30));
+        assert_eq!(parse_size("1.5G"), None);
+        assert_eq!(parse_size("G"), None);
+        assert_eq!(parse_size("99999999999G"), None);
     }
 
     #[test]

@@ -113,7 +113,7 @@ pub struct ImageInspect {
     pub architecture: String,
 }
 
-/// An item of `GET /volumes`.
+/// An item of `GET /volumes`, and `GET /volumes/{name}`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct Volume {
@@ -383,6 +383,12 @@ impl Client {
         }
         let list: List = self.call("GET", "/volumes", None, &[200])?.json()?;
         Ok(list.volumes)
+    }
+
+    /// `GET /volumes/{name}`: where the volume's files are (`Mountpoint`).
+    pub fn inspect_volume(&self, name: &str) -> Result<Volume, Error> {
+        let path = format!("/volumes/{}", encode(name));
+        self.call("GET", &path, None, &[200])?.json()
     }
 
     pub fn networks(&self) -> Result<Vec<Network>, Error> {

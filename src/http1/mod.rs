@@ -11,7 +11,7 @@ mod request;
 mod response;
 
 pub use chunked::ChunkedDecoder;
-pub use request::{parse_request_head, write_request_head, RequestHead};
+pub use request::{parse_request_head, percent_decode, write_request_head, RequestHead};
 pub use response::{framing, parse_response_head, Framing, ResponseHead};
 
 use std::fmt;
@@ -31,6 +31,7 @@ pub fn reason(status: u16) -> &'static str {
         404 => "Not Found",
         405 => "Method Not Allowed",
         409 => "Conflict",
+        413 => "Content Too Large",
         500 => "Internal Server Error",
         501 => "Not Implemented",
         502 => "Bad Gateway",

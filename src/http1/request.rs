@@ -39,6 +39,12 @@ impl RequestHead {
             .map(|(_, v)| v)
     }
 
+    /// The value of query parameter `name` as Go's `URL.Query` reads it: `+` is a space and
+    /// `%XX` escapes are decoded; `None` when absent or not valid.
+    pub fn query_decoded(&self, name: &str) -> Option<String> {
+        percent_decode(&self.query(name)?.replace('+', " "))
+    }
+
     /// How the body ends: a request body is chunked, has a length, or is absent (it never runs
     /// to the end of the connection).
     pub fn body(&self) -> Result<Framing, Error> {
@@ -54,6 +60,24 @@ impl RequestHead {
             Some(n) => Framing::Length(n),
         })
     }
+}
+
+/// `%XX` escapes decoded; `None` for a broken escape or a result that is not UTF-8.
+pub fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
 }
 
 /// Parses a request head at the start of `buf`. `Ok(None)`: incomplete, read more (unless
@@ -126,6 +150,21 @@ fn is_token(b: u8) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn query_values_decode_as_go_does() {
+        let text =
+            "GET /browse/ls?path=%2Fhost%2Fmy+dir%2F%C3%A9&bad=%zz&raw=a%2Bb HTTP/1.1\r\n\r\n";
+        let head = parse_request_head(text.as_bytes(), 1024).unwrap().unwrap();
+        assert_eq!(
+            head.query_decoded("path").as_deref(),
+            Some("/host/my dir/é")
+        );
+        assert_eq!(head.query_decoded("raw").as_deref(), Some("a+b"));
+        assert_eq!(head.query_decoded("bad"), None);
+        assert_eq!(percent_decode("%ff"), None, "not UTF-8");
+        assert_eq!(percent_decode("a%2"), None);
+    }
 
     #[test]
     fn reads_a_request_head_and_its_body_framing() {

@@ -231,7 +231,9 @@ fn supervise(
     activity: Arc<Activity>,
     mut stop: watch::Receiver<bool>,
 ) {
+    // Blocking threads serve the agent API's file system and sysfs calls, a few at a time.
     let runtime = match tokio::runtime::Builder::new_current_thread()
+        .max_blocking_threads(4)
         .enable_io()
         .enable_time()
         .build()
