@@ -123,6 +123,8 @@ pub struct Up {
     phase: Phase,
     observed: Vec<Observed>,
     observations: u32,
+    /// Images, networks and volumes are done.
+    prepared: bool,
     image_ids: BTreeMap<String, String>,
     pulled: BTreeMap<String, Duration>,
     /// `(network, connect body)` still to do for a created container, before it starts.
@@ -159,6 +161,7 @@ impl Up {
             phase: Phase::Observe,
             observed: Vec::new(),
             observations: 0,
+            prepared: false,
             image_ids: BTreeMap::new(),
             pulled: BTreeMap::new(),
             connects: Vec::new(),
@@ -239,8 +242,9 @@ impl Up {
                 })
             })
             .collect();
-        // Images are resolved once per converge; after a re-observation go on where we were.
-        self.phase = if self.image_ids.len() == self.images.len() {
+        // Images, networks and volumes are done once per converge; after a re-observation the
+        // services are taken again from the first.
+        self.phase = if self.prepared {
             Phase::Services(0)
         } else {
             Phase::Images(0)
@@ -354,6 +358,7 @@ impl Up {
             .nth(i)
             .map(|(k, v)| (k.clone(), v.clone()))
         else {
+            self.prepared = true;
             self.phase = Phase::Services(0);
             return Ok(());
         };
