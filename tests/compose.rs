@@ -89,6 +89,7 @@ services:
     networks: [front, default]
     volumes:
       - ./html:/www:ro
+      - /cache
     env_file: web.env
     environment:
       GREETING: ${GREETING:-hello}
@@ -184,13 +185,18 @@ fn project_up_change_orphan_and_down() {
         format!("[\"{}/html:/www:ro\"]", stack.dir.path().display())
     );
 
-    // A changed service is recreated, the others are left running untouched.
+    // A changed service is recreated, the others are left running untouched; the recreated
+    // container keeps its anonymous volume.
+    let out = docker(&["exec", &web, "busybox", "sh", "-c", "echo kept > /cache/f"]);
+    assert!(out.status.success(), "{out:?}");
     let before = stack.ids();
     compose::up(&client, &stack.load(&[("GREETING", "changed")])).unwrap();
     let after = stack.ids();
     assert_ne!(before["web"], after["web"], "web's environment changed");
     assert_eq!(before["db"], after["db"], "db did not change");
     assert!(inspect("container", &web, "{{json .Config.Env}}").contains("GREETING=changed"));
+    let out = docker(&["exec", &web, "busybox", "cat", "/cache/f"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n", "{out:?}");
 
     // A service removed from the file is an orphan: removed.
     stack.write(
