@@ -297,3 +297,35 @@ fn an_interrupted_up_is_completed_and_a_second_up_changes_nothing() {
     assert_eq!(up.changes(), 0, "a second up changes nothing");
     assert_eq!(stack.ids(), ids);
 }
+
+#[test]
+fn a_missing_image_is_pulled_and_a_failed_pull_names_it() {
+    let Some(client) = engine() else { return };
+    let stack = Stack::new(&client, "pull");
+    // Nothing listens on 127.0.0.1:9: the pull fails, and nothing is created.
+    stack.write(
+        "compose.yaml",
+        "services:\n  app:\n    image: 127.0.0.1:9/edge-agent-test/nothing:1\n    network_mode: none\n",
+    );
+    let e = compose::up(&client, &stack.load(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("cannot pull image 127.0.0.1:9/edge-agent-test/nothing:1: ")
+            && e.contains("127.0.0.1:9"),
+        "{e}"
+    );
+    assert!(stack.ids().is_empty());
+    // pull_policy: never does not try.
+    stack.write(
+        "compose.yaml",
+        "services:\n  app:\n    image: 127.0.0.1:9/edge-agent-test/nothing:1\n    pull_policy: never\n",
+    );
+    let e = compose::up(&client, &stack.load(&[]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "cannot pull image 127.0.0.1:9/edge-agent-test/nothing:1: it is not on this machine and pull_policy is never"
+    );
+}
