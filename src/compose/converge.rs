@@ -30,7 +30,8 @@ pub enum Step {
 
 #[derive(Debug)]
 pub enum UpError {
-    Docker(docker::Error),
+    /// Boxed: a small `Result` keeps every step's code small.
+    Docker(Box<docker::Error>),
     Pull {
         image: String,
         message: String,
@@ -86,7 +87,7 @@ impl std::error::Error for UpError {}
 
 impl From<docker::Error> for UpError {
     fn from(e: docker::Error) -> Self {
-        UpError::Docker(e)
+        UpError::Docker(Box::new(e))
     }
 }
 

@@ -63,10 +63,17 @@ pub fn load(source: &Source) -> Result<Project, LoadError> {
 
 /// [`load`] with files read by `read` (the pipeline is otherwise pure: fuzzing and tests).
 pub fn load_with(source: &Source, read: ReadFile) -> Result<Project, LoadError> {
+    pipeline(source, read).map_err(|e| *e)
+}
+
+/// Errors are boxed inside the pipeline: they are rare, and a small `Result` keeps the code small.
+type Fail = Box<LoadError>;
+
+fn pipeline(source: &Source, read: ReadFile) -> Result<Project, Fail> {
     let file = match source.files.as_slice() {
         [file] => source.working_dir.join(file),
         _ => {
-            return Err(LoadError {
+            return Err(Box::new(LoadError {
                 file: source.working_dir.clone(),
                 line: None,
                 path: String::new(),
@@ -74,23 +81,27 @@ pub fn load_with(source: &Source, read: ReadFile) -> Result<Project, LoadError> 
                 "{} compose files given: this engine reads exactly one (merge overrides into it)",
                 source.files.len()
             ),
-            })
+            }))
         }
     };
-    let fail = |file: &Path, message: String| LoadError {
-        file: file.to_owned(),
-        line: None,
-        path: String::new(),
-        message,
+    let fail = |file: &Path, message: String| {
+        Box::new(LoadError {
+            file: file.to_owned(),
+            line: None,
+            path: String::new(),
+            message,
+        })
     };
     let text = read(&file)
         .and_then(|text| text.ok_or_else(|| "not found".to_owned()))
         .map_err(|m| fail(&file, m))?;
-    let root = yaml::parse(&text).map_err(|e| LoadError {
-        file: file.clone(),
-        line: Some(e.line),
-        path: String::new(),
-        message: format!("not valid YAML: {}", e.message),
+    let root = yaml::parse(&text).map_err(|e| {
+        Box::new(LoadError {
+            file: file.clone(),
+            line: Some(e.line),
+            path: String::new(),
+            message: format!("not valid YAML: {}", e.message),
+        })
     })?;
 
     let mut env = source.environment.clone();
@@ -105,12 +116,12 @@ pub fn load_with(source: &Source, read: ReadFile) -> Result<Project, LoadError> 
         let caller = source.environment.clone();
         let entries =
             read_env_file(read, path, &|k| caller.get(k).cloned()).map_err(|(line, m)| {
-                LoadError {
+                Box::new(LoadError {
                     file: path.clone(),
                     line,
                     path: String::new(),
                     message: m,
-                }
+                })
             })?;
         if entries.is_none() && *required {
             return Err(fail(path, "env file not found".into()));
@@ -217,11 +228,7 @@ pub fn load_with(source: &Source, read: ReadFile) -> Result<Project, LoadError> 
 }
 
 /// `-p`, else `name:`, else `COMPOSE_PROJECT_NAME`, else the folder's name normalised.
-fn project_name(
-    ctx: &mut Ctx,
-    source: &Source,
-    top: &[(String, Node)],
-) -> Result<String, LoadError> {
+fn project_name(ctx: &mut Ctx, source: &Source, top: &[(String, Node)]) -> Result<String, Fail> {
     let (name, what) = if !source.project_name.is_empty() {
         (source.project_name.clone(), "project name")
     } else if let Some((_, node)) = top.iter().find(|(k, _)| k == "name") {
@@ -242,7 +249,7 @@ fn project_name(
         (normalize_project_name(&base), "the project folder's name")
     };
     if name.is_empty() || name != normalize_project_name(&name) {
-        return Err(LoadError {
+        return Err(Box::new(LoadError {
             file: ctx.file.to_owned(),
             line: None,
             path: String::new(),
@@ -250,7 +257,7 @@ fn project_name(
                 "invalid project name {name:?} ({what}): it must be lower case letters, digits, _ and -, starting with a letter or digit (try {:?})",
                 normalize_project_name(&name)
             ),
-        });
+        }));
     }
     Ok(name)
 }
@@ -300,17 +307,17 @@ struct Ctx<'a> {
 type Entries<'n> = Vec<(&'n str, &'n Node, String)>;
 
 impl Ctx<'_> {
-    fn err(&self, node: &Node, path: &str, message: impl Into<String>) -> LoadError {
-        LoadError {
+    fn err(&self, node: &Node, path: &str, message: impl Into<String>) -> Fail {
+        Box::new(LoadError {
             file: self.file.to_owned(),
             line: Some(node.line),
             path: path.to_owned(),
             message: message.into(),
-        }
+        })
     }
 
     /// `node` with every scalar value (not key) substituted; `x-*` subtrees are left alone.
-    fn interpolate(&mut self, node: &Node, path: &str) -> Result<Node, LoadError> {
+    fn interpolate(&mut self, node: &Node, path: &str) -> Result<Node, Fail> {
         let value = match &node.value {
             Value::Null => Value::Null,
             Value::Scalar(text, plain) => {
@@ -335,7 +342,7 @@ impl Ctx<'_> {
                     .iter()
                     .map(|(key, item)| {
                         if key.starts_with("x-") {
-                            return Ok((key.clone(), item.clone()));
+                            return Ok::<_, Fail>((key.clone(), item.clone()));
                         }
                         Ok((key.clone(), self.interpolate(item, &join(path, key))?))
                     })
@@ -348,7 +355,7 @@ impl Ctx<'_> {
         })
     }
 
-    fn entries<'n>(&self, node: &'n Node, path: &str) -> Result<Entries<'n>, LoadError> {
+    fn entries<'n>(&self, node: &'n Node, path: &str) -> Result<Entries<'n>, Fail> {
         match &node.value {
             Value::Map(entries) => Ok(entries
                 .iter()
@@ -359,7 +366,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn items<'n>(&self, node: &'n Node, path: &str) -> Result<Vec<(&'n Node, String)>, LoadError> {
+    fn items<'n>(&self, node: &'n Node, path: &str) -> Result<Vec<(&'n Node, String)>, Fail> {
         match &node.value {
             Value::Seq(items) => Ok(items
                 .iter()
@@ -370,7 +377,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn string(&self, node: &Node, path: &str) -> Result<String, LoadError> {
+    fn string(&self, node: &Node, path: &str) -> Result<String, Fail> {
         match &node.value {
             Value::Scalar(text, _) => Ok(text.clone()),
             _ => Err(self.err(node, path, "expected a string")),
@@ -378,7 +385,7 @@ impl Ctx<'_> {
     }
 
     /// A string, or a list of strings.
-    fn strings(&self, node: &Node, path: &str) -> Result<Vec<String>, LoadError> {
+    fn strings(&self, node: &Node, path: &str) -> Result<Vec<String>, Fail> {
         match &node.value {
             Value::Scalar(text, _) => Ok(vec![text.clone()]),
             Value::Seq(_) => self
@@ -391,14 +398,14 @@ impl Ctx<'_> {
         }
     }
 
-    fn list(&self, node: &Node, path: &str) -> Result<Vec<String>, LoadError> {
+    fn list(&self, node: &Node, path: &str) -> Result<Vec<String>, Fail> {
         if matches!(node.value, Value::Scalar(..)) {
             return Err(self.err(node, path, "expected a list of strings"));
         }
         self.strings(node, path)
     }
 
-    fn bool(&self, node: &Node, path: &str) -> Result<bool, LoadError> {
+    fn bool(&self, node: &Node, path: &str) -> Result<bool, Fail> {
         let text = self.string(node, path).unwrap_or_default();
         match text.to_ascii_lowercase().as_str() {
             "true" | "yes" | "y" | "on" => Ok(true),
@@ -407,14 +414,14 @@ impl Ctx<'_> {
         }
     }
 
-    fn int(&self, node: &Node, path: &str) -> Result<i64, LoadError> {
+    fn int(&self, node: &Node, path: &str) -> Result<i64, Fail> {
         let text = self.string(node, path).unwrap_or_default();
         text.trim()
             .parse()
             .map_err(|_| self.err(node, path, format!("expected a whole number, not {text:?}")))
     }
 
-    fn float(&self, node: &Node, path: &str) -> Result<f64, LoadError> {
+    fn float(&self, node: &Node, path: &str) -> Result<f64, Fail> {
         let text = self.string(node, path).unwrap_or_default();
         text.trim()
             .parse()
@@ -424,7 +431,7 @@ impl Ctx<'_> {
     }
 
     /// Go duration syntax (`1m30s`), in nanoseconds.
-    fn duration(&self, node: &Node, path: &str) -> Result<u64, LoadError> {
+    fn duration(&self, node: &Node, path: &str) -> Result<u64, Fail> {
         let text = self.string(node, path)?;
         duration::parse(&text)
             .map(|d| d.as_nanos().min(u64::MAX.into()) as u64)
@@ -439,7 +446,7 @@ impl Ctx<'_> {
 
     /// `1024`, `512k`, `64m`, `1.5g` (binary units, optional `b`), as Docker's go-units reads
     /// memory sizes; `-1` for "unlimited" where Docker takes it.
-    fn bytes(&self, node: &Node, path: &str) -> Result<i64, LoadError> {
+    fn bytes(&self, node: &Node, path: &str) -> Result<i64, Fail> {
         let text = self.string(node, path)?;
         let lower = text.trim().to_ascii_lowercase();
         if lower == "-1" {
@@ -468,7 +475,7 @@ impl Ctx<'_> {
     }
 
     /// A mapping of scalars, or a list of `KEY=value` (`KEY` alone: `None`).
-    fn dict(&self, node: &Node, path: &str) -> Result<Vec<(String, Option<String>)>, LoadError> {
+    fn dict(&self, node: &Node, path: &str) -> Result<Vec<(String, Option<String>)>, Fail> {
         match &node.value {
             Value::Map(_) => self
                 .entries(node, path)?
@@ -498,7 +505,7 @@ impl Ctx<'_> {
     }
 
     /// [`Ctx::dict`] with bare keys as empty values.
-    fn string_map(&self, node: &Node, path: &str) -> Result<BTreeMap<String, String>, LoadError> {
+    fn string_map(&self, node: &Node, path: &str) -> Result<BTreeMap<String, String>, Fail> {
         Ok(self
             .dict(node, path)?
             .into_iter()
@@ -518,7 +525,7 @@ impl Ctx<'_> {
         clean(&path)
     }
 
-    fn unknown(&self, node: &Node, path: &str) -> LoadError {
+    fn unknown(&self, node: &Node, path: &str) -> Fail {
         self.err(node, path, "unknown key")
     }
 }
@@ -556,7 +563,7 @@ fn extended(
     node: &Node,
     path: &str,
     depth: usize,
-) -> Result<Node, LoadError> {
+) -> Result<Node, Fail> {
     let Value::Map(entries) = &node.value else {
         return Err(ctx.err(node, path, "expected a mapping (the service's settings)"));
     };
@@ -660,12 +667,7 @@ const UNSUPPORTED: &[&str] = &[
     "volume_driver",
 ];
 
-fn service(
-    ctx: &mut Ctx,
-    project: &Project,
-    node: &Node,
-    path: &str,
-) -> Result<Service, LoadError> {
+fn service(ctx: &mut Ctx, project: &Project, node: &Node, path: &str) -> Result<Service, Fail> {
     let mut s = Service {
         pull_policy: "missing".into(),
         scale: 1,
@@ -942,12 +944,12 @@ fn service(
         let env = ctx.env;
         let entries =
             read_env_file(ctx.read, &full, &|k| env.get(k).cloned()).map_err(|(line, m)| {
-                LoadError {
+                Box::new(LoadError {
                     file: full.clone(),
                     line,
                     path: String::new(),
                     message: m,
-                }
+                })
             })?;
         match entries {
             Some(entries) => s.environment.extend(entries),
@@ -976,7 +978,7 @@ fn service(
 
 /// `command` and `entrypoint`: a string is split as a shell would (no expansion), a list is
 /// taken as it is.
-fn words(ctx: &Ctx, node: &Node, path: &str) -> Result<Vec<String>, LoadError> {
+fn words(ctx: &Ctx, node: &Node, path: &str) -> Result<Vec<String>, Fail> {
     match &node.value {
         Value::Scalar(text, _) => split_words(text).map_err(|m| ctx.err(node, path, m)),
         Value::Null => Ok(Vec::new()),
@@ -1053,7 +1055,7 @@ fn env_file_list<'n>(
     ctx: &Ctx,
     node: &'n Node,
     path: &str,
-) -> Result<Vec<(String, bool, &'n Node, String)>, LoadError> {
+) -> Result<Vec<(String, bool, &'n Node, String)>, Fail> {
     if let Value::Scalar(..) = node.value {
         return Ok(vec![(ctx.string(node, path)?, true, node, path.to_owned())]);
     }
@@ -1086,7 +1088,7 @@ fn range(text: &str) -> Option<(u16, u16)> {
 }
 
 /// `[ip:][host[-range]:]container[-range][/protocol]`, or the long form.
-fn port(ctx: &Ctx, node: &Node, path: &str) -> Result<Vec<Port>, LoadError> {
+fn port(ctx: &Ctx, node: &Node, path: &str) -> Result<Vec<Port>, Fail> {
     if let Value::Map(_) = node.value {
         let mut port = Port {
             protocol: "tcp".into(),
@@ -1182,7 +1184,7 @@ const PROPAGATIONS: &[&str] = &[
 ];
 
 /// `[source:]target[:options]` or the long form.
-fn mount(ctx: &Ctx, project: &Project, node: &Node, path: &str) -> Result<Mount, LoadError> {
+fn mount(ctx: &Ctx, project: &Project, node: &Node, path: &str) -> Result<Mount, Fail> {
     let mut m = Mount::default();
     if let Value::Map(_) = node.value {
         let mut kind = None;
@@ -1307,7 +1309,7 @@ fn service_networks(
     project: &Project,
     node: &Node,
     path: &str,
-) -> Result<BTreeMap<String, ServiceNetwork>, LoadError> {
+) -> Result<BTreeMap<String, ServiceNetwork>, Fail> {
     let mut out = BTreeMap::new();
     let check = |key: &str, n: &Node, p: &str| {
         if key == "default" || project.networks.contains_key(key) {
@@ -1345,11 +1347,7 @@ fn service_networks(
     Ok(out)
 }
 
-fn depends_on(
-    ctx: &Ctx,
-    node: &Node,
-    path: &str,
-) -> Result<BTreeMap<String, Dependency>, LoadError> {
+fn depends_on(ctx: &Ctx, node: &Node, path: &str) -> Result<BTreeMap<String, Dependency>, Fail> {
     let mut out = BTreeMap::new();
     let started = Dependency {
         condition: Condition::Started,
@@ -1384,7 +1382,7 @@ fn depends_on(
     Ok(out)
 }
 
-fn healthcheck(ctx: &Ctx, node: &Node, path: &str) -> Result<Option<Healthcheck>, LoadError> {
+fn healthcheck(ctx: &Ctx, node: &Node, path: &str) -> Result<Option<Healthcheck>, Fail> {
     let mut h = Healthcheck::default();
     let mut disable = false;
     for (k, n, p) in ctx.entries(node, path)? {
@@ -1420,7 +1418,7 @@ fn healthcheck(ctx: &Ctx, node: &Node, path: &str) -> Result<Option<Healthcheck>
 }
 
 /// A list of `host:ip` or `host=ip`, or a mapping host → ip (or list of ips); as `host:ip`.
-fn extra_hosts(ctx: &Ctx, node: &Node, path: &str) -> Result<Vec<String>, LoadError> {
+fn extra_hosts(ctx: &Ctx, node: &Node, path: &str) -> Result<Vec<String>, Fail> {
     let mut out = Vec::new();
     if let Value::Map(_) = node.value {
         for (host, n, p) in ctx.entries(node, path)? {
@@ -1441,7 +1439,7 @@ fn extra_hosts(ctx: &Ctx, node: &Node, path: &str) -> Result<Vec<String>, LoadEr
     Ok(out)
 }
 
-fn count(ctx: &Ctx, node: &Node, path: &str) -> Result<u32, LoadError> {
+fn count(ctx: &Ctx, node: &Node, path: &str) -> Result<u32, Fail> {
     let n = ctx.int(node, path)?;
     u32::try_from(n).map_err(|_| ctx.err(node, path, "expected a count of 0 or more"))
 }
@@ -1453,7 +1451,7 @@ fn deploy(
     s: &mut Service,
     replicas: &mut Option<u32>,
     restart: &mut Option<String>,
-) -> Result<(), LoadError> {
+) -> Result<(), Fail> {
     for (k, n, p) in ctx.entries(node, path)? {
         match k {
             "replicas" => *replicas = Some(count(ctx, n, &p)?),
@@ -1518,7 +1516,7 @@ fn deploy(
     Ok(())
 }
 
-fn device_request(ctx: &Ctx, node: &Node, path: &str) -> Result<DeviceRequest, LoadError> {
+fn device_request(ctx: &Ctx, node: &Node, path: &str) -> Result<DeviceRequest, Fail> {
     let mut d = DeviceRequest::default();
     for (k, n, p) in ctx.entries(node, path)? {
         match k {
@@ -1541,7 +1539,7 @@ fn device_request(ctx: &Ctx, node: &Node, path: &str) -> Result<DeviceRequest, L
     Ok(d)
 }
 
-fn file_ref(ctx: &Ctx, node: &Node, path: &str) -> Result<(String, String), LoadError> {
+fn file_ref(ctx: &Ctx, node: &Node, path: &str) -> Result<(String, String), Fail> {
     if let Value::Scalar(..) = node.value {
         return Ok((ctx.string(node, path)?, String::new()));
     }
@@ -1574,7 +1572,7 @@ fn network(
     node: &Node,
     path: &str,
     project: &str,
-) -> Result<Network, LoadError> {
+) -> Result<Network, Fail> {
     let mut net = Network::default();
     let mut name = None;
     for (k, n, p) in ctx.entries(node, path)? {
@@ -1627,7 +1625,7 @@ fn volume(
     node: &Node,
     path: &str,
     project: &str,
-) -> Result<Volume, LoadError> {
+) -> Result<Volume, Fail> {
     let mut vol = Volume::default();
     let mut name = None;
     for (k, n, p) in ctx.entries(node, path)? {
@@ -1645,7 +1643,7 @@ fn volume(
     Ok(vol)
 }
 
-fn file_object(ctx: &mut Ctx, node: &Node, path: &str) -> Result<FileObject, LoadError> {
+fn file_object(ctx: &mut Ctx, node: &Node, path: &str) -> Result<FileObject, Fail> {
     let mut file = None;
     for (k, n, p) in ctx.entries(node, path)? {
         match k {
@@ -1662,7 +1660,7 @@ fn file_object(ctx: &mut Ctx, node: &Node, path: &str) -> Result<FileObject, Loa
 }
 
 /// The default network, implicit dependencies, profiles, and the checks across services.
-fn normalize(ctx: &mut Ctx, project: &mut Project, nodes: &Entries) -> Result<(), LoadError> {
+fn normalize(ctx: &mut Ctx, project: &mut Project, nodes: &Entries) -> Result<(), Fail> {
     let node_of = |name: &str| {
         nodes
             .iter()
