@@ -270,10 +270,13 @@ impl Up {
         match self.call(false, || docker.inspect_image(&image)) {
             Ok(inspect) => {
                 if let Some(took) = self.pulled.get(&image) {
+                    let (mb, ms) = (inspect.size.max(0) / 100_000, took.as_millis() / 100);
                     log::info!(
-                        "pulled image {image} ({:.1} MB, {:.1} s)",
-                        inspect.size as f64 / 1e6,
-                        took.as_secs_f64()
+                        "pulled image {image} ({}.{} MB, {}.{} s)",
+                        mb / 10,
+                        mb % 10,
+                        ms / 10,
+                        ms % 10
                     );
                 }
                 self.image_ids.insert(image, inspect.id);

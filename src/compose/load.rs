@@ -421,13 +421,16 @@ impl Ctx<'_> {
             .map_err(|_| self.err(node, path, format!("expected a whole number, not {text:?}")))
     }
 
-    fn float(&self, node: &Node, path: &str) -> Result<f64, Fail> {
+    /// CPUs (`0.5`, `2`) in billionths, as Docker's `NanoCpus`.
+    fn nano_cpus(&self, node: &Node, path: &str) -> Result<i64, Fail> {
         let text = self.string(node, path).unwrap_or_default();
-        text.trim()
-            .parse()
-            .ok()
-            .filter(|f: &f64| f.is_finite() && *f >= 0.0)
-            .ok_or_else(|| self.err(node, path, format!("expected a number, not {text:?}")))
+        scaled(text.trim(), 1_000_000_000).ok_or_else(|| {
+            self.err(
+                node,
+                path,
+                format!("expected a number of CPUs, not {text:?}"),
+            )
+        })
     }
 
     /// Go duration syntax (`1m30s`), in nanoseconds.
@@ -454,18 +457,16 @@ impl Ctx<'_> {
         }
         let digits = lower.trim_end_matches(|c: char| c.is_ascii_alphabetic());
         let unit = &lower[digits.len()..];
-        let scale: f64 = match unit.trim_end_matches('b') {
-            "" => 1.0,
-            "k" => 1024.0,
-            "m" => 1024.0 * 1024.0,
-            "g" => 1024.0 * 1024.0 * 1024.0,
-            "t" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-            _ => f64::NAN,
+        let scale: u64 = match unit.trim_end_matches('b') {
+            "" => 1,
+            "k" => 1 << 10,
+            "m" => 1 << 20,
+            "g" => 1 << 30,
+            "t" => 1 << 40,
+            _ => 0,
         };
-        match digits.trim().parse::<f64>() {
-            Ok(n) if n >= 0.0 && (n * scale).is_finite() && unit.len() <= 2 => {
-                Ok((n * scale) as i64)
-            }
+        match scaled(digits.trim(), scale) {
+            Some(n) if scale > 0 && unit.len() <= 2 => Ok(n),
             _ => Err(self.err(
                 node,
                 path,
@@ -528,6 +529,28 @@ impl Ctx<'_> {
     fn unknown(&self, node: &Node, path: &str) -> Fail {
         self.err(node, path, "unknown key")
     }
+}
+
+/// A non-negative decimal (`1.5`) times `scale`, without floating point (whose parsing and
+/// printing code would cost more than this).
+fn scaled(text: &str, scale: u64) -> Option<i64> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) && !digits(fraction) || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if whole.len() > 18 {
+        return None;
+    }
+    let fraction = &fraction[..fraction.len().min(18)];
+    let whole = u128::from(whole.parse::<u64>().unwrap_or(0));
+    let part = u128::from(fraction.parse::<u64>().unwrap_or(0));
+    let value =
+        whole * u128::from(scale) + part * u128::from(scale) / 10u128.pow(fraction.len() as u32);
+    i64::try_from(value).ok()
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -809,7 +832,7 @@ fn service(ctx: &mut Ctx, project: &Project, node: &Node, path: &str) -> Result<
             "mem_limit" => s.resources.memory = ctx.bytes(n, &p)?,
             "mem_reservation" => s.resources.memory_reservation = ctx.bytes(n, &p)?,
             "memswap_limit" => s.resources.memory_swap = ctx.bytes(n, &p)?,
-            "cpus" => s.resources.nano_cpus = (ctx.float(n, &p)? * 1e9) as i64,
+            "cpus" => s.resources.nano_cpus = ctx.nano_cpus(n, &p)?,
             "cpuset" => s.resources.cpuset = ctx.string(n, &p)?,
             "cpu_shares" => s.resources.cpu_shares = ctx.int(n, &p)?,
             "pids_limit" => s.resources.pids_limit = ctx.int(n, &p)?,
@@ -1459,9 +1482,7 @@ fn deploy(
                 for (rk, rn, rp) in ctx.entries(n, &p)? {
                     for (lk, ln, lp) in ctx.entries(rn, &rp)? {
                         match (rk, lk) {
-                            ("limits", "cpus") => {
-                                s.resources.nano_cpus = (ctx.float(ln, &lp)? * 1e9) as i64
-                            }
+                            ("limits", "cpus") => s.resources.nano_cpus = ctx.nano_cpus(ln, &lp)?,
                             ("limits", "memory") => s.resources.memory = ctx.bytes(ln, &lp)?,
                             ("limits", "pids") => s.resources.pids_limit = ctx.int(ln, &lp)?,
                             ("reservations", "memory") => {
@@ -2058,6 +2079,18 @@ mod tests {
                 "0.0.0.0|8443|443/tcp"
             ]
         );
+    }
+
+    #[test]
+    fn decimals_without_floating_point() {
+        assert_eq!(scaled("1.5", 1_000_000_000), Some(1_500_000_000));
+        assert_eq!(scaled(".25", 1_000_000_000), Some(250_000_000));
+        assert_eq!(scaled("2", 1 << 30), Some(2 << 30));
+        assert_eq!(scaled("0.5", 1 << 20), Some(1 << 19));
+        assert_eq!(scaled("3.", 10), Some(30));
+        for bad in ["", ".", "-1", "1.2.3", "1e3", "x", "99999999999999999999"] {
+            assert_eq!(scaled(bad, 1000), None, "{bad}");
+        }
     }
 
     #[test]
