@@ -211,9 +211,8 @@ fn pipeline(source: &Source, read: ReadFile) -> Result<Project, Fail> {
         return Err(ctx.err(&root, "services", "missing: a compose file needs services:"));
     };
     let services = ctx.entries(services_node, "services")?;
-    let nodes: BTreeMap<&str, &Node> = services.iter().map(|(k, n, _)| (*k, *n)).collect();
     for (key, node, path) in &services {
-        let node = extended(&ctx, &nodes, key, node, path, 0)?;
+        let node = extended(&ctx, &services, key, node, path, 0)?;
         let service = service(&mut ctx, &project, &node, path)?;
         project.services.insert((*key).to_owned(), service);
     }
@@ -581,7 +580,7 @@ fn clean(path: &Path) -> String {
 /// own keys win, mappings merge key by key.
 fn extended(
     ctx: &Ctx,
-    services: &BTreeMap<&str, &Node>,
+    services: &Entries,
     key: &str,
     node: &Node,
     path: &str,
@@ -615,7 +614,7 @@ fn extended(
         }
         _ => return Err(ctx.err(spec, &spath, "expected a service name")),
     };
-    let Some(base_node) = services.get(base.as_str()) else {
+    let Some((_, base_node, _)) = services.iter().find(|(k, _, _)| *k == base) else {
         return Err(ctx.err(spec, &spath, format!("service {base:?} is not defined")));
     };
     if depth > 16 || base == key {
