@@ -938,6 +938,11 @@ fn service(ctx: &mut Ctx, project: &Project, node: &Node, path: &str) -> Result<
     if let Some(replicas) = replicas {
         s.scale = replicas;
     }
+    if !s.platform.is_empty() {
+        ctx.warnings.push(format!(
+            "{path}.platform: not used yet; images are pulled and run for the engine's platform"
+        ));
+    }
     if s.restart.is_empty() {
         if let Some(restart) = deploy_restart {
             s.restart = restart;
