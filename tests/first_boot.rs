@@ -146,11 +146,25 @@ fn output_to_a_closed_pipe_ends_quietly() {
     help.arg("--help");
     let mut version = support::agent::binary();
     version.arg("--version");
+    let project = tempfile::tempdir().unwrap();
+    std::fs::write(
+        project.path().join("compose.yaml"),
+        "services:\n  web:\n    image: busybox\n",
+    )
+    .unwrap();
+    let mut compose_config = support::agent::binary();
+    compose_config
+        .args(["compose", "config"])
+        .current_dir(project.path());
+    let mut compose_help = support::agent::binary();
+    compose_help.args(["compose", "--help"]);
     for (name, command, code) in [
         ("check", check, 1),
         ("check of a bad configuration", bad, 78),
         ("--help", help, 0),
         ("--version", version, 0),
+        ("compose config", compose_config, 0),
+        ("compose --help", compose_help, 0),
     ] {
         let (status, stderr) = with_closed_pipe(command, true);
         assert_eq!(status, Some(code), "{name}: {stderr}");

@@ -18,6 +18,7 @@
 //! compose's labels, pure), [`converge`] (`up` as steps, `down`), [`status`] (`ps`, aggregate).
 
 mod body;
+pub(crate) mod command;
 mod converge;
 mod dotenv;
 mod interpolate;
