@@ -5,6 +5,7 @@
 
 mod api;
 mod check;
+pub mod compose;
 mod config;
 pub mod docker;
 mod http1;

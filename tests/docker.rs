@@ -171,14 +171,14 @@ fn lists_the_engine_images_volumes_and_networks() {
     assert_eq!(image.os, "linux");
     assert!(image.size > 1_000_000, "busybox is in it: {image:?}");
 
-    let networks = client.networks().unwrap();
+    let networks = client.networks(&[]).unwrap();
     for name in ["none", "host"] {
         assert!(networks.iter().any(|n| n.name == name), "{networks:?}");
     }
     let volume = unique("vol");
     let out = docker(&["volume", "create", &volume]);
     assert!(out.status.success(), "{out:?}");
-    let volumes = client.volumes().unwrap();
+    let volumes = client.volumes(&[]).unwrap();
     let _ = docker(&["volume", "rm", &volume]);
     assert!(volumes.iter().any(|v| v.name == volume), "{volumes:?}");
 }

@@ -70,6 +70,15 @@ pub struct ContainerState {
     pub status: String,
     pub running: bool,
     pub exit_code: i64,
+    /// Only for a container with a healthcheck.
+    pub health: Option<Health>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct Health {
+    /// `starting`, `healthy` or `unhealthy`.
+    pub status: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -113,16 +122,18 @@ pub struct ImageInspect {
     pub architecture: String,
 }
 
-/// An item of `GET /volumes`.
+/// An item of `GET /volumes`, or `GET /volumes/{name}`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct Volume {
     pub name: String,
     pub driver: String,
     pub mountpoint: String,
+    #[serde(deserialize_with = "nullable")]
+    pub labels: BTreeMap<String, String>,
 }
 
-/// An item of `GET /networks`.
+/// An item of `GET /networks`, or `GET /networks/{id}`.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(default, rename_all = "PascalCase")]
 pub struct Network {
@@ -130,6 +141,8 @@ pub struct Network {
     pub name: String,
     pub driver: String,
     pub scope: String,
+    #[serde(deserialize_with = "nullable")]
+    pub labels: BTreeMap<String, String>,
 }
 
 /// An item of `GET /events`.
@@ -375,18 +388,74 @@ impl Client {
         }))
     }
 
-    pub fn volumes(&self) -> Result<Vec<Volume>, Error> {
+    /// `GET /volumes`; `filters` as for [`Client::containers`].
+    pub fn volumes(&self, filters: &[(&str, &str)]) -> Result<Vec<Volume>, Error> {
         #[derive(Deserialize)]
         struct List {
             #[serde(rename = "Volumes", default, deserialize_with = "nullable")]
             volumes: Vec<Volume>,
         }
-        let list: List = self.call("GET", "/volumes", None, &[200])?.json()?;
+        let path = format!(
+            "/volumes{}",
+            query(&[("filters", encode_filters(filters).as_deref())])
+        );
+        let list: List = self.call("GET", &path, None, &[200])?.json()?;
         Ok(list.volumes)
     }
 
-    pub fn networks(&self) -> Result<Vec<Network>, Error> {
-        self.call("GET", "/networks", None, &[200])?.json()
+    pub fn inspect_volume(&self, name: &str) -> Result<Volume, Error> {
+        let path = format!("/volumes/{}", encode(name));
+        self.call("GET", &path, None, &[200])?.json()
+    }
+
+    /// `POST /volumes/create` with Docker's volume configuration as JSON.
+    pub fn create_volume(&self, config: &serde_json::Value) -> Result<Volume, Error> {
+        self.call("POST", "/volumes/create", Some(config), &[201])?
+            .json()
+    }
+
+    pub fn remove_volume(&self, name: &str) -> Result<(), Error> {
+        let path = format!("/volumes/{}", encode(name));
+        self.call("DELETE", &path, None, &[204]).map(drop)
+    }
+
+    /// `GET /networks`; `filters` as for [`Client::containers`].
+    pub fn networks(&self, filters: &[(&str, &str)]) -> Result<Vec<Network>, Error> {
+        let path = format!(
+            "/networks{}",
+            query(&[("filters", encode_filters(filters).as_deref())])
+        );
+        self.call("GET", &path, None, &[200])?.json()
+    }
+
+    /// `GET /networks/{id or name}`.
+    pub fn inspect_network(&self, name: &str) -> Result<Network, Error> {
+        let path = format!("/networks/{}", encode(name));
+        self.call("GET", &path, None, &[200])?.json()
+    }
+
+    /// `POST /networks/create` with Docker's network configuration as JSON; the new id.
+    pub fn create_network(&self, config: &serde_json::Value) -> Result<String, Error> {
+        #[derive(Deserialize)]
+        struct Created {
+            #[serde(rename = "Id")]
+            id: String,
+        }
+        let created: Created = self
+            .call("POST", "/networks/create", Some(config), &[201])?
+            .json()?;
+        Ok(created.id)
+    }
+
+    pub fn remove_network(&self, name: &str) -> Result<(), Error> {
+        let path = format!("/networks/{}", encode(name));
+        self.call("DELETE", &path, None, &[204]).map(drop)
+    }
+
+    /// `POST /networks/{name}/connect` with `{"Container": ..., "EndpointConfig": ...}`.
+    pub fn connect_network(&self, name: &str, config: &serde_json::Value) -> Result<(), Error> {
+        let path = format!("/networks/{}/connect", encode(name));
+        self.call("POST", &path, Some(config), &[200]).map(drop)
     }
 
     /// `GET /events`, streaming: events from `since` (Unix time; now if `None`) on, matching

@@ -1,0 +1,459 @@
+//! The Engine API bodies compose 2.29.2 sends for a project, and its labels (pure): container
+//! create (`pkg/compose/create.go` `getCreateConfigs`, `prepareLabels`,
+//! `defaultNetworkSettings`, `buildContainerVolumes`), network and volume create. Empty settings
+//! are left out, which Docker reads as the zero values compose sends.
+
+use super::model::{MountType, Project, Service};
+use crate::docker::ApiVersion;
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+
+/// The compose version we write in `com.docker.compose.version`.
+pub const COMPOSE_VERSION: &str = "2.29.2";
+
+pub const PROJECT: &str = "com.docker.compose.project";
+pub const SERVICE: &str = "com.docker.compose.service";
+pub const VERSION: &str = "com.docker.compose.version";
+pub const WORKING_DIR: &str = "com.docker.compose.project.working_dir";
+pub const CONFIG_FILES: &str = "com.docker.compose.project.config_files";
+pub const ENVIRONMENT_FILE: &str = "com.docker.compose.project.environment_file";
+pub const ONEOFF: &str = "com.docker.compose.oneoff";
+pub const CONFIG_HASH: &str = "com.docker.compose.config-hash";
+pub const NUMBER: &str = "com.docker.compose.container-number";
+pub const DEPENDS_ON: &str = "com.docker.compose.depends_on";
+pub const IMAGE: &str = "com.docker.compose.image";
+pub const NETWORK: &str = "com.docker.compose.network";
+pub const VOLUME: &str = "com.docker.compose.volume";
+
+/// The first API version whose container create takes several networks (and endpoint MACs).
+const MULTI_NETWORK_API: ApiVersion = ApiVersion {
+    major: 1,
+    minor: 44,
+};
+
+/// `container_name`, else `<project>-<service>-<n>`.
+pub fn container_name(project: &str, key: &str, service: &Service, number: u32) -> String {
+    if service.container_name.is_empty() {
+        format!("{project}-{key}-{number}")
+    } else {
+        service.container_name.clone()
+    }
+}
+
+/// The user's labels, then compose's (which win).
+pub fn container_labels(
+    project: &Project,
+    key: &str,
+    service: &Service,
+    number: u32,
+    image_id: &str,
+) -> BTreeMap<String, String> {
+    let mut labels = service.labels.clone();
+    let files: Vec<String> = project
+        .config_files
+        .iter()
+        .map(|f| f.display().to_string())
+        .collect();
+    let depends_on: Vec<String> = service
+        .depends_on
+        .iter()
+        .map(|(name, d)| format!("{name}:{}:{}", d.condition.as_str(), d.restart))
+        .collect();
+    for (k, v) in [
+        (PROJECT, project.name.clone()),
+        (SERVICE, key.to_owned()),
+        (VERSION, COMPOSE_VERSION.to_owned()),
+        (WORKING_DIR, project.working_dir.display().to_string()),
+        (CONFIG_FILES, files.join(",")),
+        (ONEOFF, "False".to_owned()),
+        (CONFIG_HASH, service.config_hash()),
+        (NUMBER, number.to_string()),
+        (DEPENDS_ON, depends_on.join(",")),
+        (IMAGE, image_id.to_owned()),
+    ] {
+        labels.insert(k.to_owned(), v);
+    }
+    if let Some(file) = &project.env_file {
+        labels.insert(ENVIRONMENT_FILE.to_owned(), file.display().to_string());
+    }
+    labels
+}
+
+/// Sets `key` when `value` is not empty (its JSON is not `""`, `0`, `false`, `[]`, `{}`).
+fn put(map: &mut Map<String, Value>, key: &str, value: Value) {
+    let empty = match &value {
+        Value::Null => true,
+        Value::Bool(b) => !b,
+        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::String(s) => s.is_empty(),
+        Value::Array(a) => a.is_empty(),
+        Value::Object(o) => o.is_empty(),
+    };
+    if !empty {
+        map.insert(key.to_owned(), value);
+    }
+}
+
+/// `POST /containers/create?name=` body for container `number` of service `key`.
+pub fn container(
+    project: &Project,
+    key: &str,
+    number: u32,
+    image_id: &str,
+    api: ApiVersion,
+) -> Value {
+    let s = &project.services[key];
+    let mut c = Map::new();
+    put(&mut c, "Hostname", json!(s.hostname));
+    put(&mut c, "Domainname", json!(s.domainname));
+    put(&mut c, "User", json!(s.user));
+    let mut exposed = Map::new();
+    for port in &s.expose {
+        exposed.insert(port.clone(), json!({}));
+    }
+    let mut bindings: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    for port in &s.ports {
+        let key = format!("{}/{}", port.target, port.protocol);
+        exposed.insert(key.clone(), json!({}));
+        bindings
+            .entry(key)
+            .or_default()
+            .push(json!({"HostIp": port.host_ip, "HostPort": port.published}));
+    }
+    put(&mut c, "ExposedPorts", Value::Object(exposed));
+    put(&mut c, "Tty", json!(s.tty));
+    put(&mut c, "OpenStdin", json!(s.stdin_open));
+    c.insert("AttachStdout".into(), json!(true));
+    c.insert("AttachStderr".into(), json!(true));
+    if let Some(cmd) = &s.command {
+        c.insert("Cmd".into(), json!(cmd));
+    }
+    c.insert("Image".into(), json!(s.image));
+    put(&mut c, "WorkingDir", json!(s.working_dir));
+    if let Some(entrypoint) = &s.entrypoint {
+        c.insert("Entrypoint".into(), json!(entrypoint));
+    }
+    if api < MULTI_NETWORK_API {
+        put(&mut c, "MacAddress", json!(s.mac_address));
+    }
+    c.insert(
+        "Labels".into(),
+        json!(container_labels(project, key, s, number, image_id)),
+    );
+    put(&mut c, "StopSignal", json!(s.stop_signal));
+    let env: Vec<String> = s
+        .environment
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    put(&mut c, "Env", json!(env));
+    if let Some(h) = &s.healthcheck {
+        let mut health = Map::new();
+        put(&mut health, "Test", json!(h.test));
+        put(&mut health, "Interval", json!(h.interval));
+        put(&mut health, "Timeout", json!(h.timeout));
+        put(&mut health, "StartPeriod", json!(h.start_period));
+        put(&mut health, "StartInterval", json!(h.start_interval));
+        if let Some(retries) = h.retries {
+            health.insert("Retries".into(), json!(retries));
+        }
+        c.insert("Healthcheck".into(), Value::Object(health));
+    }
+    if let Some(t) = s.stop_grace_period {
+        c.insert("StopTimeout".into(), json!(t));
+    }
+
+    let mut h = Map::new();
+    let (binds, mounts) = mounts(s);
+    put(&mut h, "Binds", json!(binds));
+    put(&mut h, "Mounts", json!(mounts));
+    put(&mut h, "CapAdd", json!(s.cap_add));
+    put(&mut h, "CapDrop", json!(s.cap_drop));
+    if let Some(init) = s.init {
+        h.insert("Init".into(), json!(init));
+    }
+    put(&mut h, "IpcMode", json!(s.ipc));
+    put(&mut h, "ReadonlyRootfs", json!(s.read_only));
+    if !s.restart.is_empty() {
+        let (policy, count) = s.restart.split_once(':').unwrap_or((&s.restart, "0"));
+        h.insert(
+            "RestartPolicy".into(),
+            json!({"Name": policy, "MaximumRetryCount": count.parse::<u32>().unwrap_or(0)}),
+        );
+    }
+    put(&mut h, "ShmSize", json!(s.shm_size));
+    put(&mut h, "Sysctls", json!(s.sysctls));
+    put(&mut h, "PortBindings", json!(bindings));
+    let r = &s.resources;
+    put(&mut h, "Memory", json!(r.memory));
+    put(&mut h, "MemoryReservation", json!(r.memory_reservation));
+    put(&mut h, "MemorySwap", json!(r.memory_swap));
+    put(&mut h, "NanoCpus", json!(r.nano_cpus));
+    put(&mut h, "CpusetCpus", json!(r.cpuset));
+    put(&mut h, "CpuShares", json!(r.cpu_shares));
+    put(&mut h, "PidsLimit", json!(r.pids_limit));
+    put(&mut h, "DeviceCgroupRules", json!(r.device_cgroup_rules));
+    let requests: Vec<Value> = r
+        .device_requests
+        .iter()
+        .map(|d| {
+            json!({"Driver": d.driver, "Count": d.count, "DeviceIDs": d.device_ids,
+                   "Capabilities": [d.capabilities], "Options": d.options})
+        })
+        .collect();
+    put(&mut h, "DeviceRequests", json!(requests));
+    let devices: Vec<Value> = s
+        .devices
+        .iter()
+        .map(|d| json!({"PathOnHost": d.source, "PathInContainer": d.target, "CgroupPermissions": d.permissions}))
+        .collect();
+    put(&mut h, "Devices", json!(devices));
+    let ulimits: Vec<Value> = s
+        .ulimits
+        .iter()
+        .map(|(name, u)| json!({"Name": name, "Soft": u.soft, "Hard": u.hard}))
+        .collect();
+    put(&mut h, "Ulimits", json!(ulimits));
+    put(&mut h, "Dns", json!(s.dns));
+    put(&mut h, "DnsSearch", json!(s.dns_search));
+    put(&mut h, "DnsOptions", json!(s.dns_opt));
+    put(&mut h, "ExtraHosts", json!(s.extra_hosts));
+    put(&mut h, "SecurityOpt", json!(s.security_opt));
+    put(&mut h, "StorageOpt", json!(s.storage_opt));
+    put(&mut h, "UsernsMode", json!(s.userns_mode));
+    put(&mut h, "Privileged", json!(s.privileged));
+    put(&mut h, "PidMode", json!(s.pid));
+    let tmpfs: BTreeMap<&str, &str> = s
+        .tmpfs
+        .iter()
+        .map(|t| t.split_once(':').unwrap_or((t, "")))
+        .collect();
+    put(&mut h, "Tmpfs", json!(tmpfs));
+    put(&mut h, "Runtime", json!(s.runtime));
+    if let Some(logging) = &s.logging {
+        h.insert(
+            "LogConfig".into(),
+            json!({"Type": logging.driver, "Config": logging.options}),
+        );
+    }
+    put(&mut h, "GroupAdd", json!(s.group_add));
+    let links: Vec<String> = s
+        .links
+        .iter()
+        .map(|link| {
+            let (other, alias) = link.split_once(':').unwrap_or((link, link));
+            format!("{}:{alias}", first_container(project, other))
+        })
+        .collect();
+    put(&mut h, "Links", json!(links));
+    put(&mut h, "OomScoreAdj", json!(s.oom_score_adj));
+    let volumes_from: Vec<String> = s
+        .volumes_from
+        .iter()
+        .map(|from| match from.strip_prefix("container:") {
+            Some(container) => container.to_owned(),
+            None => {
+                let from = from.strip_prefix("service:").unwrap_or(from);
+                let (other, mode) = from
+                    .split_once(':')
+                    .map_or((from, None), |(o, m)| (o, Some(m)));
+                let name = first_container(project, other);
+                mode.map_or(name.clone(), |m| format!("{name}:{m}"))
+            }
+        })
+        .collect();
+    put(&mut h, "VolumesFrom", json!(volumes_from));
+
+    // Networks: network_mode as given (service:x is x's container), else the primary network
+    // with its endpoint; more networks in the body from API 1.44, else connected after create.
+    if let Some(other) = s.network_mode.strip_prefix("service:") {
+        h.insert(
+            "NetworkMode".into(),
+            json!(format!("container:{}", first_container(project, other))),
+        );
+    } else if !s.network_mode.is_empty() {
+        h.insert("NetworkMode".into(), json!(s.network_mode));
+    } else {
+        let keys = s.networks_by_priority();
+        let mut endpoints = Map::new();
+        for (i, network) in keys.iter().enumerate() {
+            if i == 0 || api >= MULTI_NETWORK_API {
+                endpoints.insert(
+                    project.networks[*network].name.clone(),
+                    endpoint(project, key, number, network, api),
+                );
+            }
+        }
+        if let Some(primary) = keys.first() {
+            h.insert("NetworkMode".into(), json!(project.networks[*primary].name));
+        }
+        c.insert(
+            "NetworkingConfig".into(),
+            json!({"EndpointsConfig": endpoints}),
+        );
+    }
+    c.insert("HostConfig".into(), Value::Object(h));
+    Value::Object(c)
+}
+
+/// The networks to connect after create (APIs before 1.44 take one in the create body):
+/// `(docker network name, POST /networks/{name}/connect body)`.
+pub fn later_networks(
+    project: &Project,
+    key: &str,
+    number: u32,
+    api: ApiVersion,
+) -> Vec<(String, Value)> {
+    let s = &project.services[key];
+    if api >= MULTI_NETWORK_API || !s.network_mode.is_empty() {
+        return Vec::new();
+    }
+    s.networks_by_priority()
+        .into_iter()
+        .skip(1)
+        .map(|network| {
+            let name = project.networks[network].name.clone();
+            let container = container_name(&project.name, key, s, number);
+            let body =
+                json!({"Container": container, "EndpointConfig": endpoint(project, key, number, network, api)});
+            (name, body)
+        })
+        .collect()
+}
+
+/// Endpoint settings on `network`: aliases `[container, service, aliases...]`, fixed addresses.
+fn endpoint(project: &Project, key: &str, number: u32, network: &str, api: ApiVersion) -> Value {
+    let s = &project.services[key];
+    let config = &s.networks[network];
+    let mut aliases = vec![
+        container_name(&project.name, key, s, number),
+        key.to_owned(),
+    ];
+    aliases.extend(config.aliases.iter().cloned());
+    let mut e = Map::new();
+    e.insert("Aliases".into(), json!(aliases));
+    if !config.ipv4_address.is_empty() || !config.ipv6_address.is_empty() {
+        let mut ipam = Map::new();
+        put(&mut ipam, "IPv4Address", json!(config.ipv4_address));
+        put(&mut ipam, "IPv6Address", json!(config.ipv6_address));
+        e.insert("IPAMConfig".into(), Value::Object(ipam));
+    }
+    // From 1.44 the MAC address is per endpoint: the service's goes to its primary network.
+    if api >= MULTI_NETWORK_API && s.networks_by_priority().first() == Some(&network) {
+        put(&mut e, "MacAddress", json!(s.mac_address));
+    }
+    Value::Object(e)
+}
+
+/// The first container of service `key` (for `service:` references).
+fn first_container(project: &Project, key: &str) -> String {
+    match project.services.get(key) {
+        Some(s) => container_name(&project.name, key, s, 1),
+        None => key.to_owned(),
+    }
+}
+
+/// Binds (short-syntax host folders, created when missing, as `src:dst:rw[,opts]`) and the
+/// other mounts, as compose's `buildContainerVolumes` splits them.
+fn mounts(s: &Service) -> (Vec<String>, Vec<Value>) {
+    let mut binds = Vec::new();
+    let mut mounts = Vec::new();
+    for m in &s.volumes {
+        match m.kind {
+            MountType::Bind if m.create_host_path => {
+                let mut options = vec![if m.read_only { "ro" } else { "rw" }];
+                if !m.selinux.is_empty() {
+                    options.push(&m.selinux);
+                }
+                if !m.propagation.is_empty() {
+                    options.push(&m.propagation);
+                }
+                binds.push(format!("{}:{}:{}", m.source, m.target, options.join(",")));
+            }
+            kind => {
+                let mut mount = Map::new();
+                let kind = match kind {
+                    MountType::Bind => "bind",
+                    MountType::Volume => "volume",
+                    MountType::Tmpfs => "tmpfs",
+                };
+                mount.insert("Type".into(), json!(kind));
+                put(&mut mount, "Source", json!(m.source));
+                mount.insert("Target".into(), json!(m.target));
+                put(&mut mount, "ReadOnly", json!(m.read_only));
+                match kind {
+                    "bind" if !m.propagation.is_empty() => {
+                        mount.insert("BindOptions".into(), json!({"Propagation": m.propagation}));
+                    }
+                    "volume" if m.nocopy || !m.subpath.is_empty() => {
+                        let mut options = Map::new();
+                        put(&mut options, "NoCopy", json!(m.nocopy));
+                        put(&mut options, "Subpath", json!(m.subpath));
+                        mount.insert("VolumeOptions".into(), Value::Object(options));
+                    }
+                    "tmpfs" if m.tmpfs_size != 0 || m.tmpfs_mode != 0 => {
+                        let mut options = Map::new();
+                        put(&mut options, "SizeBytes", json!(m.tmpfs_size));
+                        put(&mut options, "Mode", json!(m.tmpfs_mode));
+                        mount.insert("TmpfsOptions".into(), Value::Object(options));
+                    }
+                    _ => {}
+                }
+                mounts.push(Value::Object(mount));
+            }
+        }
+    }
+    (binds, mounts)
+}
+
+/// `POST /networks/create` body for network `key`.
+pub fn network(project: &Project, key: &str) -> Value {
+    let n = &project.networks[key];
+    let mut labels = n.labels.clone();
+    labels.insert(NETWORK.into(), key.into());
+    labels.insert(PROJECT.into(), project.name.clone());
+    labels.insert(VERSION.into(), COMPOSE_VERSION.into());
+    let mut body = Map::new();
+    body.insert("Name".into(), json!(n.name));
+    body.insert("CheckDuplicate".into(), json!(true));
+    put(&mut body, "Driver", json!(n.driver));
+    put(&mut body, "Options", json!(n.driver_opts));
+    put(&mut body, "Internal", json!(n.internal));
+    put(&mut body, "Attachable", json!(n.attachable));
+    put(&mut body, "EnableIPv6", json!(n.enable_ipv6));
+    if !n.ipam_driver.is_empty() || !n.ipam.is_empty() {
+        let pools: Vec<Value> = n
+            .ipam
+            .iter()
+            .map(|p| {
+                let mut pool = Map::new();
+                put(&mut pool, "Subnet", json!(p.subnet));
+                put(&mut pool, "IPRange", json!(p.ip_range));
+                put(&mut pool, "Gateway", json!(p.gateway));
+                put(&mut pool, "AuxiliaryAddresses", json!(p.aux_addresses));
+                Value::Object(pool)
+            })
+            .collect();
+        let mut ipam = Map::new();
+        put(&mut ipam, "Driver", json!(n.ipam_driver));
+        put(&mut ipam, "Config", json!(pools));
+        body.insert("IPAM".into(), Value::Object(ipam));
+    }
+    body.insert("Labels".into(), json!(labels));
+    Value::Object(body)
+}
+
+/// `POST /volumes/create` body for volume `key`.
+pub fn volume(project: &Project, key: &str) -> Value {
+    let v = &project.volumes[key];
+    let mut labels = v.labels.clone();
+    labels.insert(VOLUME.into(), key.into());
+    labels.insert(PROJECT.into(), project.name.clone());
+    labels.insert(VERSION.into(), COMPOSE_VERSION.into());
+    let mut body = Map::new();
+    body.insert("Name".into(), json!(v.name));
+    put(&mut body, "Driver", json!(v.driver));
+    put(&mut body, "DriverOpts", json!(v.driver_opts));
+    body.insert("Labels".into(), json!(labels));
+    Value::Object(body)
+}

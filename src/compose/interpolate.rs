@@ -1,0 +1,204 @@
+//! Variable substitution in values, as compose-go's `template` package does it: `$$` is a `$`;
+//! `$NAME` and `${NAME}` (NAME is `[_A-Za-z][_A-Za-z0-9]*`); `${NAME:-default}` (unset or
+//! empty), `${NAME-default}` (unset), `${NAME:?message}` / `${NAME?message}` (an error),
+//! `${NAME:+alt}` / `${NAME+alt}` (alt when set); defaults, alternatives and messages are
+//! substituted in turn, so they nest. Any other `$` is an error. An unset name without an
+//! operator becomes "" and is reported once through `unset`.
+
+/// `text` with its variables replaced; the error says what is wrong (the caller adds where).
+pub fn substitute(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    unset: &mut dyn FnMut(&str),
+) -> Result<String, String> {
+    if !text.contains('$') {
+        return Ok(text.to_owned());
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find('$') {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + 1..];
+        if let Some(tail) = after.strip_prefix('$') {
+            out.push('$');
+            rest = tail;
+        } else if let Some(inner) = after.strip_prefix('{') {
+            let end = closing_brace(inner)
+                .ok_or_else(|| format!("invalid interpolation in {text:?}: a ${{ without }}"))?;
+            out.push_str(&braced(&inner[..end], text, lookup, unset)?);
+            rest = &inner[end + 1..];
+        } else {
+            let len = name_len(after);
+            if len == 0 {
+                return Err(format!(
+                    "invalid interpolation in {text:?}: $ must start $NAME, ${{NAME}} or $$ (a literal $)"
+                ));
+            }
+            out.push_str(&value(&after[..len], lookup, unset));
+            rest = &after[len..];
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// The length of the variable name that `text` starts with (0 if none).
+fn name_len(text: &str) -> usize {
+    let bytes = text.as_bytes();
+    if !bytes
+        .first()
+        .is_some_and(|b| b.is_ascii_alphabetic() || *b == b'_')
+    {
+        return 0;
+    }
+    bytes
+        .iter()
+        .take_while(|b| b.is_ascii_alphanumeric() || **b == b'_')
+        .count()
+}
+
+/// The index of the `}` that closes a `${`, counting nested `${...}`.
+fn closing_brace(inner: &str) -> Option<usize> {
+    let bytes = inner.as_bytes();
+    let mut depth = 0;
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'$' if bytes.get(i + 1) == Some(&b'$') => i += 1,
+            b'$' if bytes.get(i + 1) == Some(&b'{') => {
+                depth += 1;
+                i += 1;
+            }
+            b'}' if depth == 0 => return Some(i),
+            b'}' => depth -= 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+fn value(
+    name: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    unset: &mut dyn FnMut(&str),
+) -> String {
+    lookup(name).unwrap_or_else(|| {
+        unset(name);
+        String::new()
+    })
+}
+
+/// What `${inner}` stands for.
+fn braced(
+    inner: &str,
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    unset: &mut dyn FnMut(&str),
+) -> Result<String, String> {
+    let len = name_len(inner);
+    let (name, op) = inner.split_at(len);
+    if len == 0 {
+        return Err(format!(
+            "invalid interpolation in {text:?}: ${{{inner}}} does not start with a variable name"
+        ));
+    }
+    if op.is_empty() {
+        return Ok(value(name, lookup, unset));
+    }
+    let (colon, op) = match op.strip_prefix(':') {
+        Some(op) => (true, op),
+        None => (false, op),
+    };
+    let mut chars = op.chars();
+    let kind = chars.next();
+    let arg = chars.as_str();
+    let current = lookup(name);
+    // With a colon, an empty value counts as unset.
+    let set = current.as_deref().is_some_and(|v| !colon || !v.is_empty());
+    match kind {
+        Some('-') if set => Ok(current.unwrap_or_default()),
+        Some('-') => substitute(arg, lookup, unset),
+        Some('+') if set => substitute(arg, lookup, unset),
+        Some('+') => Ok(current.unwrap_or_default()),
+        Some('?') if set => Ok(current.unwrap_or_default()),
+        Some('?') => Err(format!(
+            "required variable {name} is missing a value: {}",
+            substitute(arg, lookup, unset)?
+        )),
+        _ => Err(format!(
+            "invalid interpolation in {text:?}: after ${{{name} comes }}, :-, -, :?, ?, :+ or +"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(text: &str) -> (Result<String, String>, Vec<String>) {
+        let lookup = |name: &str| match name {
+            "SET" => Some("v".to_owned()),
+            "EMPTY" => Some(String::new()),
+            "lower_1" => Some("l".to_owned()),
+            _ => None,
+        };
+        let mut missing = Vec::new();
+        let out = substitute(text, &lookup, &mut |n| missing.push(n.to_owned()));
+        (out, missing)
+    }
+
+    fn ok(text: &str) -> String {
+        run(text).0.unwrap()
+    }
+
+    #[test]
+    fn plain_and_braced_names() {
+        assert_eq!(ok("no vars"), "no vars");
+        assert_eq!(ok("$SET-$lower_1/${SET}x"), "v-l/vx");
+        assert_eq!(ok("$$SET costs $$5"), "$SET costs $5");
+        let (out, missing) = run("a${NOPE}b$NOPE2");
+        assert_eq!(out.unwrap(), "ab");
+        assert_eq!(missing, ["NOPE", "NOPE2"]);
+    }
+
+    #[test]
+    fn every_operator() {
+        assert_eq!(ok("${SET:-d} ${EMPTY:-d} ${NOPE:-d}"), "v d d");
+        assert_eq!(ok("${SET-d} ${EMPTY-d} ${NOPE-d}"), "v  d");
+        assert_eq!(ok("${SET:+a} ${EMPTY:+a} ${NOPE:+a}"), "a  ");
+        assert_eq!(ok("${SET+a} ${EMPTY+a} ${NOPE+a}"), "a a ");
+        assert_eq!(ok("${SET:?e} ${EMPTY?e}"), "v ");
+        assert_eq!(
+            run("${EMPTY:?set it in .env}").0.unwrap_err(),
+            "required variable EMPTY is missing a value: set it in .env"
+        );
+        assert_eq!(
+            run("${NOPE?}").0.unwrap_err(),
+            "required variable NOPE is missing a value: "
+        );
+        // Operators with a default are not "unset" warnings.
+        assert!(run("${NOPE:-x}").1.is_empty());
+    }
+
+    #[test]
+    fn nesting() {
+        assert_eq!(ok("${NOPE:-${ALSO:-${SET}}}"), "v");
+        assert_eq!(ok("${NOPE:-a-$SET-b}"), "a-v-b");
+        assert_eq!(ok("${SET:+[${SET}]}"), "[v]");
+        assert_eq!(
+            run("${NOPE:?${SET} is needed}").0.unwrap_err(),
+            "required variable NOPE is missing a value: v is needed"
+        );
+    }
+
+    #[test]
+    fn malformed_templates_are_errors() {
+        for bad in [
+            "${", "${SET", "$1", "cost: $", "${1A}", "${SET!x}", "${}", "$ x",
+        ] {
+            let e = run(bad).0.unwrap_err();
+            assert!(e.contains("invalid interpolation"), "{bad}: {e}");
+        }
+    }
+}

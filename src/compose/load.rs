@@ -1,0 +1,1798 @@
+//! The load pipeline, as compose-go's `loader` runs it: read the file (at most [`MAX_FILE`]
+//! bytes) → YAML tree ([`super::yaml`]) → the environment (caller's over `.env`) →
+//! interpolation of every value ([`super::interpolate`]) → keys checked and bound to the model
+//! ([`super::model`]), short forms expanded → normalisation (default network, resource names,
+//! implicit dependencies, profiles, `env_file:` merged). Only reading files touches the system.
+
+use super::interpolate;
+use super::model::*;
+use super::yaml::{self, Node, Value};
+use super::{dotenv, Source};
+use crate::config::duration;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The largest compose, `.env` or `env_file:` file read.
+pub const MAX_FILE: u64 = 1024 * 1024;
+
+/// What is wrong, and where: the file, its line when known, the key path
+/// (`services.web.ports[1]`), and what was expected.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadError {
+    pub file: PathBuf,
+    pub line: Option<usize>,
+    pub path: String,
+    pub message: String,
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file.display())?;
+        if let Some(line) = self.line {
+            write!(f, " line {line}")?;
+        }
+        if self.path.is_empty() {
+            write!(f, ": {}", self.message)
+        } else {
+            write!(f, ": {}: {}", self.path, self.message)
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// compose-go's `NormalizeProjectName`: lower case, only `[a-z0-9_-]` kept, leading `_` and `-`
+/// dropped.
+pub fn normalize_project_name(name: &str) -> String {
+    let kept: String = name
+        .to_lowercase()
+        .chars()
+        .filter(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_' || *c == '-')
+        .collect();
+    kept.trim_start_matches(['_', '-']).to_owned()
+}
+
+pub fn load(source: &Source) -> Result<Project, LoadError> {
+    let file = match source.files.as_slice() {
+        [file] => source.working_dir.join(file),
+        _ => return Err(LoadError {
+            file: source.working_dir.clone(),
+            line: None,
+            path: String::new(),
+            message: format!(
+                "{} compose files given: this engine reads exactly one (merge overrides into it)",
+                source.files.len()
+            ),
+        }),
+    };
+    let fail = |file: &Path, message: String| LoadError {
+        file: file.to_owned(),
+        line: None,
+        path: String::new(),
+        message,
+    };
+    let text = read_bounded(&file).map_err(|m| fail(&file, m))?;
+    let root = yaml::parse(&text).map_err(|e| LoadError {
+        file: file.clone(),
+        line: Some(e.line),
+        path: String::new(),
+        message: format!("not valid YAML: {}", e.message),
+    })?;
+
+    let mut env = source.environment.clone();
+    let dotenv_file = match &source.env_file {
+        Some(path) => Some(source.working_dir.join(path)),
+        None => {
+            let disabled = env
+                .get("COMPOSE_DISABLE_ENV_FILE")
+                .is_some_and(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "True"));
+            let path = source.working_dir.join(".env");
+            (!disabled && path.exists()).then_some(path)
+        }
+    };
+    if let Some(path) = &dotenv_file {
+        let caller = source.environment.clone();
+        for (key, value) in
+            read_env_file(path, &|k| caller.get(k).cloned()).map_err(|(line, m)| LoadError {
+                file: path.clone(),
+                line,
+                path: String::new(),
+                message: m,
+            })?
+        {
+            env.entry(key).or_insert(value);
+        }
+    }
+
+    let mut ctx = Ctx {
+        file: &file,
+        dir: &source.working_dir,
+        env: &env,
+        warnings: Vec::new(),
+        unset: BTreeSet::new(),
+    };
+    let Value::Map(top) = &root.value else {
+        return Err(ctx.err(&root, "", "expected a mapping with services: at the top"));
+    };
+
+    let name = project_name(&mut ctx, source, top)?;
+    let mut env = env.clone();
+    env.entry("COMPOSE_PROJECT_NAME".into())
+        .or_insert_with(|| name.clone());
+    ctx.env = &env;
+
+    let root = ctx.interpolate(&root, "")?;
+    let Value::Map(top) = &root.value else {
+        unreachable!("interpolation keeps the shape")
+    };
+    let mut project = Project {
+        name: name.clone(),
+        working_dir: source.working_dir.clone(),
+        config_files: vec![file.clone()],
+        env_file: source.env_file.as_ref().map(|p| source.working_dir.join(p)),
+        ..Project::default()
+    };
+    let mut services_node = None;
+    for (key, node) in top {
+        match key.as_str() {
+            "version" => ctx.warnings.push(format!(
+                "{}: `version` is obsolete and ignored",
+                file.display()
+            )),
+            "name" => {}
+            "services" => services_node = Some(node),
+            "networks" => {
+                for (key, node, path) in ctx.entries(node, "networks")? {
+                    let network = network(&mut ctx, key, node, &path, &name)?;
+                    project.networks.insert(key.to_owned(), network);
+                }
+            }
+            "volumes" => {
+                for (key, node, path) in ctx.entries(node, "volumes")? {
+                    let volume = volume(&mut ctx, key, node, &path, &name)?;
+                    project.volumes.insert(key.to_owned(), volume);
+                }
+            }
+            "secrets" | "configs" => {
+                for (name, node, path) in ctx.entries(node, key)? {
+                    let object = file_object(&mut ctx, node, &path)?;
+                    let objects = if key == "secrets" {
+                        &mut project.secrets
+                    } else {
+                        &mut project.configs
+                    };
+                    objects.insert(name.to_owned(), object);
+                }
+            }
+            "include" => {
+                return Err(ctx.err(
+                    node,
+                    key,
+                    "include is not supported: put the services in this file",
+                ))
+            }
+            k if k.starts_with("x-") => {}
+            _ => return Err(ctx.err(
+                node,
+                key,
+                "unknown key (expected services, networks, volumes, secrets, configs, name or x-*)",
+            )),
+        }
+    }
+    let Some(services_node) = services_node else {
+        return Err(ctx.err(&root, "services", "missing: a compose file needs services:"));
+    };
+    let services = ctx.entries(services_node, "services")?;
+    let nodes: BTreeMap<&str, &Node> = services.iter().map(|(k, n, _)| (*k, *n)).collect();
+    for (key, node, path) in &services {
+        let node = extended(&ctx, &nodes, key, node, path, 0)?;
+        let service = service(&mut ctx, &project, &node, path)?;
+        project.services.insert((*key).to_owned(), service);
+    }
+    normalize(&mut ctx, &mut project, &services)?;
+    project.warnings = ctx.warnings;
+    project.warnings.extend(
+        ctx.unset
+            .iter()
+            .map(|n| format!("variable {n} is not set: using an empty string")),
+    );
+    Ok(project)
+}
+
+/// `-p`, else `name:`, else `COMPOSE_PROJECT_NAME`, else the folder's name normalised.
+fn project_name(
+    ctx: &mut Ctx,
+    source: &Source,
+    top: &[(String, Node)],
+) -> Result<String, LoadError> {
+    let (name, what) = if !source.project_name.is_empty() {
+        (source.project_name.clone(), "project name")
+    } else if let Some((_, node)) = top.iter().find(|(k, _)| k == "name") {
+        let node = ctx.interpolate(node, "name")?;
+        (ctx.string(&node, "name")?, "name")
+    } else if let Some(name) = ctx
+        .env
+        .get("COMPOSE_PROJECT_NAME")
+        .filter(|n| !n.is_empty())
+    {
+        (name.clone(), "COMPOSE_PROJECT_NAME")
+    } else {
+        let base = source
+            .working_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        (normalize_project_name(&base), "the project folder's name")
+    };
+    if name.is_empty() || name != normalize_project_name(&name) {
+        return Err(LoadError {
+            file: ctx.file.to_owned(),
+            line: None,
+            path: String::new(),
+            message: format!(
+                "invalid project name {name:?} ({what}): it must be lower case letters, digits, _ and -, starting with a letter or digit (try {:?})",
+                normalize_project_name(&name)
+            ),
+        });
+    }
+    Ok(name)
+}
+
+fn read_bounded(path: &Path) -> Result<String, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
+    let mut text = String::new();
+    file.take(MAX_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if text.len() as u64 > MAX_FILE {
+        return Err(format!("larger than {} KiB", MAX_FILE / 1024));
+    }
+    Ok(text)
+}
+
+fn read_env_file(
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Vec<(String, String)>, (Option<usize>, String)> {
+    let text = read_bounded(path).map_err(|m| (None, m))?;
+    dotenv::parse(&text, env).map_err(|(line, m)| (Some(line), m))
+}
+
+struct Ctx<'a> {
+    file: &'a Path,
+    dir: &'a Path,
+    env: &'a BTreeMap<String, String>,
+    warnings: Vec<String>,
+    unset: BTreeSet<String>,
+}
+
+type Entries<'n> = Vec<(&'n str, &'n Node, String)>;
+
+impl Ctx<'_> {
+    fn err(&self, node: &Node, path: &str, message: impl Into<String>) -> LoadError {
+        LoadError {
+            file: self.file.to_owned(),
+            line: Some(node.line),
+            path: path.to_owned(),
+            message: message.into(),
+        }
+    }
+
+    /// `node` with every scalar value (not key) substituted; `x-*` subtrees are left alone.
+    fn interpolate(&mut self, node: &Node, path: &str) -> Result<Node, LoadError> {
+        let value = match &node.value {
+            Value::Null => Value::Null,
+            Value::Scalar(text, plain) => {
+                let env = self.env;
+                let mut unset = Vec::new();
+                let out = interpolate::substitute(text, &|n| env.get(n).cloned(), &mut |n| {
+                    unset.push(n.to_owned())
+                })
+                .map_err(|m| self.err(node, path, m))?;
+                self.unset.extend(unset);
+                Value::Scalar(out, *plain)
+            }
+            Value::Seq(items) => Value::Seq(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, item)| self.interpolate(item, &format!("{path}[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            Value::Map(entries) => Value::Map(
+                entries
+                    .iter()
+                    .map(|(key, item)| {
+                        if key.starts_with("x-") {
+                            return Ok((key.clone(), item.clone()));
+                        }
+                        Ok((key.clone(), self.interpolate(item, &join(path, key))?))
+                    })
+                    .collect::<Result<_, _>>()?,
+            ),
+        };
+        Ok(Node {
+            value,
+            line: node.line,
+        })
+    }
+
+    fn entries<'n>(&self, node: &'n Node, path: &str) -> Result<Entries<'n>, LoadError> {
+        match &node.value {
+            Value::Map(entries) => Ok(entries
+                .iter()
+                .map(|(k, n)| (k.as_str(), n, join(path, k)))
+                .collect()),
+            Value::Null => Ok(Vec::new()),
+            _ => Err(self.err(node, path, "expected a mapping")),
+        }
+    }
+
+    fn items<'n>(&self, node: &'n Node, path: &str) -> Result<Vec<(&'n Node, String)>, LoadError> {
+        match &node.value {
+            Value::Seq(items) => Ok(items
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (n, format!("{path}[{i}]")))
+                .collect()),
+            _ => Err(self.err(node, path, "expected a list")),
+        }
+    }
+
+    fn string(&self, node: &Node, path: &str) -> Result<String, LoadError> {
+        match &node.value {
+            Value::Scalar(text, _) => Ok(text.clone()),
+            _ => Err(self.err(node, path, "expected a string")),
+        }
+    }
+
+    /// A string, or a list of strings.
+    fn strings(&self, node: &Node, path: &str) -> Result<Vec<String>, LoadError> {
+        match &node.value {
+            Value::Scalar(text, _) => Ok(vec![text.clone()]),
+            Value::Seq(_) => self
+                .items(node, path)?
+                .into_iter()
+                .map(|(n, p)| self.string(n, &p))
+                .collect(),
+            Value::Null => Ok(Vec::new()),
+            _ => Err(self.err(node, path, "expected a string or a list of strings")),
+        }
+    }
+
+    fn list(&self, node: &Node, path: &str) -> Result<Vec<String>, LoadError> {
+        if matches!(node.value, Value::Scalar(..)) {
+            return Err(self.err(node, path, "expected a list of strings"));
+        }
+        self.strings(node, path)
+    }
+
+    fn bool(&self, node: &Node, path: &str) -> Result<bool, LoadError> {
+        let text = self.string(node, path).unwrap_or_default();
+        match text.to_ascii_lowercase().as_str() {
+            "true" | "yes" | "y" | "on" => Ok(true),
+            "false" | "no" | "n" | "off" => Ok(false),
+            _ => Err(self.err(node, path, "expected true or false")),
+        }
+    }
+
+    fn int(&self, node: &Node, path: &str) -> Result<i64, LoadError> {
+        let text = self.string(node, path).unwrap_or_default();
+        text.trim()
+            .parse()
+            .map_err(|_| self.err(node, path, format!("expected a whole number, not {text:?}")))
+    }
+
+    fn float(&self, node: &Node, path: &str) -> Result<f64, LoadError> {
+        let text = self.string(node, path).unwrap_or_default();
+        text.trim()
+            .parse()
+            .ok()
+            .filter(|f: &f64| f.is_finite() && *f >= 0.0)
+            .ok_or_else(|| self.err(node, path, format!("expected a number, not {text:?}")))
+    }
+
+    /// Go duration syntax (`1m30s`), in nanoseconds.
+    fn duration(&self, node: &Node, path: &str) -> Result<u64, LoadError> {
+        let text = self.string(node, path)?;
+        duration::parse(&text)
+            .map(|d| d.as_nanos().min(u64::MAX.into()) as u64)
+            .map_err(|e| {
+                self.err(
+                    node,
+                    path,
+                    format!("expected a duration like 30s or 1m30s: {e}"),
+                )
+            })
+    }
+
+    /// `1024`, `512k`, `64m`, `1.5g` (binary units, optional `b`), as Docker's go-units reads
+    /// memory sizes; `-1` for "unlimited" where Docker takes it.
+    fn bytes(&self, node: &Node, path: &str) -> Result<i64, LoadError> {
+        let text = self.string(node, path)?;
+        let lower = text.trim().to_ascii_lowercase();
+        if lower == "-1" {
+            return Ok(-1);
+        }
+        let digits = lower.trim_end_matches(|c: char| c.is_ascii_alphabetic());
+        let unit = &lower[digits.len()..];
+        let scale: f64 = match unit.trim_end_matches('b') {
+            "" => 1.0,
+            "k" => 1024.0,
+            "m" => 1024.0 * 1024.0,
+            "g" => 1024.0 * 1024.0 * 1024.0,
+            "t" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+            _ => f64::NAN,
+        };
+        match digits.trim().parse::<f64>() {
+            Ok(n) if n >= 0.0 && (n * scale).is_finite() && unit.len() <= 2 => {
+                Ok((n * scale) as i64)
+            }
+            _ => Err(self.err(
+                node,
+                path,
+                format!("expected a size like 512m or 1g, not {text:?}"),
+            )),
+        }
+    }
+
+    /// A mapping of scalars, or a list of `KEY=value` (`KEY` alone: `None`).
+    fn dict(&self, node: &Node, path: &str) -> Result<Vec<(String, Option<String>)>, LoadError> {
+        match &node.value {
+            Value::Map(_) => self
+                .entries(node, path)?
+                .into_iter()
+                .map(|(k, n, p)| match &n.value {
+                    Value::Null => Ok((k.to_owned(), None)),
+                    Value::Scalar(text, _) => Ok((k.to_owned(), Some(text.clone()))),
+                    _ => Err(self.err(n, &p, "expected a string")),
+                })
+                .collect(),
+            Value::Seq(_) => self
+                .items(node, path)?
+                .into_iter()
+                .map(|(n, p)| {
+                    let text = self.string(n, &p)?;
+                    Ok(match text.split_once('=') {
+                        Some((k, v)) => (k.to_owned(), Some(v.to_owned())),
+                        None => (text, None),
+                    })
+                })
+                .collect(),
+            Value::Null => Ok(Vec::new()),
+            Value::Scalar(..) => {
+                Err(self.err(node, path, "expected a mapping or a list of KEY=value"))
+            }
+        }
+    }
+
+    /// [`Ctx::dict`] with bare keys as empty values.
+    fn string_map(&self, node: &Node, path: &str) -> Result<BTreeMap<String, String>, LoadError> {
+        Ok(self
+            .dict(node, path)?
+            .into_iter()
+            .map(|(k, v)| (k, v.unwrap_or_default()))
+            .collect())
+    }
+
+    /// A path on the host: `~` is `$HOME`, relative to the project folder.
+    fn host_path(&self, text: &str) -> String {
+        let path = match text.strip_prefix('~') {
+            Some(rest) if rest.is_empty() || rest.starts_with('/') => {
+                let home = self.env.get("HOME").map_or("/root", String::as_str);
+                PathBuf::from(format!("{home}{rest}"))
+            }
+            _ => self.dir.join(text),
+        };
+        clean(&path)
+    }
+
+    fn unknown(&self, node: &Node, path: &str) -> LoadError {
+        self.err(node, path, "unknown key")
+    }
+}
+
+fn join(path: &str, key: &str) -> String {
+    if path.is_empty() {
+        key.to_owned()
+    } else {
+        format!("{path}.{key}")
+    }
+}
+
+/// `a/./b/../c` as `a/c` (no file system access; the path may not exist yet).
+fn clean(path: &Path) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    let text = path.to_string_lossy();
+    for part in text.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    format!("/{}", parts.join("/"))
+}
+
+/// A service node with `extends: {service: base}` (same file) merged under it: the service's
+/// own keys win, mappings merge key by key.
+fn extended(
+    ctx: &Ctx,
+    services: &BTreeMap<&str, &Node>,
+    key: &str,
+    node: &Node,
+    path: &str,
+    depth: usize,
+) -> Result<Node, LoadError> {
+    let Value::Map(entries) = &node.value else {
+        return Err(ctx.err(node, path, "expected a mapping (the service's settings)"));
+    };
+    let Some((_, spec)) = entries.iter().find(|(k, _)| k == "extends") else {
+        return Ok(node.clone());
+    };
+    let spath = format!("{path}.extends");
+    let base = match &spec.value {
+        Value::Scalar(name, _) => name.clone(),
+        Value::Map(_) => {
+            let mut base = None;
+            for (k, n, p) in ctx.entries(spec, &spath)? {
+                match k {
+                    "service" => base = Some(ctx.string(n, &p)?),
+                    "file" => return Err(ctx.err(n, &p, "extends from another file is not supported: copy the service into this file")),
+                    _ => return Err(ctx.unknown(n, &p)),
+                }
+            }
+            base.ok_or_else(|| {
+                ctx.err(
+                    spec,
+                    &spath,
+                    "expected service: the name of the service to extend",
+                )
+            })?
+        }
+        _ => return Err(ctx.err(spec, &spath, "expected a service name")),
+    };
+    let Some(base_node) = services.get(base.as_str()) else {
+        return Err(ctx.err(spec, &spath, format!("service {base:?} is not defined")));
+    };
+    if depth > 16 || base == key {
+        return Err(ctx.err(spec, &spath, "extends loops back to this service"));
+    }
+    let base_node = extended(
+        ctx,
+        services,
+        &base,
+        base_node,
+        &format!("services.{base}"),
+        depth + 1,
+    )?;
+    let own = Node {
+        value: Value::Map(
+            entries
+                .iter()
+                .filter(|(k, _)| k != "extends")
+                .cloned()
+                .collect(),
+        ),
+        line: node.line,
+    };
+    Ok(overlay(base_node, own))
+}
+
+fn overlay(base: Node, over: Node) -> Node {
+    match (base.value, over.value) {
+        (Value::Map(mut base_entries), Value::Map(over_entries)) => {
+            for (key, value) in over_entries {
+                match base_entries.iter().position(|(k, _)| *k == key) {
+                    Some(i) => {
+                        let old = base_entries.remove(i).1;
+                        base_entries.insert(i, (key, overlay(old, value)));
+                    }
+                    None => base_entries.push((key, value)),
+                }
+            }
+            Node {
+                value: Value::Map(base_entries),
+                line: over.line,
+            }
+        }
+        (_, value) => Node {
+            value,
+            line: over.line,
+        },
+    }
+}
+
+/// Keys compose knows that this engine does not implement.
+const UNSUPPORTED: &[&str] = &[
+    "annotations",
+    "attach",
+    "blkio_config",
+    "cgroup",
+    "cgroup_parent",
+    "cpu_count",
+    "cpu_percent",
+    "cpu_period",
+    "cpu_quota",
+    "cpu_rt_period",
+    "cpu_rt_runtime",
+    "credential_spec",
+    "external_links",
+    "isolation",
+    "mem_swappiness",
+    "oom_kill_disable",
+    "post_start",
+    "pre_stop",
+    "uts",
+    "volume_driver",
+];
+
+fn service(
+    ctx: &mut Ctx,
+    project: &Project,
+    node: &Node,
+    path: &str,
+) -> Result<Service, LoadError> {
+    let mut s = Service {
+        pull_policy: "missing".into(),
+        scale: 1,
+        ..Service::default()
+    };
+    let mut env_files = Vec::new();
+    let mut environment = Vec::new();
+    let mut build = None;
+    let mut replicas = None;
+    let mut deploy_restart = None;
+    for (key, n, p) in ctx.entries(node, path)? {
+        match key {
+            "image" => s.image = ctx.string(n, &p)?,
+            "build" => build = Some((n, p)),
+            "command" => s.command = Some(words(ctx, n, &p)?),
+            "entrypoint" => s.entrypoint = Some(words(ctx, n, &p)?),
+            "environment" => environment = ctx.dict(n, &p)?,
+            "env_file" => env_files = env_file_list(ctx, n, &p)?,
+            "ports" => {
+                for (item, ip) in ctx.items(n, &p)? {
+                    s.ports.extend(port(ctx, item, &ip)?);
+                }
+            }
+            "expose" => {
+                for (item, ip) in ctx.items(n, &p)? {
+                    let text = ctx.string(item, &ip)?;
+                    let (ports, proto) = text.split_once('/').unwrap_or((&text, "tcp"));
+                    let (low, high) = range(ports).ok_or_else(|| {
+                        ctx.err(
+                            item,
+                            &ip,
+                            "expected a port or range, like 80, 8000-8010 or 53/udp",
+                        )
+                    })?;
+                    s.expose
+                        .extend((low..=high).map(|p| format!("{p}/{proto}")));
+                }
+            }
+            "volumes" => {
+                for (item, ip) in ctx.items(n, &p)? {
+                    s.volumes.push(mount(ctx, project, item, &ip)?);
+                }
+            }
+            "networks" => s.networks = service_networks(ctx, project, n, &p)?,
+            "network_mode" => s.network_mode = ctx.string(n, &p)?,
+            "restart" => {
+                s.restart = ctx.string(n, &p)?;
+                let (name, count) = s.restart.split_once(':').unwrap_or((&s.restart, "0"));
+                let ok = match name {
+                    "no" | "always" | "unless-stopped" => count == "0",
+                    "on-failure" => count.parse::<u32>().is_ok(),
+                    _ => false,
+                };
+                if !ok {
+                    return Err(ctx.err(
+                        n,
+                        &p,
+                        "expected no, always, on-failure[:N] or unless-stopped",
+                    ));
+                }
+            }
+            "container_name" => s.container_name = ctx.string(n, &p)?,
+            "labels" => s.labels = ctx.string_map(n, &p)?,
+            "depends_on" => s.depends_on = depends_on(ctx, n, &p)?,
+            "healthcheck" => s.healthcheck = healthcheck(ctx, n, &p)?,
+            "privileged" => s.privileged = ctx.bool(n, &p)?,
+            "devices" => {
+                for (item, ip) in ctx.items(n, &p)? {
+                    let text = ctx.string(item, &ip)?;
+                    let parts: Vec<&str> = text.split(':').collect();
+                    let (source, target, permissions) = match parts.as_slice() {
+                        [s] => (*s, *s, "rwm"),
+                        [s, t] => (*s, *t, "rwm"),
+                        [s, t, p] => (*s, *t, *p),
+                        _ => {
+                            return Err(ctx.err(
+                                item,
+                                &ip,
+                                "expected /dev/host[:/dev/container[:rwm]]",
+                            ))
+                        }
+                    };
+                    s.devices.push(Device {
+                        source: source.into(),
+                        target: target.into(),
+                        permissions: permissions.into(),
+                    });
+                }
+            }
+            "cap_add" => s.cap_add = ctx.list(n, &p)?,
+            "cap_drop" => s.cap_drop = ctx.list(n, &p)?,
+            "logging" => {
+                let mut logging = Logging::default();
+                for (k, ln, lp) in ctx.entries(n, &p)? {
+                    match k {
+                        "driver" => logging.driver = ctx.string(ln, &lp)?,
+                        "options" => logging.options = ctx.string_map(ln, &lp)?,
+                        _ => return Err(ctx.unknown(ln, &lp)),
+                    }
+                }
+                s.logging = Some(logging);
+            }
+            "user" => s.user = ctx.string(n, &p)?,
+            "working_dir" => s.working_dir = ctx.string(n, &p)?,
+            "extra_hosts" => s.extra_hosts = extra_hosts(ctx, n, &p)?,
+            "hostname" => s.hostname = ctx.string(n, &p)?,
+            "domainname" => s.domainname = ctx.string(n, &p)?,
+            "tmpfs" => s.tmpfs = ctx.strings(n, &p)?,
+            "stop_grace_period" => s.stop_grace_period = Some(ctx.duration(n, &p)? / 1_000_000_000),
+            "stop_signal" => s.stop_signal = ctx.string(n, &p)?,
+            "init" => s.init = Some(ctx.bool(n, &p)?),
+            "read_only" => s.read_only = ctx.bool(n, &p)?,
+            "stdin_open" => s.stdin_open = ctx.bool(n, &p)?,
+            "tty" => s.tty = ctx.bool(n, &p)?,
+            "profiles" => s.profiles = ctx.list(n, &p)?,
+            "pull_policy" => {
+                s.pull_policy = match ctx.string(n, &p)?.as_str() {
+                    "always" => "always".into(),
+                    "missing" | "if_not_present" => "missing".into(),
+                    "never" => "never".into(),
+                    "build" => {
+                        return Err(ctx.err(
+                            n,
+                            &p,
+                            "building images is not supported: use always, missing or never",
+                        ))
+                    }
+                    _ => {
+                        return Err(ctx.err(
+                            n,
+                            &p,
+                            "expected always, missing, if_not_present or never",
+                        ))
+                    }
+                }
+            }
+            "scale" => s.scale = count(ctx, n, &p)?,
+            "deploy" => deploy(ctx, n, &p, &mut s, &mut replicas, &mut deploy_restart)?,
+            "mem_limit" => s.resources.memory = ctx.bytes(n, &p)?,
+            "mem_reservation" => s.resources.memory_reservation = ctx.bytes(n, &p)?,
+            "memswap_limit" => s.resources.memory_swap = ctx.bytes(n, &p)?,
+            "cpus" => s.resources.nano_cpus = (ctx.float(n, &p)? * 1e9) as i64,
+            "cpuset" => s.resources.cpuset = ctx.string(n, &p)?,
+            "cpu_shares" => s.resources.cpu_shares = ctx.int(n, &p)?,
+            "pids_limit" => s.resources.pids_limit = ctx.int(n, &p)?,
+            "device_cgroup_rules" => s.resources.device_cgroup_rules = ctx.list(n, &p)?,
+            "sysctls" => s.sysctls = ctx.string_map(n, &p)?,
+            "ulimits" => {
+                for (k, un, up) in ctx.entries(n, &p)? {
+                    let limit = match &un.value {
+                        Value::Map(_) => {
+                            let mut limit = Ulimit::default();
+                            for (uk, vn, vp) in ctx.entries(un, &up)? {
+                                match uk {
+                                    "soft" => limit.soft = ctx.int(vn, &vp)?,
+                                    "hard" => limit.hard = ctx.int(vn, &vp)?,
+                                    _ => return Err(ctx.unknown(vn, &vp)),
+                                }
+                            }
+                            limit
+                        }
+                        _ => {
+                            let single = ctx.int(un, &up)?;
+                            Ulimit {
+                                soft: single,
+                                hard: single,
+                            }
+                        }
+                    };
+                    s.ulimits.insert(k.to_owned(), limit);
+                }
+            }
+            "dns" => s.dns = ctx.strings(n, &p)?,
+            "dns_search" => s.dns_search = ctx.strings(n, &p)?,
+            "dns_opt" => s.dns_opt = ctx.list(n, &p)?,
+            "security_opt" => s.security_opt = ctx.list(n, &p)?,
+            "group_add" => s.group_add = ctx.list(n, &p)?,
+            "ipc" => s.ipc = ctx.string(n, &p)?,
+            "pid" => s.pid = ctx.string(n, &p)?,
+            "shm_size" => s.shm_size = ctx.bytes(n, &p)?,
+            "platform" => s.platform = ctx.string(n, &p)?,
+            "mac_address" => s.mac_address = ctx.string(n, &p)?,
+            "runtime" => s.runtime = ctx.string(n, &p)?,
+            "oom_score_adj" => s.oom_score_adj = ctx.int(n, &p)?,
+            "userns_mode" => s.userns_mode = ctx.string(n, &p)?,
+            "storage_opt" => s.storage_opt = ctx.string_map(n, &p)?,
+            "links" => s.links = ctx.list(n, &p)?,
+            "volumes_from" => s.volumes_from = ctx.list(n, &p)?,
+            "secrets" | "configs" => {
+                let defined = if key == "secrets" {
+                    &project.secrets
+                } else {
+                    &project.configs
+                };
+                let base = if key == "secrets" {
+                    "/run/secrets/"
+                } else {
+                    "/"
+                };
+                for (item, ip) in ctx.items(n, &p)? {
+                    let (source, target) = file_ref(ctx, item, &ip)?;
+                    let Some(object) = defined.get(&source) else {
+                        return Err(ctx.err(
+                            item,
+                            &ip,
+                            format!("{source:?} is not defined under the top-level {key}:"),
+                        ));
+                    };
+                    let target = if target.starts_with('/') {
+                        target
+                    } else if target.is_empty() {
+                        format!("{base}{source}")
+                    } else {
+                        format!("{base}{target}")
+                    };
+                    s.volumes.push(Mount {
+                        kind: MountType::Bind,
+                        source: object.file.to_string_lossy().into_owned(),
+                        target,
+                        read_only: true,
+                        ..Mount::default()
+                    });
+                }
+            }
+            "develop" => return Err(ctx.err(n, &p, "develop (watch) is not supported")),
+            "extends" => {}
+            k if k.starts_with("x-") => {}
+            k if UNSUPPORTED.contains(&k) => {
+                return Err(ctx.err(n, &p, "not supported by this compose engine: remove it"))
+            }
+            _ => return Err(ctx.unknown(n, &p)),
+        }
+    }
+    if let Some((bn, bp)) = build {
+        if s.image.is_empty() {
+            return Err(ctx.err(bn, &bp, "building images is not supported on the device: give the service an image: built elsewhere"));
+        }
+        ctx.warnings.push(format!(
+            "{bp}: building is not supported; using the image {}",
+            s.image
+        ));
+    }
+    if s.image.is_empty() {
+        return Err(ctx.err(node, path, "image: is missing (the image to run)"));
+    }
+    if let Some(replicas) = replicas {
+        s.scale = replicas;
+    }
+    if s.restart.is_empty() {
+        if let Some(restart) = deploy_restart {
+            s.restart = restart;
+        }
+    }
+    if !s.container_name.is_empty() && s.scale > 1 {
+        return Err(ctx.err(
+            node,
+            path,
+            format!(
+                "container_name {:?} allows one container, but scale is {}",
+                s.container_name, s.scale
+            ),
+        ));
+    }
+    if !s.network_mode.is_empty() && !s.networks.is_empty() {
+        return Err(ctx.err(
+            node,
+            &format!("{path}.network_mode"),
+            "network_mode and networks exclude each other",
+        ));
+    }
+    // env_file first, in order; environment: overrides.
+    for (file, required, line_node, fp) in env_files {
+        let full = ctx.dir.join(&file);
+        if !full.exists() {
+            if required {
+                return Err(ctx.err(
+                    line_node,
+                    &fp,
+                    format!("env file {} not found", full.display()),
+                ));
+            }
+            continue;
+        }
+        let env = ctx.env;
+        let entries =
+            read_env_file(&full, &|k| env.get(k).cloned()).map_err(|(line, m)| LoadError {
+                file: full.clone(),
+                line,
+                path: String::new(),
+                message: m,
+            })?;
+        s.environment.extend(entries);
+    }
+    for (key, value) in environment {
+        match value.or_else(|| ctx.env.get(&key).cloned()) {
+            Some(value) => {
+                s.environment.insert(key, value);
+            }
+            None => {
+                s.environment.remove(&key);
+            }
+        }
+    }
+    Ok(s)
+}
+
+/// `command` and `entrypoint`: a string is split as a shell would (no expansion), a list is
+/// taken as it is.
+fn words(ctx: &Ctx, node: &Node, path: &str) -> Result<Vec<String>, LoadError> {
+    match &node.value {
+        Value::Scalar(text, _) => split_words(text).map_err(|m| ctx.err(node, path, m)),
+        Value::Null => Ok(Vec::new()),
+        _ => ctx.list(node, path),
+    }
+}
+
+/// POSIX shell word splitting without expansion: blanks separate words, 'single quotes' are
+/// literal, "double quotes" keep `\"`, `\\`, `\$` and `` \` `` escapes, a backslash outside
+/// quotes escapes the next character.
+pub fn split_words(text: &str) -> Result<Vec<String>, String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        match c {
+            ' ' | '\t' | '\n' | '\r' => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+            }
+            '\'' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('\'') => break,
+                        Some(c) => word.push(c),
+                        None => return Err(format!("unterminated ' quote in {text:?}")),
+                    }
+                }
+            }
+            '"' => {
+                in_word = true;
+                loop {
+                    match chars.next() {
+                        Some('"') => break,
+                        Some('\\') => match chars.next() {
+                            Some(c @ ('"' | '\\' | '$' | '`')) => word.push(c),
+                            Some('\n') => {}
+                            Some(c) => {
+                                word.push('\\');
+                                word.push(c);
+                            }
+                            None => return Err(format!("unterminated \" quote in {text:?}")),
+                        },
+                        Some(c) => word.push(c),
+                        None => return Err(format!("unterminated \" quote in {text:?}")),
+                    }
+                }
+            }
+            '\\' => {
+                in_word = true;
+                match chars.next() {
+                    Some('\n') => {}
+                    Some(c) => word.push(c),
+                    None => word.push('\\'),
+                }
+            }
+            c => {
+                in_word = true;
+                word.push(c);
+            }
+        }
+    }
+    if in_word {
+        words.push(word);
+    }
+    Ok(words)
+}
+
+fn env_file_list<'n>(
+    ctx: &Ctx,
+    node: &'n Node,
+    path: &str,
+) -> Result<Vec<(String, bool, &'n Node, String)>, LoadError> {
+    if let Value::Scalar(..) = node.value {
+        return Ok(vec![(ctx.string(node, path)?, true, node, path.to_owned())]);
+    }
+    let mut out = Vec::new();
+    for (item, ip) in ctx.items(node, path)? {
+        if let Value::Map(_) = item.value {
+            let (mut file, mut required) = (None, true);
+            for (k, n, p) in ctx.entries(item, &ip)? {
+                match k {
+                    "path" => file = Some(ctx.string(n, &p)?),
+                    "required" => required = ctx.bool(n, &p)?,
+                    "format" => {}
+                    _ => return Err(ctx.unknown(n, &p)),
+                }
+            }
+            let file = file.ok_or_else(|| ctx.err(item, &ip, "path: is missing"))?;
+            out.push((file, required, item, ip));
+        } else {
+            out.push((ctx.string(item, &ip)?, true, item, ip));
+        }
+    }
+    Ok(out)
+}
+
+/// `a` or `a-b`.
+fn range(text: &str) -> Option<(u16, u16)> {
+    let (low, high) = text.split_once('-').unwrap_or((text, text));
+    let (low, high) = (low.trim().parse().ok()?, high.trim().parse().ok()?);
+    (low <= high).then_some((low, high))
+}
+
+/// `[ip:][host[-range]:]container[-range][/protocol]`, or the long form.
+fn port(ctx: &Ctx, node: &Node, path: &str) -> Result<Vec<Port>, LoadError> {
+    if let Value::Map(_) = node.value {
+        let mut port = Port {
+            protocol: "tcp".into(),
+            ..Port::default()
+        };
+        let mut target = None;
+        for (k, n, p) in ctx.entries(node, path)? {
+            match k {
+                "target" => target = Some(n),
+                "published" => port.published = ctx.string(n, &p)?,
+                "host_ip" => port.host_ip = ctx.string(n, &p)?,
+                "protocol" => port.protocol = ctx.string(n, &p)?,
+                "mode" | "name" | "app_protocol" => {}
+                _ => return Err(ctx.unknown(n, &p)),
+            }
+        }
+        let Some(target) = target else {
+            return Err(ctx.err(node, path, "target: is missing (the container's port)"));
+        };
+        let text = ctx.string(target, &format!("{path}.target"))?;
+        port.target = text
+            .parse()
+            .map_err(|_| ctx.err(target, &format!("{path}.target"), "expected a port number"))?;
+        return Ok(vec![port]);
+    }
+    let text = ctx.string(node, path)?;
+    let bad = || {
+        ctx.err(
+            node,
+            path,
+            format!("{text:?} is not a port: expected [IP:][HOST:]CONTAINER[/PROTOCOL], like 8080:80 or 127.0.0.1:53:53/udp"),
+        )
+    };
+    let (spec, protocol) = text.rsplit_once('/').unwrap_or((&text, "tcp"));
+    // An IPv6 address is in brackets: [::1]:8080:80.
+    let (host_ip, rest) = match spec.strip_prefix('[') {
+        Some(after) => {
+            let (ip, rest) = after.split_once("]:").ok_or_else(bad)?;
+            (ip.to_owned(), rest)
+        }
+        None => match spec.matches(':').count() {
+            2 => {
+                let (ip, rest) = spec.split_once(':').ok_or_else(bad)?;
+                (ip.to_owned(), rest)
+            }
+            _ => (String::new(), spec),
+        },
+    };
+    let (published, container) = match rest.rsplit_once(':') {
+        Some((host, container)) => (host, container),
+        None => ("", rest),
+    };
+    let (low, high) = range(container).ok_or_else(bad)?;
+    let host = if published.is_empty() {
+        None
+    } else {
+        Some(range(published).ok_or_else(bad)?)
+    };
+    let mut ports = Vec::new();
+    for (i, target) in (low..=high).enumerate() {
+        let published = match host {
+            None => String::new(),
+            Some((h_low, h_high)) if low == high => {
+                if h_low == h_high {
+                    h_low.to_string()
+                } else {
+                    format!("{h_low}-{h_high}")
+                }
+            }
+            Some((h_low, h_high)) => {
+                if h_high - h_low != high - low {
+                    return Err(ctx.err(
+                        node,
+                        path,
+                        format!("{text:?}: the host and container ranges differ in size"),
+                    ));
+                }
+                (h_low + i as u16).to_string()
+            }
+        };
+        ports.push(Port {
+            target,
+            published,
+            host_ip: host_ip.clone(),
+            protocol: protocol.to_owned(),
+        });
+    }
+    Ok(ports)
+}
+
+const PROPAGATIONS: &[&str] = &[
+    "shared", "rshared", "slave", "rslave", "private", "rprivate",
+];
+
+/// `[source:]target[:options]` or the long form.
+fn mount(ctx: &Ctx, project: &Project, node: &Node, path: &str) -> Result<Mount, LoadError> {
+    let mut m = Mount::default();
+    if let Value::Map(_) = node.value {
+        let mut kind = None;
+        for (k, n, p) in ctx.entries(node, path)? {
+            match k {
+                "type" => kind = Some((ctx.string(n, &p)?, n, p)),
+                "source" => m.source = ctx.string(n, &p)?,
+                "target" => m.target = ctx.string(n, &p)?,
+                "read_only" => m.read_only = ctx.bool(n, &p)?,
+                "consistency" => {}
+                "bind" => {
+                    for (bk, bn, bp) in ctx.entries(n, &p)? {
+                        match bk {
+                            "propagation" => m.propagation = ctx.string(bn, &bp)?,
+                            "create_host_path" => m.create_host_path = ctx.bool(bn, &bp)?,
+                            "selinux" => m.selinux = ctx.string(bn, &bp)?,
+                            _ => return Err(ctx.unknown(bn, &bp)),
+                        }
+                    }
+                }
+                "volume" => {
+                    for (vk, vn, vp) in ctx.entries(n, &p)? {
+                        match vk {
+                            "nocopy" => m.nocopy = ctx.bool(vn, &vp)?,
+                            "subpath" => m.subpath = ctx.string(vn, &vp)?,
+                            _ => return Err(ctx.unknown(vn, &vp)),
+                        }
+                    }
+                }
+                "tmpfs" => {
+                    for (tk, tn, tp) in ctx.entries(n, &p)? {
+                        match tk {
+                            "size" => m.tmpfs_size = ctx.bytes(tn, &tp)?,
+                            "mode" => {
+                                let text = ctx.string(tn, &tp)?;
+                                m.tmpfs_mode = u32::from_str_radix(&text, 8).map_err(|_| {
+                                    ctx.err(tn, &tp, "expected an octal mode like 1777")
+                                })?;
+                            }
+                            _ => return Err(ctx.unknown(tn, &tp)),
+                        }
+                    }
+                }
+                _ => return Err(ctx.unknown(n, &p)),
+            }
+        }
+        let Some((kind, kn, kp)) = kind else {
+            return Err(ctx.err(node, path, "type: is missing (volume, bind or tmpfs)"));
+        };
+        m.kind = match kind.as_str() {
+            "volume" => MountType::Volume,
+            "bind" => MountType::Bind,
+            "tmpfs" => MountType::Tmpfs,
+            _ => return Err(ctx.err(kn, &kp, "expected volume, bind or tmpfs")),
+        };
+        if m.target.is_empty() {
+            return Err(ctx.err(node, path, "target: is missing (the path in the container)"));
+        }
+    } else {
+        let text = ctx.string(node, path)?;
+        let parts: Vec<&str> = text.split(':').collect();
+        let (source, target, options) = match parts.as_slice() {
+            [t] => ("", *t, ""),
+            [s, t] => (*s, *t, ""),
+            [s, t, o] => (*s, *t, *o),
+            _ => {
+                return Err(ctx.err(
+                    node,
+                    path,
+                    format!("{text:?}: expected [SOURCE:]TARGET[:OPTIONS]"),
+                ))
+            }
+        };
+        m.source = source.to_owned();
+        m.target = target.to_owned();
+        m.kind = if source.starts_with(['.', '/', '~']) {
+            m.create_host_path = true;
+            MountType::Bind
+        } else {
+            MountType::Volume
+        };
+        for option in options.split(',').filter(|o| !o.is_empty()) {
+            match option {
+                "ro" => m.read_only = true,
+                "rw" => m.read_only = false,
+                "z" | "Z" => m.selinux = option.into(),
+                "nocopy" => m.nocopy = true,
+                o if PROPAGATIONS.contains(&o) => m.propagation = o.into(),
+                o => return Err(ctx.err(node, path, format!("unknown volume option {o:?} (expected ro, rw, z, Z, nocopy or a propagation)"))),
+            }
+        }
+    }
+    if !m.target.starts_with('/') {
+        return Err(ctx.err(
+            node,
+            path,
+            format!(
+                "the target {:?} must be an absolute path in the container",
+                m.target
+            ),
+        ));
+    }
+    match m.kind {
+        MountType::Bind if m.source.is_empty() => return Err(ctx.err(node, path, "a bind mount needs a source")),
+        MountType::Bind => m.source = ctx.host_path(&m.source),
+        MountType::Volume if !m.source.is_empty() => match project.volumes.get(&m.source) {
+            Some(volume) => m.source = volume.name.clone(),
+            None => {
+                return Err(ctx.err(node, path, format!(
+                    "volume {:?} is not declared under the top-level volumes: (a host path starts with ./ or /)",
+                    m.source
+                )))
+            }
+        },
+        _ => {}
+    }
+    Ok(m)
+}
+
+fn service_networks(
+    ctx: &Ctx,
+    project: &Project,
+    node: &Node,
+    path: &str,
+) -> Result<BTreeMap<String, ServiceNetwork>, LoadError> {
+    let mut out = BTreeMap::new();
+    let check = |key: &str, n: &Node, p: &str| {
+        if key == "default" || project.networks.contains_key(key) {
+            Ok(())
+        } else {
+            Err(ctx.err(
+                n,
+                p,
+                format!("network {key:?} is not declared under the top-level networks:"),
+            ))
+        }
+    };
+    if let Value::Seq(_) = node.value {
+        for (item, ip) in ctx.items(node, path)? {
+            let key = ctx.string(item, &ip)?;
+            check(&key, item, &ip)?;
+            out.insert(key, ServiceNetwork::default());
+        }
+        return Ok(out);
+    }
+    for (key, n, p) in ctx.entries(node, path)? {
+        check(key, n, &p)?;
+        let mut net = ServiceNetwork::default();
+        for (k, vn, vp) in ctx.entries(n, &p)? {
+            match k {
+                "aliases" => net.aliases = ctx.list(vn, &vp)?,
+                "ipv4_address" => net.ipv4_address = ctx.string(vn, &vp)?,
+                "ipv6_address" => net.ipv6_address = ctx.string(vn, &vp)?,
+                "priority" => net.priority = ctx.int(vn, &vp)?,
+                _ => return Err(ctx.unknown(vn, &vp)),
+            }
+        }
+        out.insert(key.to_owned(), net);
+    }
+    Ok(out)
+}
+
+fn depends_on(
+    ctx: &Ctx,
+    node: &Node,
+    path: &str,
+) -> Result<BTreeMap<String, Dependency>, LoadError> {
+    let mut out = BTreeMap::new();
+    let started = Dependency {
+        condition: Condition::ServiceStarted,
+        required: true,
+        restart: false,
+    };
+    if let Value::Seq(_) = node.value {
+        for (item, ip) in ctx.items(node, path)? {
+            out.insert(ctx.string(item, &ip)?, started.clone());
+        }
+        return Ok(out);
+    }
+    for (key, n, p) in ctx.entries(node, path)? {
+        let mut dep = started.clone();
+        for (k, vn, vp) in ctx.entries(n, &p)? {
+            match k {
+                "condition" => {
+                    dep.condition = match ctx.string(vn, &vp)?.as_str() {
+                        "service_started" => Condition::ServiceStarted,
+                        "service_healthy" => Condition::ServiceHealthy,
+                        "service_completed_successfully" => Condition::ServiceCompletedSuccessfully,
+                        _ => return Err(ctx.err(vn, &vp, "expected service_started, service_healthy or service_completed_successfully")),
+                    }
+                }
+                "required" => dep.required = ctx.bool(vn, &vp)?,
+                "restart" => dep.restart = ctx.bool(vn, &vp)?,
+                _ => return Err(ctx.unknown(vn, &vp)),
+            }
+        }
+        out.insert(key.to_owned(), dep);
+    }
+    Ok(out)
+}
+
+fn healthcheck(ctx: &Ctx, node: &Node, path: &str) -> Result<Option<Healthcheck>, LoadError> {
+    let mut h = Healthcheck::default();
+    let mut disable = false;
+    for (k, n, p) in ctx.entries(node, path)? {
+        match k {
+            "test" => {
+                h.test = match &n.value {
+                    Value::Scalar(text, _) => vec!["CMD-SHELL".into(), text.clone()],
+                    _ => ctx.list(n, &p)?,
+                };
+                if !matches!(
+                    h.test.first().map(String::as_str),
+                    Some("NONE" | "CMD" | "CMD-SHELL")
+                ) {
+                    return Err(ctx.err(n, &p, "a list test starts with CMD, CMD-SHELL or NONE"));
+                }
+            }
+            "interval" => h.interval = ctx.duration(n, &p)?,
+            "timeout" => h.timeout = ctx.duration(n, &p)?,
+            "start_period" => h.start_period = ctx.duration(n, &p)?,
+            "start_interval" => h.start_interval = ctx.duration(n, &p)?,
+            "retries" => h.retries = Some(ctx.int(n, &p)?.max(0) as u64),
+            "disable" => disable = ctx.bool(n, &p)?,
+            _ => return Err(ctx.unknown(n, &p)),
+        }
+    }
+    if disable {
+        h = Healthcheck {
+            test: vec!["NONE".into()],
+            ..Healthcheck::default()
+        };
+    }
+    Ok(Some(h))
+}
+
+/// A list of `host:ip` or `host=ip`, or a mapping host → ip (or list of ips); as `host:ip`.
+fn extra_hosts(ctx: &Ctx, node: &Node, path: &str) -> Result<Vec<String>, LoadError> {
+    let mut out = Vec::new();
+    if let Value::Map(_) = node.value {
+        for (host, n, p) in ctx.entries(node, path)? {
+            for ip in ctx.strings(n, &p)? {
+                out.push(format!("{host}:{ip}"));
+            }
+        }
+        return Ok(out);
+    }
+    for (item, ip) in ctx.items(node, path)? {
+        let text = ctx.string(item, &ip)?;
+        let (host, addr) = text
+            .split_once('=')
+            .or_else(|| text.split_once(':'))
+            .ok_or_else(|| ctx.err(item, &ip, "expected HOST:IP or HOST=IP"))?;
+        out.push(format!("{host}:{addr}"));
+    }
+    Ok(out)
+}
+
+fn count(ctx: &Ctx, node: &Node, path: &str) -> Result<u32, LoadError> {
+    let n = ctx.int(node, path)?;
+    u32::try_from(n).map_err(|_| ctx.err(node, path, "expected a count of 0 or more"))
+}
+
+fn deploy(
+    ctx: &mut Ctx,
+    node: &Node,
+    path: &str,
+    s: &mut Service,
+    replicas: &mut Option<u32>,
+    restart: &mut Option<String>,
+) -> Result<(), LoadError> {
+    for (k, n, p) in ctx.entries(node, path)? {
+        match k {
+            "replicas" => *replicas = Some(count(ctx, n, &p)?),
+            "resources" => {
+                for (rk, rn, rp) in ctx.entries(n, &p)? {
+                    for (lk, ln, lp) in ctx.entries(rn, &rp)? {
+                        match (rk, lk) {
+                            ("limits", "cpus") => {
+                                s.resources.nano_cpus = (ctx.float(ln, &lp)? * 1e9) as i64
+                            }
+                            ("limits", "memory") => s.resources.memory = ctx.bytes(ln, &lp)?,
+                            ("limits", "pids") => s.resources.pids_limit = ctx.int(ln, &lp)?,
+                            ("reservations", "memory") => {
+                                s.resources.memory_reservation = ctx.bytes(ln, &lp)?
+                            }
+                            ("reservations", "cpus") => {}
+                            ("reservations", "devices") => {
+                                for (dn, dp) in ctx.items(ln, &lp)? {
+                                    s.resources
+                                        .device_requests
+                                        .push(device_request(ctx, dn, &dp)?);
+                                }
+                            }
+                            ("limits" | "reservations", _) => return Err(ctx.unknown(ln, &lp)),
+                            _ => {
+                                return Err(ctx.err(
+                                    rn,
+                                    &rp,
+                                    "unknown key (expected limits or reservations)",
+                                ))
+                            }
+                        }
+                    }
+                }
+            }
+            "restart_policy" => {
+                let (mut condition, mut attempts) = ("any".to_owned(), 0);
+                for (rk, rn, rp) in ctx.entries(n, &p)? {
+                    match rk {
+                        "condition" => condition = ctx.string(rn, &rp)?,
+                        "max_attempts" => attempts = ctx.int(rn, &rp)?,
+                        "delay" | "window" => {}
+                        _ => return Err(ctx.unknown(rn, &rp)),
+                    }
+                }
+                *restart = Some(match condition.as_str() {
+                    "none" | "no" => "no".into(),
+                    "any" | "always" => "always".into(),
+                    "on-failure" if attempts > 0 => format!("on-failure:{attempts}"),
+                    "on-failure" => "on-failure".into(),
+                    "unless-stopped" => "unless-stopped".into(),
+                    _ => return Err(ctx.err(n, &p, "condition: expected none, on-failure or any")),
+                });
+            }
+            "mode" | "labels" | "placement" | "update_config" | "rollback_config"
+            | "endpoint_mode" => {
+                ctx.warnings.push(format!("{p}: a swarm setting, ignored"));
+            }
+            _ => return Err(ctx.unknown(n, &p)),
+        }
+    }
+    Ok(())
+}
+
+fn device_request(ctx: &Ctx, node: &Node, path: &str) -> Result<DeviceRequest, LoadError> {
+    let mut d = DeviceRequest::default();
+    for (k, n, p) in ctx.entries(node, path)? {
+        match k {
+            "capabilities" => d.capabilities = ctx.list(n, &p)?,
+            "count" => {
+                d.count = match ctx.string(n, &p)?.as_str() {
+                    "all" => -1,
+                    _ => ctx.int(n, &p)?,
+                }
+            }
+            "device_ids" => d.device_ids = ctx.list(n, &p)?,
+            "driver" => d.driver = ctx.string(n, &p)?,
+            "options" => d.options = ctx.string_map(n, &p)?,
+            _ => return Err(ctx.unknown(n, &p)),
+        }
+    }
+    if d.capabilities.is_empty() {
+        return Err(ctx.err(node, path, "capabilities: is missing (e.g. [gpu])"));
+    }
+    Ok(d)
+}
+
+fn file_ref(ctx: &Ctx, node: &Node, path: &str) -> Result<(String, String), LoadError> {
+    if let Value::Scalar(..) = node.value {
+        return Ok((ctx.string(node, path)?, String::new()));
+    }
+    let (mut source, mut target) = (None, String::new());
+    for (k, n, p) in ctx.entries(node, path)? {
+        match k {
+            "source" => source = Some(ctx.string(n, &p)?),
+            "target" => target = ctx.string(n, &p)?,
+            "uid" | "gid" | "mode" => {}
+            _ => return Err(ctx.unknown(n, &p)),
+        }
+    }
+    let source = source.ok_or_else(|| ctx.err(node, path, "source: is missing"))?;
+    Ok((source, target))
+}
+
+/// A top-level network or volume name: `name:`, else the key when external, else
+/// `<project>_<key>`.
+fn resource_name(explicit: Option<String>, external: bool, key: &str, project: &str) -> String {
+    match explicit {
+        Some(name) => name,
+        None if external => key.to_owned(),
+        None => format!("{project}_{key}"),
+    }
+}
+
+fn network(
+    ctx: &mut Ctx,
+    key: &str,
+    node: &Node,
+    path: &str,
+    project: &str,
+) -> Result<Network, LoadError> {
+    let mut net = Network::default();
+    let mut name = None;
+    for (k, n, p) in ctx.entries(node, path)? {
+        match k {
+            "name" => name = Some(ctx.string(n, &p)?),
+            "external" => net.external = ctx.bool(n, &p)?,
+            "driver" => net.driver = ctx.string(n, &p)?,
+            "driver_opts" => net.driver_opts = ctx.string_map(n, &p)?,
+            "internal" => net.internal = ctx.bool(n, &p)?,
+            "attachable" => net.attachable = ctx.bool(n, &p)?,
+            "enable_ipv6" => net.enable_ipv6 = ctx.bool(n, &p)?,
+            "labels" => net.labels = ctx.string_map(n, &p)?,
+            "ipam" => {
+                for (ik, in_, ip) in ctx.entries(n, &p)? {
+                    match ik {
+                        "driver" => net.ipam_driver = ctx.string(in_, &ip)?,
+                        "config" => {
+                            for (cn, cp) in ctx.items(in_, &ip)? {
+                                let mut pool = IpamPool::default();
+                                for (ck, vn, vp) in ctx.entries(cn, &cp)? {
+                                    match ck {
+                                        "subnet" => pool.subnet = ctx.string(vn, &vp)?,
+                                        "ip_range" => pool.ip_range = ctx.string(vn, &vp)?,
+                                        "gateway" => pool.gateway = ctx.string(vn, &vp)?,
+                                        "aux_addresses" => {
+                                            pool.aux_addresses = ctx.string_map(vn, &vp)?
+                                        }
+                                        _ => return Err(ctx.unknown(vn, &vp)),
+                                    }
+                                }
+                                net.ipam.push(pool);
+                            }
+                        }
+                        "options" => {}
+                        _ => return Err(ctx.unknown(in_, &ip)),
+                    }
+                }
+            }
+            k if k.starts_with("x-") => {}
+            _ => return Err(ctx.unknown(n, &p)),
+        }
+    }
+    net.name = resource_name(name, net.external, key, project);
+    Ok(net)
+}
+
+fn volume(
+    ctx: &mut Ctx,
+    key: &str,
+    node: &Node,
+    path: &str,
+    project: &str,
+) -> Result<Volume, LoadError> {
+    let mut vol = Volume::default();
+    let mut name = None;
+    for (k, n, p) in ctx.entries(node, path)? {
+        match k {
+            "name" => name = Some(ctx.string(n, &p)?),
+            "external" => vol.external = ctx.bool(n, &p)?,
+            "driver" => vol.driver = ctx.string(n, &p)?,
+            "driver_opts" => vol.driver_opts = ctx.string_map(n, &p)?,
+            "labels" => vol.labels = ctx.string_map(n, &p)?,
+            k if k.starts_with("x-") => {}
+            _ => return Err(ctx.unknown(n, &p)),
+        }
+    }
+    vol.name = resource_name(name, vol.external, key, project);
+    Ok(vol)
+}
+
+fn file_object(ctx: &mut Ctx, node: &Node, path: &str) -> Result<FileObject, LoadError> {
+    let mut file = None;
+    for (k, n, p) in ctx.entries(node, path)? {
+        match k {
+            "file" => file = Some(ctx.host_path(&ctx.string(n, &p)?)),
+            "name" => {}
+            "external" | "environment" | "content" | "driver" | "template_driver" => {
+                return Err(ctx.err(n, &p, "not supported without swarm: only file: sources are"))
+            }
+            _ => return Err(ctx.unknown(n, &p)),
+        }
+    }
+    let file = file.ok_or_else(|| ctx.err(node, path, "file: is missing (the file to mount)"))?;
+    Ok(FileObject { file: file.into() })
+}
+
+/// The default network, implicit dependencies, profiles, and the checks across services.
+fn normalize(ctx: &mut Ctx, project: &mut Project, nodes: &Entries) -> Result<(), LoadError> {
+    let node_of = |name: &str| {
+        nodes
+            .iter()
+            .find(|(k, _, _)| *k == name)
+            .map(|(_, n, p)| (*n, p.clone()))
+    };
+    // Profiles: COMPOSE_PROFILES names the active ones; `*` all.
+    let active: Vec<&str> = ctx
+        .env
+        .get("COMPOSE_PROFILES")
+        .map(|p| {
+            p.split(',')
+                .map(str::trim)
+                .filter(|p| !p.is_empty())
+                .collect()
+        })
+        .unwrap_or_default();
+    let disabled: Vec<String> = project
+        .services
+        .iter()
+        .filter(|(_, s)| {
+            !s.profiles.is_empty()
+                && !s
+                    .profiles
+                    .iter()
+                    .any(|p| active.contains(&p.as_str()) || active.contains(&"*"))
+        })
+        .map(|(k, _)| k.clone())
+        .collect();
+    for name in &disabled {
+        project.services.remove(name);
+    }
+    project.disabled = disabled;
+
+    let names: BTreeSet<String> = project.services.keys().cloned().collect();
+    let mut uses_default = false;
+    for (name, service) in project.services.iter_mut() {
+        let (node, path) = node_of(name).expect("every service has its node");
+        // network_mode: service:x, volumes_from and links depend on x.
+        let mut implicit = Vec::new();
+        if let Some(other) = service.network_mode.strip_prefix("service:") {
+            implicit.push(other.to_owned());
+        }
+        for from in &service.volumes_from {
+            let other = from
+                .strip_prefix("container:")
+                .map_or(Some(from.split(':').next().unwrap_or_default()), |_| None);
+            if let Some(other) = other.map(|o| o.strip_prefix("service:").unwrap_or(o)) {
+                implicit.push(other.to_owned());
+            }
+        }
+        for link in &service.links {
+            implicit.push(link.split(':').next().unwrap_or_default().to_owned());
+        }
+        for other in implicit {
+            service.depends_on.entry(other).or_insert(Dependency {
+                condition: Condition::ServiceStarted,
+                required: true,
+                restart: false,
+            });
+        }
+        let mut dropped = Vec::new();
+        for (dep, d) in &service.depends_on {
+            if names.contains(dep) {
+                continue;
+            }
+            let why = if project.disabled.contains(dep) {
+                "is not in an active profile (COMPOSE_PROFILES)"
+            } else {
+                "is not defined"
+            };
+            if d.required {
+                return Err(ctx.err(
+                    node,
+                    &format!("{path}.depends_on"),
+                    format!("service {dep:?} {why}"),
+                ));
+            }
+            ctx.warnings.push(format!(
+                "{path}: optional dependency {dep:?} {why}: not waited for"
+            ));
+            dropped.push(dep.clone());
+        }
+        for dep in dropped {
+            service.depends_on.remove(&dep);
+        }
+        if service.network_mode.is_empty() && service.networks.is_empty() {
+            service
+                .networks
+                .insert("default".into(), ServiceNetwork::default());
+        }
+        uses_default |= service.networks.contains_key("default");
+    }
+    if uses_default && !project.networks.contains_key("default") {
+        let name = format!("{}_default", project.name);
+        project.networks.insert(
+            "default".into(),
+            Network {
+                name,
+                ..Network::default()
+            },
+        );
+    }
+    // Only what a service uses is created (compose-go's `WithoutUnnecessaryResources`).
+    let services = &project.services;
+    project
+        .networks
+        .retain(|key, _| services.values().any(|s| s.networks.contains_key(key)));
+    project.volumes.retain(|_, volume| {
+        services.values().any(|s| {
+            s.volumes
+                .iter()
+                .any(|m| m.kind == MountType::Volume && m.source == volume.name)
+        })
+    });
+    if let Some(cycle) = dependency_cycle(project) {
+        let (node, path) = node_of(&cycle[0]).expect("every service has its node");
+        return Err(ctx.err(
+            node,
+            &format!("{path}.depends_on"),
+            format!("dependency cycle: {}", cycle.join(" -> ")),
+        ));
+    }
+    Ok(())
+}
+
+/// A cycle of `depends_on`, as `[a, b, a]`, if there is one.
+fn dependency_cycle(project: &Project) -> Option<Vec<String>> {
+    fn visit(
+        project: &Project,
+        name: &str,
+        stack: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) -> Option<Vec<String>> {
+        if let Some(at) = stack.iter().position(|s| s == name) {
+            let mut cycle = stack[at..].to_vec();
+            cycle.push(name.to_owned());
+            return Some(cycle);
+        }
+        if done.contains(name) {
+            return None;
+        }
+        stack.push(name.to_owned());
+        for dep in project
+            .services
+            .get(name)
+            .map(|s| s.depends_on.keys())
+            .into_iter()
+            .flatten()
+        {
+            if let Some(cycle) = visit(project, dep, stack, done) {
+                return Some(cycle);
+            }
+        }
+        stack.pop();
+        done.insert(name.to_owned());
+        None
+    }
+    let mut done = BTreeSet::new();
+    project
+        .services
+        .keys()
+        .find_map(|name| visit(project, name, &mut Vec::new(), &mut done))
+}

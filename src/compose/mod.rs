@@ -1,0 +1,52 @@
+//! A compose engine on the Docker Engine API: `docker compose up -d` / `down` / `ps` semantics
+//! of compose 2.29 without a compose binary (docs/compose.md says what is copied from it).
+//!
+//! API (also used by the edge stacks):
+//! ```text
+//! pub struct Source { working_dir, files, project_name, environment, env_file }
+//! pub fn load(&Source) -> Result<Project, LoadError>        // pure pipeline + file reads
+//! pub fn normalize_project_name(&str) -> String             // compose-go's NormalizeProjectName
+//! pub struct Up; Up::new(&Project) -> Up; Up::step(&mut self, &docker::Client) -> Result<Step, UpError>
+//! pub enum Step { Continue, Done }                          // one bounded Docker call (or a wait ≤ 0.5 s) per step
+//! pub fn up(&docker::Client, &Project) -> Result<(), UpError>            // loops over step
+//! pub fn down(&docker::Client, project_name, remove_volumes) -> Result<(), docker::Error>
+//! pub fn ps(&docker::Client, project_name) -> Result<Vec<ServiceState>, docker::Error>
+//! pub fn aggregate(&[ServiceState]) -> StackStatus          // libstack's rules
+//! ```
+//! Modules: [`yaml`] (tree with bounds), [`interpolate`], [`dotenv`], [`load`] (the pipeline and
+//! key binding), [`model`] (the normalised project), [`body`] (Engine API request bodies and
+//! compose's labels, pure), [`converge`] (`up` as steps, `down`), [`status`] (`ps`, aggregate).
+
+mod body;
+mod converge;
+mod dotenv;
+mod interpolate;
+mod load;
+mod model;
+mod status;
+mod yaml;
+
+pub use converge::{down, up, Step, Up, UpError};
+pub use load::{load, normalize_project_name, LoadError};
+pub use model::{Project, Service};
+pub use status::{aggregate, ps, ServiceState, StackStatus};
+pub use yaml::to_yaml;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// Where a project comes from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Source {
+    /// The project folder: relative paths (files, binds, env files) start here, and its `.env`
+    /// is read.
+    pub working_dir: PathBuf,
+    /// Compose files, relative to `working_dir` or absolute (one today).
+    pub files: Vec<PathBuf>,
+    /// `-p`; empty: the file's `name:`, else `COMPOSE_PROJECT_NAME`, else the folder's name.
+    pub project_name: String,
+    /// The caller's environment: it wins over `.env` for interpolation.
+    pub environment: BTreeMap<String, String>,
+    /// `--env-file`: read instead of `working_dir/.env` (and it must exist).
+    pub env_file: Option<PathBuf>,
+}
