@@ -168,7 +168,9 @@ fn print_stacks(state: &crate::state::State) {
     }
     println!("edge stacks:");
     for (id, r) in &state.stacks {
-        let status = r.status.map_or("not deployed yet".to_owned(), |s| s.to_string());
+        let status = r
+            .status
+            .map_or("not deployed yet".to_owned(), |s| s.to_string());
         let reported = match (r.status, r.sent) {
             (Some(s), Some(sent)) if s == sent => "",
             (Some(_), _) => ", not yet reported to Portainer",

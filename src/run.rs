@@ -39,11 +39,10 @@ pub fn run(config: Config) -> ExitCode {
         Err(e) => return config_error(&e.to_string()),
     };
     // The edge stacks have a client of their own: a slow payload never delays a poll.
-    let stacks_client =
-        match Client::new(&config, &identity.key.portainer_url, &identity.edge_id) {
-            Ok(client) => client,
-            Err(e) => return config_error(&e.to_string()),
-        };
+    let stacks_client = match Client::new(&config, &identity.key.portainer_url, &identity.edge_id) {
+        Ok(client) => client,
+        Err(e) => return config_error(&e.to_string()),
+    };
     let tunnel_target = match config
         .tunnel
         .then(|| Target::parse(&identity.key.tunnel_addr))

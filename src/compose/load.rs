@@ -57,15 +57,17 @@ pub fn normalize_project_name(name: &str) -> String {
 pub fn load(source: &Source) -> Result<Project, LoadError> {
     let file = match source.files.as_slice() {
         [file] => source.working_dir.join(file),
-        _ => return Err(LoadError {
-            file: source.working_dir.clone(),
-            line: None,
-            path: String::new(),
-            message: format!(
+        _ => {
+            return Err(LoadError {
+                file: source.working_dir.clone(),
+                line: None,
+                path: String::new(),
+                message: format!(
                 "{} compose files given: this engine reads exactly one (merge overrides into it)",
                 source.files.len()
             ),
-        }),
+            })
+        }
     };
     let fail = |file: &Path, message: String| LoadError {
         file: file.to_owned(),

@@ -137,7 +137,11 @@ fn run(mut shell: Shell, mailbox: &Mailbox, persisted: &Persisted, reporter: &Re
             let m = machine.get_or_insert_with(|| {
                 let records = persisted.read(|s| s.stacks.clone());
                 let root = shell.root.clone();
-                Reconciler::new(records, |id| folder::path(&root, id).is_dir(), Instant::now())
+                Reconciler::new(
+                    records,
+                    |id| folder::path(&root, id).is_dir(),
+                    Instant::now(),
+                )
             });
             if let Some(list) = &answer.stacks {
                 m.desire(list, Instant::now());
@@ -221,9 +225,10 @@ impl Shell {
                 entry_file,
             } => self.load(*id, project, entry_file),
             Work::Up { id } => self.up(*id),
-            Work::Check { project, .. } => match self.docker().and_then(|d| {
-                compose::ps(d, project).map_err(|e| e.to_string())
-            }) {
+            Work::Check { project, .. } => match self
+                .docker()
+                .and_then(|d| compose::ps(d, project).map_err(|e| e.to_string()))
+            {
                 Ok(states) => Outcome::Seen(seen(&states)),
                 Err(e) => Outcome::Failed(e),
             },
@@ -271,8 +276,9 @@ impl Shell {
         self.ups.remove(&id);
         let mut environment: BTreeMap<String, String> = std::env::vars().collect();
         environment.insert(EDGE_ID_VARIABLE.into(), self.edge_id.clone());
+        let folder = folder::path(&self.root, id);
         let source = compose::Source {
-            working_dir: folder::path(&self.root, id),
+            working_dir: folder.clone(),
             files: vec![entry_file.into()],
             project_name: project.to_owned(),
             environment,
@@ -287,7 +293,10 @@ impl Shell {
                 self.ups.insert(id, compose::Up::new(&loaded));
                 Outcome::Loaded { wait }
             }
-            Err(e) => Outcome::Invalid(e.to_string()),
+            // The operator knows the file by its name in Portainer, not by the device's path.
+            Err(e) => {
+                Outcome::Invalid(e.to_string().replace(&format!("{}/", folder.display()), ""))
+            }
         }
     }
 
@@ -342,9 +351,16 @@ fn wait_limit(project: &compose::Project) -> Duration {
         .filter_map(|s| s.healthcheck.as_ref())
         .filter(|h| h.test.first().map(String::as_str) != Some("NONE"))
         .map(|h| {
-            let interval = if h.interval == 0 { 30 * SECOND_NS } else { h.interval };
+            let interval = if h.interval == 0 {
+                30 * SECOND_NS
+            } else {
+                h.interval
+            };
             let retries = h.retries.unwrap_or(3);
-            Duration::from_nanos(h.start_period.saturating_add(retries.saturating_mul(interval)))
+            Duration::from_nanos(
+                h.start_period
+                    .saturating_add(retries.saturating_mul(interval)),
+            )
         })
         .fold(MIN_WAIT, Duration::max)
 }
@@ -357,7 +373,9 @@ fn seen(states: &[ServiceState]) -> Seen {
         .find(|s| s.state == "running" && (s.health == "starting" || s.health == "unhealthy"));
     match compose::aggregate(states) {
         StackStatus::Running => match not_healthy {
-            Some(s) if s.health == "unhealthy" => Seen::Starting(format!("service {} unhealthy", s.service)),
+            Some(s) if s.health == "unhealthy" => {
+                Seen::Starting(format!("service {} unhealthy", s.service))
+            }
             Some(s) => Seen::Starting(format!("service {} not yet healthy", s.service)),
             None => Seen::Running,
         },
@@ -374,5 +392,79 @@ fn seen(states: &[ServiceState]) -> Seen {
                 );
             Seen::Starting(what)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn state(service: &str, state: &str, code: i64, health: &str) -> ServiceState {
+        ServiceState {
+            service: service.into(),
+            name: format!("edge_x-{service}-1"),
+            state: state.into(),
+            exit_code: code,
+            health: health.into(),
+        }
+    }
+
+    #[test]
+    fn project_names_are_normalised_or_refused() {
+        assert_eq!(project_name("Web App").unwrap(), "edge_webapp");
+        assert_eq!(project_name("my-stack_2").unwrap(), "edge_my-stack_2");
+        let err = project_name("ÄÖ !").unwrap_err();
+        assert!(err.contains("ÄÖ !"), "{err}");
+    }
+
+    #[test]
+    fn running_waits_for_healthchecks_and_says_who_is_late() {
+        let web = state("web", "running", 0, "");
+        assert_eq!(seen(&[web.clone()]), Seen::Running);
+        assert_eq!(
+            seen(&[web.clone(), state("db", "running", 0, "unhealthy")]),
+            Seen::Starting("service db unhealthy".into())
+        );
+        assert_eq!(
+            seen(&[web.clone(), state("db", "running", 0, "starting")]),
+            Seen::Starting("service db not yet healthy".into())
+        );
+        assert_eq!(
+            seen(&[web.clone(), state("db", "restarting", 0, "")]),
+            Seen::Starting("service db still restarting".into())
+        );
+        assert_eq!(
+            seen(&[web, state("db", "exited", 3, "")]),
+            Seen::Error("service db exited with code 3".into())
+        );
+        assert_eq!(seen(&[state("job", "exited", 0, "")]), Seen::Completed);
+        assert_eq!(seen(&[]), Seen::Gone);
+    }
+
+    #[test]
+    fn the_wait_grows_with_healthchecks() {
+        let project = |health: &str| {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(
+                dir.path().join("docker-compose.yml"),
+                format!("services:\n  db:\n    image: x\n{health}"),
+            )
+            .unwrap();
+            compose::load(&compose::Source {
+                working_dir: dir.path().to_owned(),
+                files: vec!["docker-compose.yml".into()],
+                project_name: "edge_x".into(),
+                ..compose::Source::default()
+            })
+            .unwrap()
+        };
+        assert_eq!(wait_limit(&project("")), MIN_WAIT);
+        let slow = "    healthcheck:\n      test: [\"CMD\", \"true\"]\n      interval: 20s\n      retries: 5\n      start_period: 40s\n";
+        assert_eq!(wait_limit(&project(slow)), Duration::from_secs(140));
+        let defaults =
+            "    healthcheck:\n      test: [\"CMD\", \"true\"]\n      start_period: 1m\n";
+        assert_eq!(wait_limit(&project(defaults)), Duration::from_secs(150));
+        let off = "    healthcheck:\n      disable: true\n";
+        assert_eq!(wait_limit(&project(off)), MIN_WAIT);
     }
 }

@@ -279,7 +279,12 @@ impl FakePortainer {
     /// server applies by deleting the environment's entry).
     pub fn stack_reports(&self, id: i64) -> Vec<StackReport> {
         let world = self.inner.world();
-        world.reports.iter().filter(|r| r.stack == id).cloned().collect()
+        world
+            .reports
+            .iter()
+            .filter(|r| r.stack == id)
+            .cloned()
+            .collect()
     }
 
     /// The statuses of [`FakePortainer::stack_reports`].
@@ -768,8 +773,15 @@ fn stack_status(request: &Request, stack: &str, inner: &Inner) -> Response {
         time: payload.time,
         body: String::from_utf8_lossy(&request.body).into_owned(),
     });
-    let name = world.edge_stacks.get(&stack).map(|s| s.name.clone()).unwrap_or_default();
-    Response::json(200, serde_json::json!({"Id": stack, "Name": name}).to_string())
+    let name = world
+        .edge_stacks
+        .get(&stack)
+        .map(|s| s.name.clone())
+        .unwrap_or_default();
+    Response::json(
+        200,
+        serde_json::json!({"Id": stack, "Name": name}).to_string(),
+    )
 }
 
 fn fnv32a(data: &[u8]) -> u32 {
