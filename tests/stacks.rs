@@ -7,74 +7,11 @@ mod support;
 
 use std::time::{Duration, Instant};
 use support::agent::{Agent, Running};
-use support::docker::{docker, engine, unique, IMAGE};
+use support::docker::{docker, engine, unique, Project, IMAGE};
 use support::{FakePortainer, Fault, Transport};
 
 const DEPLOY: Duration = Duration::from_secs(90);
 const ENDPOINT: i64 = 1;
-
-/// Removes a compose project's containers, networks and volumes when dropped.
-struct Project(String);
-
-impl Project {
-    fn for_stack(name: &str) -> Project {
-        Project(format!("edge_{name}"))
-    }
-
-    fn filter(&self) -> String {
-        format!("label=com.docker.compose.project={}", self.0)
-    }
-
-    /// `name id` of each container, sorted.
-    fn containers(&self) -> Vec<(String, String)> {
-        let out = docker(&[
-            "ps",
-            "-a",
-            "--filter",
-            &self.filter(),
-            "--format",
-            "{{.Names}} {{.ID}}",
-        ]);
-        let mut list: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once(' '))
-            .map(|(n, i)| (n.to_owned(), i.to_owned()))
-            .collect();
-        list.sort();
-        list
-    }
-
-    fn listing(&self, what: &str) -> Vec<String> {
-        let out = docker(&[
-            what,
-            "ls",
-            "--filter",
-            &self.filter(),
-            "--format",
-            "{{.Name}}",
-        ]);
-        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect();
-        names.sort();
-        names
-    }
-}
-
-impl Drop for Project {
-    fn drop(&mut self) {
-        for (name, _) in self.containers() {
-            docker(&["rm", "-f", "-v", &name]);
-        }
-        for network in self.listing("network") {
-            docker(&["network", "rm", &network]);
-        }
-        for volume in self.listing("volume") {
-            docker(&["volume", "rm", "-f", &volume]);
-        }
-    }
-}
 
 fn inspect(container: &str, format: &str) -> String {
     let out = docker(&["inspect", "-f", format, container]);
