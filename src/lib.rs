@@ -26,6 +26,132 @@ use std::process::ExitCode;
 const EXIT_USAGE: u8 = 64;
 const EXIT_CONFIG: u8 = 78;
 
+/// `edge-agent compose ...`: the project from the file (or only its name for `down`/`ps` with
+/// `-p` and no file), on the Docker socket of `DOCKER_HOST` (`unix://` only) or the default.
+fn compose_command(args: config::cli::ComposeCli) -> ExitCode {
+    use config::cli::ComposeAction;
+    use std::path::{Path, PathBuf};
+    if args.action == ComposeAction::Help {
+        print!("{}", config::cli::compose_help());
+        return ExitCode::SUCCESS;
+    }
+    system::logging::init(log::LevelFilter::Info);
+    let fail = |code: u8, e: &dyn std::fmt::Display| {
+        eprintln!("edge-agent compose: {e}");
+        ExitCode::from(code)
+    };
+    let environment: std::collections::BTreeMap<String, String> = std::env::vars_os()
+        .filter_map(|(k, v)| Some((k.into_string().ok()?, v.into_string().ok()?)))
+        .collect();
+    let cwd = match std::env::current_dir() {
+        Ok(cwd) => cwd,
+        Err(e) => return fail(1, &format!("cannot read the current folder: {e}")),
+    };
+    let file = match args.files.as_slice() {
+        [] => [
+            "compose.yaml",
+            "compose.yml",
+            "docker-compose.yaml",
+            "docker-compose.yml",
+        ]
+        .iter()
+        .map(|f| cwd.join(f))
+        .find(|f| f.exists()),
+        [file] => Some(cwd.join(file)),
+        _ => {
+            return fail(
+                EXIT_USAGE,
+                &"one -f file at a time (merge overrides into it)",
+            )
+        }
+    };
+    let by_name = matches!(args.action, ComposeAction::Down { .. } | ComposeAction::Ps)
+        && !args.project_name.is_empty()
+        && file.is_none();
+    let project = if by_name {
+        None
+    } else {
+        let Some(file) = file else {
+            return fail(
+                EXIT_USAGE,
+                &"no compose.yaml, compose.yml, docker-compose.yaml or docker-compose.yml here: give -f FILE",
+            );
+        };
+        // The project folder is the file's (compose's default --project-directory).
+        let working_dir = file.parent().map_or(cwd.clone(), Path::to_path_buf);
+        let source = compose::Source {
+            files: vec![file.file_name().map(PathBuf::from).unwrap_or_default()],
+            working_dir,
+            project_name: args.project_name.clone(),
+            environment: environment.clone(),
+            env_file: args.env_file.map(|f| cwd.join(f)),
+        };
+        match compose::load(&source) {
+            Ok(project) => {
+                for warning in &project.warnings {
+                    log::warn!("{warning}");
+                }
+                Some(project)
+            }
+            Err(e) => return fail(EXIT_CONFIG, &e),
+        }
+    };
+    let name = project
+        .as_ref()
+        .map_or(args.project_name.clone(), |p| p.name.clone());
+    if let (ComposeAction::Config { json }, Some(project)) = (&args.action, &project) {
+        let value = serde_json::json!(project);
+        if *json {
+            println!("{value:#}");
+        } else {
+            print!("{}", compose::to_yaml(&value));
+        }
+        return ExitCode::SUCCESS;
+    }
+    let socket = match environment.get("DOCKER_HOST") {
+        None => PathBuf::from("/var/run/docker.sock"),
+        Some(host) => match host.strip_prefix("unix://") {
+            Some(path) => PathBuf::from(path),
+            None => {
+                return fail(
+                    EXIT_USAGE,
+                    &format!("DOCKER_HOST={host}: only unix:// sockets are supported"),
+                )
+            }
+        },
+    };
+    let docker = match docker::Client::connect(socket, docker::Limits::default()) {
+        Ok(docker) => docker,
+        Err(e) => return fail(1, &e),
+    };
+    let result: Result<(), Box<dyn std::error::Error>> = match (&args.action, &project) {
+        (ComposeAction::Up, Some(project)) => compose::up(&docker, project).map_err(Into::into),
+        (ComposeAction::Down { volumes }, _) => {
+            compose::down(&docker, &name, *volumes).map_err(Into::into)
+        }
+        (ComposeAction::Ps, _) => compose::ps(&docker, &name)
+            .map(|states| {
+                println!(
+                    "{:<20} {:<32} {:<12} {:<5} HEALTH",
+                    "SERVICE", "NAME", "STATE", "EXIT"
+                );
+                for s in &states {
+                    println!(
+                        "{:<20} {:<32} {:<12} {:<5} {}",
+                        s.service, s.name, s.state, s.exit_code, s.health
+                    );
+                }
+                println!("stack {name}: {}", compose::aggregate(&states));
+            })
+            .map_err(Into::into),
+        _ => Ok(()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(1, &e),
+    }
+}
+
 /// `edge-agent [run|check|--help|--version] ...`: parses the command line and runs the command.
 pub fn main() -> ExitCode {
     let cli = match config::cli::parse(std::env::args_os().skip(1)) {
@@ -62,6 +188,7 @@ pub fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        config::cli::Command::Compose(args) => compose_command(args),
         config::cli::Command::Run => match load() {
             Ok(config) => {
                 system::logging::init(config.log_level);

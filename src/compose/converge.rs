@@ -541,7 +541,7 @@ impl Up {
         let deps = self.project.services[key].depends_on.clone();
         for (dep, d) in deps {
             let pair = (key.to_owned(), dep.clone());
-            if self.satisfied.contains(&pair) || d.condition == Condition::ServiceStarted {
+            if self.satisfied.contains(&pair) || d.condition == Condition::Started {
                 continue;
             }
             let Some(c) = self.observed.iter().find(|c| c.service == dep).cloned() else {
@@ -558,8 +558,7 @@ impl Up {
                 }
             };
             let ready = match d.condition {
-                Condition::ServiceHealthy => match state.health.as_ref().map(|h| h.status.as_str())
-                {
+                Condition::Healthy => match state.health.as_ref().map(|h| h.status.as_str()) {
                     None => Err(UpError::NoHealthcheck {
                         service: dep.clone(),
                         dependent: key.to_owned(),
@@ -579,7 +578,7 @@ impl Up {
                     }),
                     _ => Ok(false),
                 },
-                Condition::ServiceCompletedSuccessfully => match state.status.as_str() {
+                Condition::CompletedSuccessfully => match state.status.as_str() {
                     "exited" | "dead" if state.exit_code == 0 => Ok(true),
                     "exited" | "dead" => Err(UpError::Exited {
                         service: dep.clone(),
@@ -591,7 +590,7 @@ impl Up {
                     }),
                     _ => Ok(false),
                 },
-                Condition::ServiceStarted => Ok(true),
+                Condition::Started => Ok(true),
             };
             match ready {
                 Ok(true) => {

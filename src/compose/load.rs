@@ -254,10 +254,13 @@ fn read_bounded(path: &Path) -> Result<String, String> {
     Ok(text)
 }
 
+/// The line (when known) and what is wrong.
+type EnvFileError = (Option<usize>, String);
+
 fn read_env_file(
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Vec<(String, String)>, (Option<usize>, String)> {
+) -> Result<Vec<(String, String)>, EnvFileError> {
     let text = read_bounded(path).map_err(|m| (None, m))?;
     dotenv::parse(&text, env).map_err(|(line, m)| (Some(line), m))
 }
@@ -1323,7 +1326,7 @@ fn depends_on(
 ) -> Result<BTreeMap<String, Dependency>, LoadError> {
     let mut out = BTreeMap::new();
     let started = Dependency {
-        condition: Condition::ServiceStarted,
+        condition: Condition::Started,
         required: true,
         restart: false,
     };
@@ -1339,9 +1342,9 @@ fn depends_on(
             match k {
                 "condition" => {
                     dep.condition = match ctx.string(vn, &vp)?.as_str() {
-                        "service_started" => Condition::ServiceStarted,
-                        "service_healthy" => Condition::ServiceHealthy,
-                        "service_completed_successfully" => Condition::ServiceCompletedSuccessfully,
+                        "service_started" => Condition::Started,
+                        "service_healthy" => Condition::Healthy,
+                        "service_completed_successfully" => Condition::CompletedSuccessfully,
                         _ => return Err(ctx.err(vn, &vp, "expected service_started, service_healthy or service_completed_successfully")),
                     }
                 }
@@ -1690,7 +1693,7 @@ fn normalize(ctx: &mut Ctx, project: &mut Project, nodes: &Entries) -> Result<()
         }
         for other in implicit {
             service.depends_on.entry(other).or_insert(Dependency {
-                condition: Condition::ServiceStarted,
+                condition: Condition::Started,
                 required: true,
                 restart: false,
             });
@@ -1797,4 +1800,427 @@ fn dependency_cycle(project: &Project) -> Option<Vec<String>> {
         .services
         .keys()
         .find_map(|name| visit(project, name, &mut Vec::new(), &mut done))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compose::body;
+    use crate::docker::ApiVersion;
+    use serde_json::json;
+
+    const API: ApiVersion = ApiVersion {
+        major: 1,
+        minor: 41,
+    };
+
+    /// `compose.yaml` (and more files) in a fresh project folder `demo`, loaded with `env`.
+    fn load_files(
+        files: &[(&str, &str)],
+        env: &[(&str, &str)],
+    ) -> (tempfile::TempDir, Result<Project, LoadError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("demo");
+        std::fs::create_dir(&root).unwrap();
+        for (name, text) in files {
+            std::fs::write(root.join(name), text).unwrap();
+        }
+        let source = Source {
+            working_dir: root,
+            files: vec!["compose.yaml".into()],
+            environment: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Source::default()
+        };
+        let project = load(&source);
+        (dir, project)
+    }
+
+    fn load_ok(yaml: &str) -> Project {
+        let (_dir, project) = load_files(&[("compose.yaml", yaml)], &[]);
+        project.unwrap()
+    }
+
+    fn load_err(yaml: &str) -> String {
+        let (_dir, project) = load_files(&[("compose.yaml", yaml)], &[]);
+        let e = project.unwrap_err();
+        assert!(e.file.ends_with("demo/compose.yaml"), "{e}");
+        format!("line {}: {}: {}", e.line.unwrap_or(0), e.path, e.message)
+    }
+
+    #[test]
+    fn errors_name_the_key_path_and_line() {
+        assert_eq!(
+            load_err("services:\n  web:\n    image: a\n    portz: [80]\n"),
+            "line 4: services.web.portz: unknown key"
+        );
+        assert_eq!(
+            load_err("services:\n  web:\n    image: a\n    ports:\n      - 80\n      - nope\n"),
+            "line 6: services.web.ports[1]: \"nope\" is not a port: expected [IP:][HOST:]CONTAINER[/PROTOCOL], like 8080:80 or 127.0.0.1:53:53/udp"
+        );
+        assert_eq!(
+            load_err("services:\n  web:\n    image: a\n    environment:\n      A: ${NEED:?set NEED}\n"),
+            "line 5: services.web.environment.A: required variable NEED is missing a value: set NEED"
+        );
+        assert!(
+            load_err("services:\n  web:\n    image: a\n    volumes: [data:/d]\n")
+                .contains("services.web.volumes[0]: volume \"data\" is not declared")
+        );
+        assert!(
+            load_err("services:\n  web:\n    image: a\n    depends_on: [db]\n")
+                .contains("services.web.depends_on: service \"db\" is not defined")
+        );
+        assert!(load_err("services:\n  a:\n    image: x\n    depends_on: [b]\n  b:\n    image: x\n    depends_on: [a]\n")
+            .contains("dependency cycle: a -> b -> a"));
+        assert!(load_err("services:\n  web:\n    build: .\n")
+            .contains("services.web.build: building images is not supported"));
+        assert!(load_err(
+            "services:\n  web:\n    image: a\n    extends: {file: b.yml, service: x}\n"
+        )
+        .contains("services.web.extends.file: extends from another file is not supported"));
+        assert!(load_err("include: [a.yml]\nservices: {}\n")
+            .contains("include: include is not supported"));
+        assert!(
+            load_err("services:\n  web:\n    image: a\n    restart: sometimes\n").contains(
+                "services.web.restart: expected no, always, on-failure[:N] or unless-stopped"
+            )
+        );
+        assert!(
+            load_err("services:\n  web:\n    image: a\n    privileged: maybe\n")
+                .contains("services.web.privileged: expected true or false")
+        );
+        assert!(
+            load_err("services:\n  web:\n    image: a\n    container_name: w\n    scale: 2\n")
+                .contains("allows one container, but scale is 2")
+        );
+        assert!(
+            load_err("services:\n  web:\n    image: a\n    blkio_config: {}\n")
+                .contains("not supported by this compose engine")
+        );
+        assert!(
+            load_err("services:\n  web:\n    image: a\n    ports: [80\n")
+                .contains("not valid YAML")
+        );
+    }
+
+    #[test]
+    fn bounds_on_files_and_aliases() {
+        let big = format!("services: {{}}\n#{}\n", "x".repeat(MAX_FILE as usize));
+        let (_dir, project) = load_files(&[("compose.yaml", &big)], &[]);
+        assert!(project
+            .unwrap_err()
+            .message
+            .contains("larger than 1024 KiB"));
+        let mut bomb = String::from("x-a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 0..8 {
+            let prev = if i == 0 {
+                "a".to_owned()
+            } else {
+                format!("b{}", i - 1)
+            };
+            bomb.push_str(&format!("x-b{i}: &b{i} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+        }
+        bomb.push_str("services: {}\n");
+        assert!(load_err(&bomb).contains("alias bomb"));
+    }
+
+    #[test]
+    fn environment_precedence_dotenv_and_env_files() {
+        let (_dir, project) = load_files(
+            &[
+                ("compose.yaml", "services:\n  web:\n    image: ${IMAGE}:${TAG:-1}\n    env_file: [web.env, {path: missing.env, required: false}]\n    environment:\n      - FROM_FILE=override\n      - BARE\n      - GONE\n      - PROJECT=$COMPOSE_PROJECT_NAME\n      - LIT=$$HOME\n    labels: {u: $UNSET}\n"),
+                (".env", "IMAGE=from-dotenv\nTAG=2\nBARE=from dotenv\n"),
+                ("web.env", "FROM_FILE=file\nONLY_FILE=${TAG}\n"),
+            ],
+            &[("TAG", "3")],
+        );
+        let p = project.unwrap();
+        let web = &p.services["web"];
+        assert_eq!(web.image, "from-dotenv:3");
+        let env: Vec<(&str, &str)> = web
+            .environment
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(
+            env,
+            [
+                ("BARE", "from dotenv"),
+                ("FROM_FILE", "override"),
+                ("LIT", "$HOME"),
+                ("ONLY_FILE", "3"),
+                ("PROJECT", "demo")
+            ]
+        );
+        assert_eq!(
+            p.warnings,
+            ["variable UNSET is not set: using an empty string"]
+        );
+        let (_dir, project) = load_files(
+            &[(
+                "compose.yaml",
+                "services:\n  web:\n    image: a\n    env_file: nope.env\n",
+            )],
+            &[],
+        );
+        assert!(project
+            .unwrap_err()
+            .to_string()
+            .contains("services.web.env_file: env file "));
+    }
+
+    #[test]
+    fn project_names_are_checked() {
+        let (_dir, p) = load_files(&[("compose.yaml", "name: My_App\nservices: {}\n")], &[]);
+        let e = p.unwrap_err().to_string();
+        assert!(
+            e.contains("invalid project name \"My_App\" (name)") && e.contains("try \"my_app\""),
+            "{e}"
+        );
+        assert_eq!(normalize_project_name("edge_My Stack.1"), "edge_mystack1");
+        assert_eq!(normalize_project_name("-_x"), "x");
+        // The folder's name is normalised, `name:` is taken as it is.
+        assert_eq!(load_ok("services: {}\n").name, "demo");
+        assert_eq!(load_ok("name: other\nservices: {}\n").name, "other");
+    }
+
+    #[test]
+    fn networks_volumes_and_profiles_normalise_like_compose() {
+        let p = {
+            let (_dir, p) = load_files(
+                &[("compose.yaml", "services:\n  web:\n    image: a\n    volumes: [data:/data, ./html:/html:ro]\n  host:\n    image: a\n    network_mode: host\n  db:\n    image: a\n    networks: [back]\n    profiles: [debug]\n  tool:\n    image: a\n    profiles: [tools]\nnetworks:\n  back: {}\n  ext: {external: true}\nvolumes:\n  data: {}\n  unused: {}\n")],
+                &[("COMPOSE_PROFILES", "debug")],
+            );
+            p.unwrap()
+        };
+        assert_eq!(p.services.keys().collect::<Vec<_>>(), ["db", "host", "web"]);
+        assert_eq!(p.disabled, ["tool"]);
+        assert_eq!(p.networks["default"].name, "demo_default");
+        assert_eq!(p.networks["back"].name, "demo_back");
+        assert!(
+            !p.networks.contains_key("ext"),
+            "unused networks are dropped"
+        );
+        assert_eq!(p.volumes.keys().collect::<Vec<_>>(), ["data"]);
+        assert_eq!(p.volumes["data"].name, "demo_data");
+        assert!(p.services["host"].networks.is_empty());
+        assert_eq!(
+            p.services["web"].volumes[1].source,
+            format!("{}/html", p.working_dir.display())
+        );
+    }
+
+    #[test]
+    fn short_and_long_ports() {
+        let p = load_ok("services:\n  web:\n    image: a\n    ports:\n      - 80\n      - 8080:80/udp\n      - 127.0.0.1:53:53\n      - 127.0.0.1::9000\n      - \"[::1]:81:81\"\n      - 9000-9001:90-91\n      - 7000-7005:7000\n      - {target: 443, published: 8443, host_ip: 0.0.0.0, protocol: tcp, mode: host}\n");
+        let ports: Vec<String> = p.services["web"]
+            .ports
+            .iter()
+            .map(|p| format!("{}|{}|{}/{}", p.host_ip, p.published, p.target, p.protocol))
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                "||80/tcp",
+                "|8080|80/udp",
+                "127.0.0.1|53|53/tcp",
+                "127.0.0.1||9000/tcp",
+                "::1|81|81/tcp",
+                "|9000|90/tcp",
+                "|9001|91/tcp",
+                "|7000-7005|7000/tcp",
+                "0.0.0.0|8443|443/tcp"
+            ]
+        );
+    }
+
+    #[test]
+    fn shell_words() {
+        assert_eq!(
+            split_words("sh -c 'echo $A  b' \"x\\\"y\" a\\ b").unwrap(),
+            ["sh", "-c", "echo $A  b", "x\"y", "a b"]
+        );
+        assert_eq!(split_words("  ").unwrap(), Vec::<String>::new());
+        assert_eq!(split_words("a '' b").unwrap(), ["a", "", "b"]);
+        assert!(split_words("echo 'open").is_err());
+    }
+
+    /// What compose 2.29.2 sends for these keys (pkg/compose/create.go), empty fields aside.
+    #[test]
+    fn container_create_body_matches_compose() {
+        let p = load_ok(
+            "x-common: &common\n  restart: unless-stopped\n  logging: {driver: json-file, options: {max-size: 10m, max-file: \"3\"}}\n\
+             services:\n  web:\n    <<: *common\n    image: nginx:1\n    command: nginx -g 'daemon off;'\n    entrypoint: []\n\
+             \x20   environment: {B: 2, A: one}\n    ports: [\"127.0.0.1:8080:80\"]\n    expose: [\"9000\"]\n\
+             \x20   volumes:\n      - data:/data:ro\n      - ./conf:/etc/nginx/conf.d\n      - {type: bind, source: /srv, target: /srv, bind: {propagation: rslave}}\n      - {type: tmpfs, target: /cache, tmpfs: {size: 1m}}\n\
+             \x20   networks: {front: {aliases: [www], ipv4_address: 172.30.0.5}, back: {priority: 10}}\n\
+             \x20   depends_on: {db: {condition: service_healthy}}\n    labels: [com.example.role=web]\n\
+             \x20   healthcheck: {test: curl -f http://localhost, interval: 10s, timeout: 5s, retries: 3, start_period: 1m}\n\
+             \x20   privileged: true\n    devices: [\"/dev/ttyUSB0:/dev/ttyS0\"]\n    cap_add: [NET_ADMIN]\n    cap_drop: [ALL]\n\
+             \x20   user: \"1000:1000\"\n    working_dir: /app\n    extra_hosts: [\"gw:10.0.0.1\", \"alt=10.0.0.2\"]\n    hostname: web1\n\
+             \x20   domainname: lan\n    tmpfs: [/run:size=64k]\n    stop_grace_period: 1m30s\n    stop_signal: SIGQUIT\n    init: true\n\
+             \x20   read_only: true\n    stdin_open: true\n    tty: true\n    mem_limit: 64m\n    cpus: 0.5\n    pids_limit: 100\n\
+             \x20   ulimits: {nofile: {soft: 1024, hard: 2048}, nproc: 64}\n    sysctls: {net.core.somaxconn: 1024}\n    dns: 1.1.1.1\n\
+             \x20 db:\n    image: postgres:16\n    healthcheck: {test: [CMD, pg_isready], disable: false}\n    network_mode: bridge\n\
+             networks: {front: {}, back: {}}\nvolumes: {data: {}}\n",
+        );
+        let body = body::container(&p, "web", 1, "sha256:img", API);
+        let dir = p.working_dir.display().to_string();
+        let labels = &body["Labels"];
+        assert_eq!(labels["com.example.role"], "web");
+        assert_eq!(labels["com.docker.compose.project"], "demo");
+        assert_eq!(labels["com.docker.compose.service"], "web");
+        assert_eq!(labels["com.docker.compose.version"], "2.29.2");
+        assert_eq!(labels["com.docker.compose.oneoff"], "False");
+        assert_eq!(labels["com.docker.compose.container-number"], "1");
+        assert_eq!(
+            labels["com.docker.compose.depends_on"],
+            "db:service_healthy:false"
+        );
+        assert_eq!(labels["com.docker.compose.image"], "sha256:img");
+        assert_eq!(labels["com.docker.compose.project.working_dir"], dir);
+        assert_eq!(
+            labels["com.docker.compose.project.config_files"],
+            format!("{dir}/compose.yaml")
+        );
+        assert_eq!(
+            labels["com.docker.compose.config-hash"]
+                .as_str()
+                .unwrap()
+                .len(),
+            64
+        );
+        let mut body = body;
+        body.as_object_mut().unwrap().remove("Labels");
+        assert_eq!(
+            body,
+            json!({
+                "Hostname": "web1", "Domainname": "lan", "User": "1000:1000",
+                "ExposedPorts": {"80/tcp": {}, "9000/tcp": {}},
+                "Tty": true, "OpenStdin": true, "AttachStdout": true, "AttachStderr": true,
+                "Cmd": ["nginx", "-g", "daemon off;"], "Image": "nginx:1", "WorkingDir": "/app", "Entrypoint": [],
+                "StopSignal": "SIGQUIT", "Env": ["A=one", "B=2"],
+                "Healthcheck": {"Test": ["CMD-SHELL", "curl -f http://localhost"], "Interval": 10_000_000_000u64,
+                                "Timeout": 5_000_000_000u64, "StartPeriod": 60_000_000_000u64, "Retries": 3},
+                "StopTimeout": 90,
+                "HostConfig": {
+                    "Binds": [format!("{dir}/conf:/etc/nginx/conf.d:rw")],
+                    "Mounts": [
+                        {"Type": "volume", "Source": "demo_data", "Target": "/data", "ReadOnly": true},
+                        {"Type": "bind", "Source": "/srv", "Target": "/srv", "BindOptions": {"Propagation": "rslave"}},
+                        {"Type": "tmpfs", "Target": "/cache", "TmpfsOptions": {"SizeBytes": 1_048_576}},
+                    ],
+                    "CapAdd": ["NET_ADMIN"], "CapDrop": ["ALL"], "Init": true, "ReadonlyRootfs": true,
+                    "RestartPolicy": {"Name": "unless-stopped", "MaximumRetryCount": 0},
+                    "Sysctls": {"net.core.somaxconn": "1024"},
+                    "PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]},
+                    "Memory": 67_108_864, "NanoCpus": 500_000_000, "PidsLimit": 100,
+                    "Devices": [{"PathOnHost": "/dev/ttyUSB0", "PathInContainer": "/dev/ttyS0", "CgroupPermissions": "rwm"}],
+                    "Ulimits": [{"Name": "nofile", "Soft": 1024, "Hard": 2048}, {"Name": "nproc", "Soft": 64, "Hard": 64}],
+                    "Dns": ["1.1.1.1"], "ExtraHosts": ["gw:10.0.0.1", "alt:10.0.0.2"], "Privileged": true,
+                    "Tmpfs": {"/run": "size=64k"},
+                    "LogConfig": {"Type": "json-file", "Config": {"max-file": "3", "max-size": "10m"}},
+                    "NetworkMode": "demo_back",
+                },
+                "NetworkingConfig": {"EndpointsConfig": {
+                    "demo_back": {"Aliases": ["demo-web-1", "web"]},
+                }},
+            })
+        );
+        // Before API 1.44 the other networks are connected after create.
+        assert_eq!(
+            body::later_networks(&p, "web", 1, API),
+            [(
+                "demo_front".to_owned(),
+                json!({"Container": "demo-web-1", "EndpointConfig":
+                {"Aliases": ["demo-web-1", "web", "www"], "IPAMConfig": {"IPv4Address": "172.30.0.5"}}})
+            )]
+        );
+        let newer = body::container(
+            &p,
+            "web",
+            1,
+            "sha256:img",
+            ApiVersion {
+                major: 1,
+                minor: 44,
+            },
+        );
+        assert_eq!(
+            newer["NetworkingConfig"]["EndpointsConfig"]
+                .as_object()
+                .unwrap()
+                .len(),
+            2
+        );
+        let db = body::container(&p, "db", 1, "sha256:pg", API);
+        assert_eq!(db["HostConfig"]["NetworkMode"], "bridge");
+        assert_eq!(db["Healthcheck"], json!({"Test": ["CMD", "pg_isready"]}));
+        assert!(db.get("NetworkingConfig").is_none());
+        assert_eq!(
+            body::network(&p, "front"),
+            json!({"Name": "demo_front", "CheckDuplicate": true, "Labels": {
+                "com.docker.compose.network": "front", "com.docker.compose.project": "demo",
+                "com.docker.compose.version": "2.29.2"}})
+        );
+        assert_eq!(
+            body::volume(&p, "data"),
+            json!({"Name": "demo_data", "Labels": {"com.docker.compose.project": "demo",
+                "com.docker.compose.version": "2.29.2", "com.docker.compose.volume": "data"}})
+        );
+    }
+
+    #[test]
+    fn config_hash_is_stable_and_sensitive() {
+        let base = "services:\n  web:\n    image: a\n    environment: {A: 1, B: 2}\n    pull_policy: always\n";
+        let reordered = "services:\n  web:\n    pull_policy: missing\n    environment: [B=2, A=1]\n    image: a\n    scale: 1\n";
+        let hash = |yaml: &str| load_ok(yaml).services["web"].config_hash();
+        assert_eq!(hash(base), hash(reordered));
+        assert_eq!(hash(base), hash(base));
+        assert_ne!(hash(base), hash(&base.replace("B: 2", "B: 3")));
+        assert_ne!(hash(base), hash(&format!("{base}    tty: true\n")));
+    }
+
+    #[test]
+    fn same_file_extends_and_tier_two_keys() {
+        let p = load_ok(
+            "services:\n  base:\n    image: a\n    environment: {A: 1}\n    labels: {x: y}\n  web:\n    extends: base\n    environment: {B: 2}\n\
+             \x20   deploy:\n      replicas: 2\n      resources:\n        limits: {cpus: \"1.5\", memory: 1g, pids: 50}\n        reservations:\n          memory: 128m\n          devices: [{capabilities: [gpu], count: all}]\n\
+             \x20     restart_policy: {condition: on-failure, max_attempts: 3}\n    shm_size: 64m\n    security_opt: [no-new-privileges]\n    group_add: [dialout]\n    pull_policy: if_not_present\n",
+        );
+        let web = &p.services["web"];
+        assert_eq!(web.image, "a");
+        assert_eq!(web.environment.len(), 2);
+        assert_eq!(web.labels["x"], "y");
+        assert_eq!(
+            (web.scale, web.restart.as_str(), web.pull_policy.as_str()),
+            (2, "on-failure:3", "missing")
+        );
+        let body = body::container(&p, "web", 2, "i", API);
+        let h = &body["HostConfig"];
+        assert_eq!(
+            (
+                h["NanoCpus"].clone(),
+                h["Memory"].clone(),
+                h["PidsLimit"].clone()
+            ),
+            (json!(1_500_000_000), json!(1_073_741_824), json!(50))
+        );
+        assert_eq!(h["MemoryReservation"], 134_217_728);
+        assert_eq!(
+            h["DeviceRequests"],
+            json!([{"Driver": "", "Count": -1, "DeviceIDs": [], "Capabilities": [["gpu"]], "Options": {}}])
+        );
+        assert_eq!(
+            h["RestartPolicy"],
+            json!({"Name": "on-failure", "MaximumRetryCount": 3})
+        );
+        assert_eq!(h["ShmSize"], 67_108_864);
+        assert_eq!(
+            body["NetworkingConfig"]["EndpointsConfig"]["demo_default"]["Aliases"],
+            json!(["demo-web-2", "web"])
+        );
+    }
 }

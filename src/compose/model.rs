@@ -6,6 +6,7 @@
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::time::Duration;
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Project {
@@ -35,6 +36,15 @@ pub struct Project {
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
     *value == T::default()
+}
+
+/// Nanoseconds as compose prints durations (`1m30s`).
+fn go_duration<S: serde::Serializer>(ns: &u64, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&crate::config::duration::display(Duration::from_nanos(*ns)))
+}
+
+fn seconds<S: serde::Serializer>(secs: &Option<u64>, s: S) -> Result<S::Ok, S::Error> {
+    go_duration(&secs.unwrap_or(0).saturating_mul(1_000_000_000), s)
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -94,7 +104,7 @@ pub struct Service {
     #[serde(skip_serializing_if = "is_default")]
     pub tmpfs: Vec<String>,
     /// Whole seconds, as Docker takes it.
-    #[serde(skip_serializing_if = "Option::is_none")]
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "seconds")]
     pub stop_grace_period: Option<u64>,
     #[serde(skip_serializing_if = "is_default")]
     pub stop_signal: String,
@@ -215,20 +225,22 @@ pub struct ServiceNetwork {
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
 pub enum Condition {
     #[default]
-    ServiceStarted,
-    ServiceHealthy,
-    ServiceCompletedSuccessfully,
+    #[serde(rename = "service_started")]
+    Started,
+    #[serde(rename = "service_healthy")]
+    Healthy,
+    #[serde(rename = "service_completed_successfully")]
+    CompletedSuccessfully,
 }
 
 impl Condition {
     pub fn as_str(self) -> &'static str {
         match self {
-            Condition::ServiceStarted => "service_started",
-            Condition::ServiceHealthy => "service_healthy",
-            Condition::ServiceCompletedSuccessfully => "service_completed_successfully",
+            Condition::Started => "service_started",
+            Condition::Healthy => "service_healthy",
+            Condition::CompletedSuccessfully => "service_completed_successfully",
         }
     }
 }
@@ -246,13 +258,13 @@ pub struct Healthcheck {
     /// image's test with these timings.
     pub test: Vec<String>,
     /// Nanoseconds, as Docker takes them; 0: Docker's default.
-    #[serde(skip_serializing_if = "is_default")]
+    #[serde(skip_serializing_if = "is_default", serialize_with = "go_duration")]
     pub interval: u64,
-    #[serde(skip_serializing_if = "is_default")]
+    #[serde(skip_serializing_if = "is_default", serialize_with = "go_duration")]
     pub timeout: u64,
-    #[serde(skip_serializing_if = "is_default")]
+    #[serde(skip_serializing_if = "is_default", serialize_with = "go_duration")]
     pub start_period: u64,
-    #[serde(skip_serializing_if = "is_default")]
+    #[serde(skip_serializing_if = "is_default", serialize_with = "go_duration")]
     pub start_interval: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub retries: Option<u64>,

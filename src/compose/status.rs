@@ -153,7 +153,10 @@ mod tests {
             aggregate(&[web.clone(), done.clone()]),
             StackStatus::Running
         );
-        assert_eq!(aggregate(&[done.clone()]), StackStatus::Completed);
+        assert_eq!(
+            aggregate(std::slice::from_ref(&done)),
+            StackStatus::Completed
+        );
         assert_eq!(
             aggregate(&[web.clone(), state("db", "created", 0)]),
             StackStatus::Starting

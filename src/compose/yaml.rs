@@ -309,9 +309,21 @@ fn write_block(out: &mut String, value: &serde_json::Value, indent: usize) {
         }
         J::Array(items) => {
             for item in items {
-                out.push_str(&pad);
-                out.push('-');
-                write_child(out, item, indent);
+                match item {
+                    // `- key: value` with the other keys under the first.
+                    J::Object(map) if !map.is_empty() => {
+                        let mut block = String::new();
+                        write_block(&mut block, item, indent + 2);
+                        out.push_str(&pad);
+                        out.push_str("- ");
+                        out.push_str(&block[indent + 2..]);
+                    }
+                    _ => {
+                        out.push_str(&pad);
+                        out.push('-');
+                        write_child(out, item, indent);
+                    }
+                }
             }
         }
         other => {
@@ -460,13 +472,29 @@ mod tests {
     fn yaml_output_reads_back() {
         let value = serde_json::json!({
             "name": "p", "services": {"web": {"command": ["echo", "a: b", "true", "", "8080"],
-            "environment": {"A": "1"}, "tty": true, "empty": [], "labels": {}}}
+            "environment": {"A": "1"}, "tty": true, "empty": [], "labels": {},
+            "volumes": [{"type": "bind", "source": "/a"}]}}
         });
         let out = to_yaml(&value);
         assert!(out.starts_with("name: p\nservices:\n  web:\n    command:\n      - echo\n      - \"a: b\"\n      - \"true\""), "{out}");
         let back = parse(&out).unwrap();
         let web = map(map(map(&back)[1].1)[0].1);
         assert_eq!(web[0].0, "command");
+        assert!(
+            out.contains("\n    volumes:\n      - source: /a\n        type: bind\n"),
+            "{out}"
+        );
+        assert_eq!(web[5].0, "volumes");
+        assert_eq!(
+            map(match &web[5].1.value {
+                Value::Seq(items) => &items[0],
+                other => panic!("{other:?}"),
+            })
+            .into_iter()
+            .map(|(k, v)| (k, text(v)))
+            .collect::<Vec<_>>(),
+            [("source", "/a"), ("type", "bind")]
+        );
         match &web[0].1.value {
             Value::Seq(items) => assert_eq!(
                 items.iter().map(text).collect::<Vec<_>>(),

@@ -1,5 +1,7 @@
 //! Command line: `edge-agent [run|check] [--env-file PATH] [--<setting> VALUE ...]`, plus
 //! `--help` and `--version`. Setting flags are the Go agent's names (see [`crate::config::VARS`]).
+//! `edge-agent compose [-f FILE] [-p NAME] [--env-file F] config|up|down|ps` has its own options
+//! ([`ComposeCli`]).
 
 use crate::config::{EnvFileChoice, Var, DEFAULT_ENV_FILE, VARS};
 use std::ffi::OsString;
@@ -12,6 +14,34 @@ pub enum Command {
     Check,
     Help,
     Version,
+    Compose(ComposeCli),
+}
+
+/// `edge-agent compose ...`.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ComposeCli {
+    /// `-f`; empty: compose.yaml, compose.yml, docker-compose.yaml or docker-compose.yml here.
+    pub files: Vec<PathBuf>,
+    /// `-p`; empty: the file's `name:` or the folder's name.
+    pub project_name: String,
+    pub env_file: Option<PathBuf>,
+    pub action: ComposeAction,
+}
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum ComposeAction {
+    /// The resolved model, YAML (or JSON with `--format json`).
+    Config {
+        json: bool,
+    },
+    /// Always detached (`-d` is accepted).
+    Up,
+    /// `-v`: named volumes too.
+    Down {
+        volumes: bool,
+    },
+    Ps,
+    Help,
 }
 
 #[derive(Debug)]
@@ -31,6 +61,13 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
     let mut flags = Vec::new();
     while let Some(arg) = args.next() {
         let arg = arg?;
+        if arg == "compose" && command.is_none() {
+            return Ok(Cli {
+                command: Command::Compose(parse_compose(&mut args)?),
+                env_file,
+                flags,
+            });
+        }
         let Some(option) = arg.strip_prefix("--") else {
             let chosen = match arg.as_str() {
                 "run" => Command::Run,
@@ -86,6 +123,91 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
     })
 }
 
+fn parse_compose(
+    args: &mut impl Iterator<Item = Result<String, String>>,
+) -> Result<ComposeCli, String> {
+    const USAGE: &str = "see edge-agent compose --help";
+    let mut cli = ComposeCli {
+        files: Vec::new(),
+        project_name: String::new(),
+        env_file: None,
+        action: ComposeAction::Ps,
+    };
+    let mut action: Option<String> = None;
+    let mut flags = Vec::new();
+    while let Some(arg) = args.next() {
+        let arg = arg?;
+        let (name, inline) = match arg.split_once('=') {
+            Some((name, value)) if name.starts_with("--") => {
+                (name.to_owned(), Some(value.to_owned()))
+            }
+            _ => (arg.clone(), None),
+        };
+        match name.as_str() {
+            "-f" | "--file" => cli.files.push(compose_value(&name, inline, args)?.into()),
+            "-p" | "--project-name" => cli.project_name = compose_value(&name, inline, args)?,
+            "--env-file" => cli.env_file = Some(compose_value(&name, inline, args)?.into()),
+            "-h" | "--help" => {
+                cli.action = ComposeAction::Help;
+                return Ok(cli);
+            }
+            _ if action.is_none() && !name.starts_with('-') => action = Some(arg),
+            _ if action.is_some() => flags.push(arg),
+            _ => return Err(format!("unknown compose option {arg}; {USAGE}")),
+        }
+    }
+    let action = action
+        .ok_or_else(|| format!("compose needs a command: config, up, down or ps; {USAGE}"))?;
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    cli.action = match (action.as_str(), flags.as_slice()) {
+        ("config", []) => ComposeAction::Config { json: false },
+        ("config", ["--format", "json"] | ["--format=json"]) => {
+            ComposeAction::Config { json: true }
+        }
+        ("config", ["--format", "yaml"] | ["--format=yaml"]) => {
+            ComposeAction::Config { json: false }
+        }
+        ("up", [] | ["-d"] | ["--detach"]) => ComposeAction::Up,
+        ("down", []) => ComposeAction::Down { volumes: false },
+        ("down", ["-v"] | ["--volumes"]) => ComposeAction::Down { volumes: true },
+        ("ps", [] | ["-a"] | ["--all"]) => ComposeAction::Ps,
+        ("config" | "up" | "down" | "ps", _) => {
+            return Err(format!(
+                "compose {action}: unexpected {}; {USAGE}",
+                flags.join(" ")
+            ))
+        }
+        _ => return Err(format!("unknown compose command {action:?}; {USAGE}")),
+    };
+    Ok(cli)
+}
+
+fn compose_value(
+    name: &str,
+    inline: Option<String>,
+    args: &mut impl Iterator<Item = Result<String, String>>,
+) -> Result<String, String> {
+    match inline {
+        Some(value) => Ok(value),
+        None => args
+            .next()
+            .transpose()?
+            .ok_or_else(|| format!("compose {name} needs a value")),
+    }
+}
+
+pub fn compose_help() -> String {
+    "Usage: edge-agent compose [-f FILE] [-p NAME] [--env-file FILE] COMMAND\n\n\
+     Runs a compose file on the local Docker Engine, as docker compose 2.29 does, without a compose\n\
+     binary. FILE defaults to compose.yaml, compose.yml, docker-compose.yaml or docker-compose.yml.\n\n\
+     Commands:\n  \
+       config [--format json]  print the resolved model\n  \
+       up [-d]                 create or update the containers, networks and volumes (detached)\n  \
+       down [-v]               stop and remove them (named volumes too with -v)\n  \
+       ps                      each container's service, state and exit code, and the stack status\n"
+        .to_owned()
+}
+
 fn value_of(
     name: &str,
     inline: Option<String>,
@@ -103,10 +225,12 @@ fn value_of(
 pub fn help() -> String {
     let mut out = format!(
         "edge-agent {} - a small Portainer Edge Agent\n\n\
-         Usage: edge-agent [run|check] [--env-file PATH] [--<option> VALUE ...]\n\n\
+         Usage: edge-agent [run|check] [--env-file PATH] [--<option> VALUE ...]\n\
+         \x20      edge-agent compose [-f FILE] [-p NAME] [--env-file FILE] config|up|down|ps\n\n\
          Commands:\n  \
            run      poll Portainer and serve it (default)\n  \
-           check    validate the configuration, show the key and Edge ID, test reachability\n\n\
+           check    validate the configuration, show the key and Edge ID, test reachability\n  \
+           compose  run a compose file on the local Docker (edge-agent compose --help)\n\n\
          Settings come from the env file (default {DEFAULT_ENV_FILE}), then the\n\
          environment, then options; later sources win.\n\n\
          Options (environment variable, default):\n",
@@ -186,6 +310,59 @@ mod tests {
         assert!(parse_str(&["run", "check"])
             .unwrap_err()
             .contains("unexpected argument"));
+    }
+
+    #[test]
+    fn compose_command_line() {
+        let Command::Compose(cli) = parse_str(&[
+            "compose",
+            "-f",
+            "a.yml",
+            "-p",
+            "x",
+            "--env-file=e",
+            "up",
+            "-d",
+        ])
+        .unwrap()
+        .command
+        else {
+            panic!("not compose")
+        };
+        assert_eq!(
+            cli,
+            ComposeCli {
+                files: vec!["a.yml".into()],
+                project_name: "x".into(),
+                env_file: Some("e".into()),
+                action: ComposeAction::Up
+            }
+        );
+        let action = |args: &[&str]| match parse_str(args).map(|c| c.command) {
+            Ok(Command::Compose(c)) => Ok(c.action),
+            Ok(other) => panic!("{other:?}"),
+            Err(e) => Err(e),
+        };
+        assert_eq!(
+            action(&["compose", "down", "-v"]),
+            Ok(ComposeAction::Down { volumes: true })
+        );
+        assert_eq!(
+            action(&["compose", "config", "--format", "json"]),
+            Ok(ComposeAction::Config { json: true })
+        );
+        assert!(action(&["compose"])
+            .unwrap_err()
+            .contains("needs a command"));
+        assert!(action(&["compose", "start"])
+            .unwrap_err()
+            .contains("unknown compose command \"start\""));
+        assert!(action(&["compose", "down", "--rmi"])
+            .unwrap_err()
+            .contains("unexpected --rmi"));
+        assert!(action(&["compose", "-x", "up"])
+            .unwrap_err()
+            .contains("unknown compose option -x"));
     }
 
     #[test]
