@@ -74,7 +74,10 @@ fn main() {
     println!("10-service stack: deployed in {:.1} s with {deploy_calls} Docker calls (status history 3, 8, 1, 7)", deploy_time.as_secs_f64());
     println!("| RSS before (KiB) | peak while deploying (KiB, sampled every 5 ms) | VmHWM (KiB) | 5 s after running (KiB) |");
     println!("|---|---|---|---|");
-    println!("| {before} | {peak} | {} | {after} |", proc_kib(pid, "status", "VmHWM"));
+    println!(
+        "| {before} | {peak} | {} | {after} |",
+        proc_kib(pid, "status", "VmHWM")
+    );
     println!();
     remove_all(&server, &running, &[1]);
 
@@ -90,7 +93,10 @@ fn main() {
     }
     server.set_stacks(1, &ids.iter().map(|id| (*id, 1)).collect::<Vec<_>>());
     let started = Instant::now();
-    while !ids.iter().all(|id| server.stack_history(*id) == [3, 8, 1, 7]) {
+    while !ids
+        .iter()
+        .all(|id| server.stack_history(*id) == [3, 8, 1, 7])
+    {
         assert!(started.elapsed() < DEPLOY, "{}", running.log());
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -110,7 +116,11 @@ fn main() {
     println!("| Docker calls | per hour | by route |");
     println!("|---|---|---|");
     let routes: Vec<String> = calls.iter().map(|(r, n)| format!("{r}: {n}")).collect();
-    println!("| {total} | {:.0} | {} |", per_hour(total), routes.join(", "));
+    println!(
+        "| {total} | {:.0} | {} |",
+        per_hour(total),
+        routes.join(", ")
+    );
     println!(
         "stacks thread CPU: {:.1} ms in all, {:.1} µs per pass; RSS {rss0} KiB -> {} KiB",
         (cpu1 - cpu0) as f64 / 1e6,
@@ -123,7 +133,10 @@ fn main() {
 fn remove_all(server: &FakePortainer, running: &Running, ids: &[i64]) {
     server.set_stacks(1, &[]);
     let started = Instant::now();
-    while !ids.iter().all(|id| server.stack_history(*id).ends_with(&[9, 4])) {
+    while !ids
+        .iter()
+        .all(|id| server.stack_history(*id).ends_with(&[9, 4]))
+    {
         assert!(started.elapsed() < DEPLOY, "{}", running.log());
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -131,11 +144,13 @@ fn remove_all(server: &FakePortainer, running: &Running, ids: &[i64]) {
 
 /// The id of the thread of `pid` named `name`.
 fn thread_id(pid: i32, name: &str) -> Option<String> {
-    std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.find_map(|t| {
-        let tid = t.ok()?.file_name().into_string().ok()?;
-        let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
-        (comm.trim() == name).then_some(tid)
-    })
+    std::fs::read_dir(format!("/proc/{pid}/task"))
+        .ok()?
+        .find_map(|t| {
+            let tid = t.ok()?.file_name().into_string().ok()?;
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).ok()?;
+            (comm.trim() == name).then_some(tid)
+        })
 }
 
 /// Nanoseconds the thread ran (`schedstat`'s first field).

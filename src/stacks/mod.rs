@@ -420,7 +420,7 @@ mod tests {
     #[test]
     fn running_waits_for_healthchecks_and_says_who_is_late() {
         let web = state("web", "running", 0, "");
-        assert_eq!(seen(&[web.clone()]), Seen::Running);
+        assert_eq!(seen(std::slice::from_ref(&web)), Seen::Running);
         assert_eq!(
             seen(&[web.clone(), state("db", "running", 0, "unhealthy")]),
             Seen::Starting("service db unhealthy".into())
