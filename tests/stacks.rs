@@ -227,7 +227,14 @@ fn failures_are_reported_with_their_cause_and_a_fixed_version_deploys() {
     for (i, (name, file)) in names.iter().zip(&files).enumerate() {
         server.put_edge_stack(10 + i as i64, name, &[("docker-compose.yml", file)]);
     }
-    let all: Vec<(i64, i64)> = (10..14).map(|id| (id, 1)).collect();
+    // A name that climbs out of the stack folder, and a stack name compose cannot use.
+    server.put_edge_stack(
+        14,
+        &unique("bad4"),
+        &[("docker-compose.yml", &service("")), ("../escape", "x")],
+    );
+    server.put_edge_stack(15, "ÄÖ !", &[("docker-compose.yml", &service(""))]);
+    let all: Vec<(i64, i64)> = (10..16).map(|id| (id, 1)).collect();
     server.set_stacks(ENDPOINT, &all);
     let agent = agent(&server);
     let running = agent.spawn(&mut agent.command(&[]));
@@ -235,8 +242,10 @@ fn failures_are_reported_with_their_cause_and_a_fixed_version_deploys() {
     wait_history(&server, &running, 11, &[3, 2]);
     wait_history(&server, &running, 12, &[3, 8, 2]);
     wait_history(&server, &running, 13, &[3, 8, 1, 2]);
+    wait_history(&server, &running, 14, &[2]);
+    wait_history(&server, &running, 15, &[2]);
     let error = |id: i64| server.stack_reports(id).last().unwrap().error.clone();
-    for id in 10..14 {
+    for id in 10..16 {
         println!("stack {id} error: {}", error(id));
     }
     assert!(
@@ -251,6 +260,17 @@ fn failures_are_reported_with_their_cause_and_a_fixed_version_deploys() {
         error(12)
     );
     assert!(error(13).contains("exited with code 1"), "{}", error(13));
+    assert!(
+        error(14).contains("\"../escape\" climbs out"),
+        "{}",
+        error(14)
+    );
+    assert!(!agent.data.join("escape").exists() && !agent.data.join("stacks/escape").exists());
+    assert!(
+        error(15).contains("no compose project name"),
+        "{}",
+        error(15)
+    );
 
     // A fixed version deploys.
     server.put_edge_stack(

@@ -121,7 +121,8 @@ impl Stacks {
         let thread_mailbox = mailbox.clone();
         std::thread::Builder::new()
             .name("stacks".into())
-            .stack_size(256 * 1024)
+            // HTTP and TLS as the poll thread, plus the compose loader's recursion (64 levels).
+            .stack_size(1024 * 1024)
             .spawn(move || run(shell, &thread_mailbox, &persisted, &reporter))?;
         Ok(Stacks { mailbox })
     }

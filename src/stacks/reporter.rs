@@ -98,7 +98,8 @@ impl Reporter {
         let thread = shared.clone();
         std::thread::Builder::new()
             .name("stack-status".into())
-            .stack_size(128 * 1024)
+            // The poll thread's size: the same HTTP and TLS code runs here.
+            .stack_size(256 * 1024)
             .spawn(move || send_loop(&thread, &client, &persisted))?;
         Ok(Reporter { shared })
     }
