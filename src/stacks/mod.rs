@@ -411,6 +411,23 @@ mod tests {
     }
 
     #[test]
+    fn the_mailbox_keeps_the_latest_list_and_null_keeps_an_unread_one() {
+        let mut stacks = Stacks {
+            mailbox: Arc::new(Mailbox::default()),
+        };
+        let answer = |json: &str| PollResponse::parse(json.as_bytes()).unwrap();
+        stacks.answer(3, &answer(r#"{"stacks":[{"ID":1,"Version":1}]}"#));
+        stacks.answer(3, &answer(r#"{"stacks":[{"ID":1,"Version":2}]}"#));
+        stacks.answer(4, &answer(r#"{"stacks":null}"#));
+        let taken = stacks.mailbox.take(Some(Instant::now())).unwrap();
+        assert_eq!(taken.endpoint_id, 4);
+        assert_eq!(taken.stacks, Some(vec![StackRef { id: 1, version: 2 }]));
+        assert!(stacks.mailbox.take(Some(Instant::now())).is_none());
+        stacks.answer(4, &answer(r#"{"stacks":[]}"#));
+        assert_eq!(stacks.mailbox.take(None).unwrap().stacks, Some(vec![]));
+    }
+
+    #[test]
     fn project_names_are_normalised_or_refused() {
         assert_eq!(project_name("Web App").unwrap(), "edge_webapp");
         assert_eq!(project_name("my-stack_2").unwrap(), "edge_my-stack_2");
