@@ -89,6 +89,7 @@ services:
     networks: [front, default]
     volumes:
       - ./html:/www:ro
+      - /cache
     env_file: web.env
     environment:
       GREETING: ${GREETING:-hello}
@@ -184,13 +185,18 @@ fn project_up_change_orphan_and_down() {
         format!("[\"{}/html:/www:ro\"]", stack.dir.path().display())
     );
 
-    // A changed service is recreated, the others are left running untouched.
+    // A changed service is recreated, the others are left running untouched; the recreated
+    // container keeps its anonymous volume.
+    let out = docker(&["exec", &web, "busybox", "sh", "-c", "echo kept > /cache/f"]);
+    assert!(out.status.success(), "{out:?}");
     let before = stack.ids();
     compose::up(&client, &stack.load(&[("GREETING", "changed")])).unwrap();
     let after = stack.ids();
     assert_ne!(before["web"], after["web"], "web's environment changed");
     assert_eq!(before["db"], after["db"], "db did not change");
     assert!(inspect("container", &web, "{{json .Config.Env}}").contains("GREETING=changed"));
+    let out = docker(&["exec", &web, "busybox", "cat", "/cache/f"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "kept\n", "{out:?}");
 
     // A service removed from the file is an orphan: removed.
     stack.write(
@@ -290,4 +296,36 @@ fn an_interrupted_up_is_completed_and_a_second_up_changes_nothing() {
     while up.step(&client).unwrap() == Step::Continue {}
     assert_eq!(up.changes(), 0, "a second up changes nothing");
     assert_eq!(stack.ids(), ids);
+}
+
+#[test]
+fn a_missing_image_is_pulled_and_a_failed_pull_names_it() {
+    let Some(client) = engine() else { return };
+    let stack = Stack::new(&client, "pull");
+    // Nothing listens on 127.0.0.1:9: the pull fails, and nothing is created.
+    stack.write(
+        "compose.yaml",
+        "services:\n  app:\n    image: 127.0.0.1:9/edge-agent-test/nothing:1\n    network_mode: none\n",
+    );
+    let e = compose::up(&client, &stack.load(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with("cannot pull image 127.0.0.1:9/edge-agent-test/nothing:1: ")
+            && e.contains("127.0.0.1:9"),
+        "{e}"
+    );
+    assert!(stack.ids().is_empty());
+    // pull_policy: never does not try.
+    stack.write(
+        "compose.yaml",
+        "services:\n  app:\n    image: 127.0.0.1:9/edge-agent-test/nothing:1\n    pull_policy: never\n",
+    );
+    let e = compose::up(&client, &stack.load(&[]))
+        .unwrap_err()
+        .to_string();
+    assert_eq!(
+        e,
+        "cannot pull image 127.0.0.1:9/edge-agent-test/nothing:1: it is not on this machine and pull_policy is never"
+    );
 }

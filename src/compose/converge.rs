@@ -5,7 +5,7 @@
 //! interrupted at any step is completed by the next `up`, which observes again. And `down`.
 
 use super::body;
-use super::model::{Condition, Project};
+use super::model::{Condition, MountType, Project};
 use crate::docker::{self, Client, Limits};
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -123,10 +123,15 @@ pub struct Up {
     phase: Phase,
     observed: Vec<Observed>,
     observations: u32,
+    /// Images, networks and volumes are done.
+    prepared: bool,
     image_ids: BTreeMap<String, String>,
     pulled: BTreeMap<String, Duration>,
     /// `(network, connect body)` still to do for a created container, before it starts.
     connects: Vec<(String, serde_json::Value)>,
+    /// Anonymous volumes (target → volume name) of a container being recreated, by service and
+    /// number, for its successor (compose's `inherit`).
+    inherited: BTreeMap<(String, u32), Vec<(String, String)>>,
     /// `(service, dependency)` pairs known to be satisfied.
     satisfied: BTreeSet<(String, String)>,
     waiting: Option<(String, Instant)>,
@@ -159,9 +164,11 @@ impl Up {
             phase: Phase::Observe,
             observed: Vec::new(),
             observations: 0,
+            prepared: false,
             image_ids: BTreeMap::new(),
             pulled: BTreeMap::new(),
             connects: Vec::new(),
+            inherited: BTreeMap::new(),
             satisfied: BTreeSet::new(),
             waiting: None,
             calls: 0,
@@ -239,8 +246,9 @@ impl Up {
                 })
             })
             .collect();
-        // Images are resolved once per converge; after a re-observation go on where we were.
-        self.phase = if self.image_ids.len() == self.images.len() {
+        // Images, networks and volumes are done once per converge; after a re-observation the
+        // services are taken again from the first.
+        self.phase = if self.prepared {
             Phase::Services(0)
         } else {
             Phase::Images(0)
@@ -354,6 +362,7 @@ impl Up {
             .nth(i)
             .map(|(k, v)| (k.clone(), v.clone()))
         else {
+            self.prepared = true;
             self.phase = Phase::Services(0);
             return Ok(());
         };
@@ -411,6 +420,25 @@ impl Up {
             .find(|c| c.service == key && !self.up_to_date(c))
             .cloned()
         {
+            let slot = (key.clone(), c.number);
+            let anonymous = self.project.services[&key]
+                .volumes
+                .iter()
+                .any(|m| m.kind == MountType::Volume && m.source.is_empty());
+            if anonymous && c.number <= scale && !self.inherited.contains_key(&slot) {
+                let mounts = match self.call(false, || docker.inspect_container(&c.id)) {
+                    Ok(inspect) => inspect.mounts,
+                    Err(e) if is_not_found(&e) => Vec::new(),
+                    Err(e) => return Err(e.into()),
+                };
+                let volumes = mounts
+                    .into_iter()
+                    .filter(|m| m.kind == "volume")
+                    .map(|m| (m.destination, m.name))
+                    .collect();
+                self.inherited.insert(slot, volumes);
+                return Ok(());
+            }
             return self.remove(docker, &c, "recreating");
         }
         let pending = (1..=scale).find(|n| {
@@ -456,7 +484,10 @@ impl Up {
         let name = body::container_name(&self.project.name, key, s, number);
         let hash = s.config_hash();
         let api = docker.api_version();
-        let config = body::container(&self.project, key, number, &image_id, api);
+        let mut config = body::container(&self.project, key, number, &image_id, api);
+        if let Some(volumes) = self.inherited.get(&(key.to_owned(), number)) {
+            inherit_anonymous_volumes(&mut config, volumes);
+        }
         match self.call(true, || docker.create_container(Some(&name), &config)) {
             Ok(created) => {
                 for warning in &created.warnings {
@@ -631,6 +662,25 @@ impl Up {
     }
 }
 
+/// Gives the anonymous volume mounts of a create body the volumes the previous container had
+/// at the same targets, so that recreating keeps their data.
+fn inherit_anonymous_volumes(config: &mut serde_json::Value, volumes: &[(String, String)]) {
+    let Some(mounts) = config["HostConfig"]["Mounts"].as_array_mut() else {
+        return;
+    };
+    for mount in mounts {
+        let anonymous = mount["Type"] == "volume" && mount.get("Source").is_none();
+        let target = mount["Target"].as_str().unwrap_or_default().to_owned();
+        if let Some((_, name)) = volumes
+            .iter()
+            .find(|(t, _)| *t == target)
+            .filter(|_| anonymous)
+        {
+            mount["Source"] = serde_json::json!(name);
+        }
+    }
+}
+
 /// Docker's own message, without the call.
 fn docker_message(e: &docker::Error) -> String {
     match e {
@@ -732,6 +782,30 @@ pub fn down(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn recreated_containers_keep_their_anonymous_volumes() {
+        let mut config = serde_json::json!({"HostConfig": {"Mounts": [
+            {"Type": "volume", "Target": "/cache"},
+            {"Type": "volume", "Source": "p_data", "Target": "/data"},
+            {"Type": "bind", "Source": "/srv", "Target": "/srv"},
+        ]}});
+        inherit_anonymous_volumes(
+            &mut config,
+            &[
+                ("/cache".into(), "abc123".into()),
+                ("/data".into(), "other".into()),
+            ],
+        );
+        assert_eq!(
+            config["HostConfig"]["Mounts"],
+            serde_json::json!([
+                {"Type": "volume", "Source": "abc123", "Target": "/cache"},
+                {"Type": "volume", "Source": "p_data", "Target": "/data"},
+                {"Type": "bind", "Source": "/srv", "Target": "/srv"},
+            ])
+        );
+    }
 
     #[test]
     fn image_references_split_as_docker_pulls_them() {

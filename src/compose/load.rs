@@ -54,7 +54,15 @@ pub fn normalize_project_name(name: &str) -> String {
     kept.trim_start_matches(['_', '-']).to_owned()
 }
 
+/// Reads a file for the pipeline: its text, `None` when it does not exist, or why not.
+pub type ReadFile<'a> = &'a dyn Fn(&Path) -> Result<Option<String>, String>;
+
 pub fn load(source: &Source) -> Result<Project, LoadError> {
+    load_with(source, &read_bounded)
+}
+
+/// [`load`] with files read by `read` (the pipeline is otherwise pure: fuzzing and tests).
+pub fn load_with(source: &Source, read: ReadFile) -> Result<Project, LoadError> {
     let file = match source.files.as_slice() {
         [file] => source.working_dir.join(file),
         _ => {
@@ -75,7 +83,9 @@ pub fn load(source: &Source) -> Result<Project, LoadError> {
         path: String::new(),
         message,
     };
-    let text = read_bounded(&file).map_err(|m| fail(&file, m))?;
+    let text = read(&file)
+        .and_then(|text| text.ok_or_else(|| "not found".to_owned()))
+        .map_err(|m| fail(&file, m))?;
     let root = yaml::parse(&text).map_err(|e| LoadError {
         file: file.clone(),
         line: Some(e.line),
@@ -84,31 +94,34 @@ pub fn load(source: &Source) -> Result<Project, LoadError> {
     })?;
 
     let mut env = source.environment.clone();
+    let disabled = env
+        .get("COMPOSE_DISABLE_ENV_FILE")
+        .is_some_and(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "True"));
     let dotenv_file = match &source.env_file {
-        Some(path) => Some(source.working_dir.join(path)),
-        None => {
-            let disabled = env
-                .get("COMPOSE_DISABLE_ENV_FILE")
-                .is_some_and(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "True"));
-            let path = source.working_dir.join(".env");
-            (!disabled && path.exists()).then_some(path)
-        }
+        Some(path) => Some((source.working_dir.join(path), true)),
+        None => (!disabled).then(|| (source.working_dir.join(".env"), false)),
     };
-    if let Some(path) = &dotenv_file {
+    if let Some((path, required)) = &dotenv_file {
         let caller = source.environment.clone();
-        for (key, value) in
-            read_env_file(path, &|k| caller.get(k).cloned()).map_err(|(line, m)| LoadError {
-                file: path.clone(),
-                line,
-                path: String::new(),
-                message: m,
-            })?
-        {
+        let entries =
+            read_env_file(read, path, &|k| caller.get(k).cloned()).map_err(|(line, m)| {
+                LoadError {
+                    file: path.clone(),
+                    line,
+                    path: String::new(),
+                    message: m,
+                }
+            })?;
+        if entries.is_none() && *required {
+            return Err(fail(path, "env file not found".into()));
+        }
+        for (key, value) in entries.unwrap_or_default() {
             env.entry(key).or_insert(value);
         }
     }
 
     let mut ctx = Ctx {
+        read,
         file: &file,
         dir: &source.working_dir,
         env: &env,
@@ -242,8 +255,12 @@ fn project_name(
     Ok(name)
 }
 
-fn read_bounded(path: &Path) -> Result<String, String> {
-    let file = std::fs::File::open(path).map_err(|e| format!("cannot read it: {e}"))?;
+fn read_bounded(path: &Path) -> Result<Option<String>, String> {
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read it: {e}")),
+    };
     let mut text = String::new();
     file.take(MAX_FILE + 1)
         .read_to_string(&mut text)
@@ -251,21 +268,28 @@ fn read_bounded(path: &Path) -> Result<String, String> {
     if text.len() as u64 > MAX_FILE {
         return Err(format!("larger than {} KiB", MAX_FILE / 1024));
     }
-    Ok(text)
+    Ok(Some(text))
 }
 
 /// The line (when known) and what is wrong.
 type EnvFileError = (Option<usize>, String);
 
+/// The entries of an env file, `None` if it does not exist.
 fn read_env_file(
+    read: ReadFile,
     path: &Path,
     env: &dyn Fn(&str) -> Option<String>,
-) -> Result<Vec<(String, String)>, EnvFileError> {
-    let text = read_bounded(path).map_err(|m| (None, m))?;
-    dotenv::parse(&text, env).map_err(|(line, m)| (Some(line), m))
+) -> Result<Option<Vec<(String, String)>>, EnvFileError> {
+    match read(path).map_err(|m| (None, m))? {
+        Some(text) => dotenv::parse(&text, env)
+            .map(Some)
+            .map_err(|(line, m)| (Some(line), m)),
+        None => Ok(None),
+    }
 }
 
 struct Ctx<'a> {
+    read: ReadFile<'a>,
     file: &'a Path,
     dir: &'a Path,
     env: &'a BTreeMap<String, String>,
@@ -915,25 +939,27 @@ fn service(
     // env_file first, in order; environment: overrides.
     for (file, required, line_node, fp) in env_files {
         let full = ctx.dir.join(&file);
-        if !full.exists() {
-            if required {
+        let env = ctx.env;
+        let entries =
+            read_env_file(ctx.read, &full, &|k| env.get(k).cloned()).map_err(|(line, m)| {
+                LoadError {
+                    file: full.clone(),
+                    line,
+                    path: String::new(),
+                    message: m,
+                }
+            })?;
+        match entries {
+            Some(entries) => s.environment.extend(entries),
+            None if required => {
                 return Err(ctx.err(
                     line_node,
                     &fp,
                     format!("env file {} not found", full.display()),
-                ));
+                ))
             }
-            continue;
+            None => {}
         }
-        let env = ctx.env;
-        let entries =
-            read_env_file(&full, &|k| env.get(k).cloned()).map_err(|(line, m)| LoadError {
-                file: full.clone(),
-                line,
-                path: String::new(),
-                message: m,
-            })?;
-        s.environment.extend(entries);
     }
     for (key, value) in environment {
         match value.or_else(|| ctx.env.get(&key).cloned()) {
@@ -2170,6 +2196,117 @@ mod tests {
             json!({"Name": "demo_data", "Labels": {"com.docker.compose.project": "demo",
                 "com.docker.compose.version": "2.29.2", "com.docker.compose.volume": "data"}})
         );
+    }
+
+    /// Seeded random edits of valid files (tokens inserted, bytes cut, lines repeated): the
+    /// pipeline answers a project or an error, never a panic, and a project's create bodies
+    /// and YAML output can be made.
+    #[test]
+    fn mutated_files_never_panic() {
+        let seeds = [
+            "x-a: &a\n  restart: always\n  environment: {A: \"${A:-x}\"}\nservices:\n  web:\n    <<: *a\n    image: a:${TAG-1}\n    command: sh -c 'echo $$A'\n    ports: [\"127.0.0.1:80-81:80-81/udp\", {target: 1, published: 2}]\n    volumes: [./a:/a:ro, d:/d, /anon]\n    networks: {n: {aliases: [w], priority: 2}}\n    depends_on: {db: {condition: service_healthy}}\n    healthcheck: {test: [CMD, x], interval: 1m30s, retries: 2}\n    deploy: {replicas: 2, resources: {limits: {memory: 1g}}}\n    extra_hosts: {h: 1.2.3.4}\n    env_file: [{path: e.env, required: false}]\n  db:\n    image: b\n    extends: base\n    network_mode: host\n  base:\n    image: c\n    labels: {a: b}\n    healthcheck: {test: x}\nvolumes: {d: {}}\nnetworks: {n: {ipam: {config: [{subnet: 10.0.0.0/24}]}}}\n",
+            "name: p\nservices:\n  a:\n    image: x\n    environment:\n      - K=V\n      - BARE\n    labels: [a=b]\n    tmpfs: /t:size=1k\n    ulimits: {nofile: {soft: 1, hard: 2}, n: 3}\n    secrets: [s]\nsecrets: {s: {file: ./s}}\n",
+        ];
+        let tokens = [
+            "$",
+            "${",
+            "}",
+            ":",
+            "- ",
+            "\n",
+            "  ",
+            "&a ",
+            "*a",
+            "<<: *a",
+            "[",
+            "]",
+            "{",
+            "'",
+            "\"",
+            "#",
+            "é",
+            "\t",
+            "-1",
+            "99999999999",
+            "~",
+            "!!str ",
+            "---\n",
+            ",",
+            "=",
+            "/",
+            "\\",
+        ];
+        let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
+        let mut next = move || {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            state as usize
+        };
+        let source = Source {
+            working_dir: "/p".into(),
+            files: vec!["compose.yaml".into()],
+            ..Source::default()
+        };
+        for seed in seeds {
+            let read = |p: &Path| Ok(p.ends_with("compose.yaml").then(|| seed.to_owned()));
+            if let Err(e) = load_with(&source, &read) {
+                panic!("seed: {e}");
+            }
+        }
+        let mut loaded = 0;
+        for i in 0..4000 {
+            let mut text = seeds[i % seeds.len()].to_owned();
+            for _ in 0..1 + next() % 4 {
+                let mut at = next() % (text.len() + 1);
+                while !text.is_char_boundary(at) {
+                    at -= 1;
+                }
+                match next() % 3 {
+                    0 => text.insert_str(at, tokens[next() % tokens.len()]),
+                    1 => {
+                        let mut end = (at + 1 + next() % 8).min(text.len());
+                        while !text.is_char_boundary(end) {
+                            end += 1;
+                        }
+                        text.replace_range(at..end, "");
+                    }
+                    _ => {
+                        let line = text[at..].split('\n').next().unwrap_or_default().to_owned();
+                        text.insert_str(at, &format!("{line}\n"));
+                    }
+                }
+            }
+            let read = |p: &Path| -> Result<Option<String>, String> {
+                Ok(match p.file_name().and_then(|n| n.to_str()) {
+                    Some("compose.yaml") => Some(text.clone()),
+                    Some(".env" | "e.env") => Some("A=1\nTAG='2'\n".into()),
+                    _ => None,
+                })
+            };
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                let project = load_with(&source, &read).ok()?;
+                {
+                    for (key, service) in &project.services {
+                        for n in 1..=service.scale.min(3) {
+                            body::container(&project, key, n, "i", API);
+                        }
+                    }
+                    for key in project.networks.keys() {
+                        body::network(&project, key);
+                    }
+                    yaml::parse(&crate::compose::to_yaml(&json!(project))).unwrap();
+                }
+                Some(())
+            }));
+            match outcome {
+                Ok(Some(())) => loaded += 1,
+                Ok(None) => {}
+                Err(_) => panic!("panicked on:\n{text}"),
+            }
+        }
+        // The edits must exercise both outcomes, or the test proves little.
+        assert!((50..3950).contains(&loaded), "{loaded} of 4000 loaded");
     }
 
     #[test]

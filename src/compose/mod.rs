@@ -27,7 +27,7 @@ mod status;
 mod yaml;
 
 pub use converge::{down, up, Step, Up, UpError};
-pub use load::{load, normalize_project_name, LoadError};
+pub use load::{load, load_with, normalize_project_name, LoadError, ReadFile};
 pub use model::{Project, Service};
 pub use status::{aggregate, ps, ServiceState, StackStatus};
 pub use yaml::to_yaml;

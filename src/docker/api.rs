@@ -62,6 +62,20 @@ pub struct ContainerInspect {
     pub image: String,
     pub state: ContainerState,
     pub config: ContainerConfig,
+    #[serde(deserialize_with = "nullable")]
+    pub mounts: Vec<MountPoint>,
+}
+
+/// An item of a container's `Mounts`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct MountPoint {
+    /// `volume`, `bind`, `tmpfs`...
+    #[serde(rename = "Type")]
+    pub kind: String,
+    /// The volume's name, for a volume.
+    pub name: String,
+    pub destination: String,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]

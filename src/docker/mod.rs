@@ -11,8 +11,8 @@ mod stream;
 pub use access::{Access, Id};
 pub use api::{
     ContainerConfig, ContainerInspect, ContainerState, ContainerSummary, Created, Event,
-    EventActor, Health, ImageInspect, ImageSummary, Info, LogsOptions, Network, Progress,
-    RegistryAuth, Version, Volume,
+    EventActor, Health, ImageInspect, ImageSummary, Info, LogsOptions, MountPoint, Network,
+    Progress, RegistryAuth, Version, Volume,
 };
 pub use logs::{LogStream, Logs};
 pub use stream::JsonLines;
