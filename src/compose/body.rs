@@ -84,7 +84,7 @@ fn put(map: &mut Map<String, Value>, key: &str, value: Value) {
     let empty = match &value {
         Value::Null => true,
         Value::Bool(b) => !b,
-        Value::Number(n) => n.as_f64() == Some(0.0),
+        Value::Number(n) => n.as_i64() == Some(0) || n.as_u64() == Some(0),
         Value::String(s) => s.is_empty(),
         Value::Array(a) => a.is_empty(),
         Value::Object(o) => o.is_empty(),
@@ -111,14 +111,17 @@ pub fn container(
     for port in &s.expose {
         exposed.insert(port.clone(), json!({}));
     }
-    let mut bindings: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let mut bindings = Map::new();
     for port in &s.ports {
         let key = format!("{}/{}", port.target, port.protocol);
         exposed.insert(key.clone(), json!({}));
-        bindings
-            .entry(key)
-            .or_default()
-            .push(json!({"HostIp": port.host_ip, "HostPort": port.published}));
+        let binding = json!({"HostIp": port.host_ip, "HostPort": port.published});
+        match bindings.get_mut(&key).and_then(Value::as_array_mut) {
+            Some(list) => list.push(binding),
+            None => {
+                bindings.insert(key, json!([binding]));
+            }
+        }
     }
     put(&mut c, "ExposedPorts", Value::Object(exposed));
     put(&mut c, "Tty", json!(s.tty));
@@ -183,7 +186,7 @@ pub fn container(
     }
     put(&mut h, "ShmSize", json!(s.shm_size));
     put(&mut h, "Sysctls", json!(s.sysctls));
-    put(&mut h, "PortBindings", json!(bindings));
+    put(&mut h, "PortBindings", Value::Object(bindings));
     let r = &s.resources;
     put(&mut h, "Memory", json!(r.memory));
     put(&mut h, "MemoryReservation", json!(r.memory_reservation));
@@ -223,12 +226,15 @@ pub fn container(
     put(&mut h, "UsernsMode", json!(s.userns_mode));
     put(&mut h, "Privileged", json!(s.privileged));
     put(&mut h, "PidMode", json!(s.pid));
-    let tmpfs: BTreeMap<&str, &str> = s
+    let tmpfs: Map<String, Value> = s
         .tmpfs
         .iter()
-        .map(|t| t.split_once(':').unwrap_or((t, "")))
+        .map(|t| {
+            let (path, options) = t.split_once(':').unwrap_or((t, ""));
+            (path.to_owned(), json!(options))
+        })
         .collect();
-    put(&mut h, "Tmpfs", json!(tmpfs));
+    put(&mut h, "Tmpfs", Value::Object(tmpfs));
     put(&mut h, "Runtime", json!(s.runtime));
     if let Some(logging) = &s.logging {
         h.insert(

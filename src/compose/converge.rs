@@ -7,7 +7,7 @@
 use super::body;
 use super::model::{Condition, MountType, Project};
 use crate::docker::{self, Client, Limits};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::fmt;
 use std::time::{Duration, Instant};
 
@@ -30,7 +30,8 @@ pub enum Step {
 
 #[derive(Debug)]
 pub enum UpError {
-    Docker(docker::Error),
+    /// Boxed: a small `Result` keeps every step's code small.
+    Docker(Box<docker::Error>),
     Pull {
         image: String,
         message: String,
@@ -86,7 +87,7 @@ impl std::error::Error for UpError {}
 
 impl From<docker::Error> for UpError {
     fn from(e: docker::Error) -> Self {
-        UpError::Docker(e)
+        UpError::Docker(Box::new(e))
     }
 }
 
@@ -113,6 +114,9 @@ enum Phase {
     Done,
 }
 
+/// A container's place: its service and number.
+type Slot = (String, u32);
+
 /// One converge of a project; see the module doc. Drop it to abandon the converge.
 pub struct Up {
     project: Project,
@@ -126,14 +130,14 @@ pub struct Up {
     /// Images, networks and volumes are done.
     prepared: bool,
     image_ids: BTreeMap<String, String>,
-    pulled: BTreeMap<String, Duration>,
+    pulled: Vec<(String, Duration)>,
     /// `(network, connect body)` still to do for a created container, before it starts.
     connects: Vec<(String, serde_json::Value)>,
     /// Anonymous volumes (target → volume name) of a container being recreated, by service and
     /// number, for its successor (compose's `inherit`).
-    inherited: BTreeMap<(String, u32), Vec<(String, String)>>,
+    inherited: Vec<(Slot, Vec<(String, String)>)>,
     /// `(service, dependency)` pairs known to be satisfied.
-    satisfied: BTreeSet<(String, String)>,
+    satisfied: Vec<(String, String)>,
     waiting: Option<(String, Instant)>,
     calls: usize,
     changes: usize,
@@ -166,10 +170,10 @@ impl Up {
             observations: 0,
             prepared: false,
             image_ids: BTreeMap::new(),
-            pulled: BTreeMap::new(),
+            pulled: Vec::new(),
             connects: Vec::new(),
-            inherited: BTreeMap::new(),
-            satisfied: BTreeSet::new(),
+            inherited: Vec::new(),
+            satisfied: Vec::new(),
             waiting: None,
             calls: 0,
             changes: 0,
@@ -262,17 +266,20 @@ impl Up {
             self.phase = Phase::Networks(0);
             return Ok(());
         };
-        let pulled = self.pulled.contains_key(&image);
+        let pulled = self.pulled.iter().any(|(i, _)| *i == image);
         if policy == "always" && !pulled {
             return self.pull(docker, &image);
         }
         match self.call(false, || docker.inspect_image(&image)) {
             Ok(inspect) => {
-                if let Some(took) = self.pulled.get(&image) {
+                if let Some((_, took)) = self.pulled.iter().find(|(i, _)| *i == image) {
+                    let (mb, ms) = (inspect.size.max(0) / 100_000, took.as_millis() / 100);
                     log::info!(
-                        "pulled image {image} ({:.1} MB, {:.1} s)",
-                        inspect.size as f64 / 1e6,
-                        took.as_secs_f64()
+                        "pulled image {image} ({}.{} MB, {}.{} s)",
+                        mb / 10,
+                        mb % 10,
+                        ms / 10,
+                        ms % 10
                     );
                 }
                 self.image_ids.insert(image, inspect.id);
@@ -305,7 +312,7 @@ impl Up {
         for item in progress {
             item.map_err(|e| failed(docker_message(&e)))?;
         }
-        self.pulled.insert(image.to_owned(), started.elapsed());
+        self.pulled.push((image.to_owned(), started.elapsed()));
         Ok(())
     }
 
@@ -425,7 +432,7 @@ impl Up {
                 .volumes
                 .iter()
                 .any(|m| m.kind == MountType::Volume && m.source.is_empty());
-            if anonymous && c.number <= scale && !self.inherited.contains_key(&slot) {
+            if anonymous && c.number <= scale && !self.inherited.iter().any(|(s, _)| *s == slot) {
                 let mounts = match self.call(false, || docker.inspect_container(&c.id)) {
                     Ok(inspect) => inspect.mounts,
                     Err(e) if is_not_found(&e) => Vec::new(),
@@ -436,7 +443,7 @@ impl Up {
                     .filter(|m| m.kind == "volume")
                     .map(|m| (m.destination, m.name))
                     .collect();
-                self.inherited.insert(slot, volumes);
+                self.inherited.push((slot, volumes));
                 return Ok(());
             }
             return self.remove(docker, &c, "recreating");
@@ -485,7 +492,8 @@ impl Up {
         let hash = s.config_hash();
         let api = docker.api_version();
         let mut config = body::container(&self.project, key, number, &image_id, api);
-        if let Some(volumes) = self.inherited.get(&(key.to_owned(), number)) {
+        let slot = (key.to_owned(), number);
+        if let Some((_, volumes)) = self.inherited.iter().find(|(s, _)| *s == slot) {
             inherit_anonymous_volumes(&mut config, volumes);
         }
         match self.call(true, || docker.create_container(Some(&name), &config)) {
@@ -576,7 +584,7 @@ impl Up {
                 continue;
             }
             let Some(c) = self.observed.iter().find(|c| c.service == dep).cloned() else {
-                self.satisfied.insert(pair);
+                self.satisfied.push(pair);
                 continue;
             };
             let state = self.call(false, || docker.inspect_container(&c.id))?.state;
@@ -626,7 +634,7 @@ impl Up {
             match ready {
                 Ok(true) => {
                     self.waiting = None;
-                    self.satisfied.insert(pair);
+                    self.satisfied.push(pair);
                     continue;
                 }
                 Ok(false) => {
@@ -636,7 +644,7 @@ impl Up {
                 Err(e) if !d.required => {
                     log::warn!("{key}: optional dependency: {e}");
                     self.waiting = None;
-                    self.satisfied.insert(pair);
+                    self.satisfied.push(pair);
                     continue;
                 }
                 Err(e) => return Err(e),

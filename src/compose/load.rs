@@ -63,10 +63,17 @@ pub fn load(source: &Source) -> Result<Project, LoadError> {
 
 /// [`load`] with files read by `read` (the pipeline is otherwise pure: fuzzing and tests).
 pub fn load_with(source: &Source, read: ReadFile) -> Result<Project, LoadError> {
+    pipeline(source, read).map_err(|e| *e)
+}
+
+/// Errors are boxed inside the pipeline: they are rare, and a small `Result` keeps the code small.
+type Fail = Box<LoadError>;
+
+fn pipeline(source: &Source, read: ReadFile) -> Result<Project, Fail> {
     let file = match source.files.as_slice() {
         [file] => source.working_dir.join(file),
         _ => {
-            return Err(LoadError {
+            return Err(Box::new(LoadError {
                 file: source.working_dir.clone(),
                 line: None,
                 path: String::new(),
@@ -74,23 +81,27 @@ pub fn load_with(source: &Source, read: ReadFile) -> Result<Project, LoadError> 
                 "{} compose files given: this engine reads exactly one (merge overrides into it)",
                 source.files.len()
             ),
-            })
+            }))
         }
     };
-    let fail = |file: &Path, message: String| LoadError {
-        file: file.to_owned(),
-        line: None,
-        path: String::new(),
-        message,
+    let fail = |file: &Path, message: String| {
+        Box::new(LoadError {
+            file: file.to_owned(),
+            line: None,
+            path: String::new(),
+            message,
+        })
     };
     let text = read(&file)
         .and_then(|text| text.ok_or_else(|| "not found".to_owned()))
         .map_err(|m| fail(&file, m))?;
-    let root = yaml::parse(&text).map_err(|e| LoadError {
-        file: file.clone(),
-        line: Some(e.line),
-        path: String::new(),
-        message: format!("not valid YAML: {}", e.message),
+    let root = yaml::parse(&text).map_err(|e| {
+        Box::new(LoadError {
+            file: file.clone(),
+            line: Some(e.line),
+            path: String::new(),
+            message: format!("not valid YAML: {}", e.message),
+        })
     })?;
 
     let mut env = source.environment.clone();
@@ -105,12 +116,12 @@ pub fn load_with(source: &Source, read: ReadFile) -> Result<Project, LoadError> 
         let caller = source.environment.clone();
         let entries =
             read_env_file(read, path, &|k| caller.get(k).cloned()).map_err(|(line, m)| {
-                LoadError {
+                Box::new(LoadError {
                     file: path.clone(),
                     line,
                     path: String::new(),
                     message: m,
-                }
+                })
             })?;
         if entries.is_none() && *required {
             return Err(fail(path, "env file not found".into()));
@@ -200,9 +211,8 @@ pub fn load_with(source: &Source, read: ReadFile) -> Result<Project, LoadError> 
         return Err(ctx.err(&root, "services", "missing: a compose file needs services:"));
     };
     let services = ctx.entries(services_node, "services")?;
-    let nodes: BTreeMap<&str, &Node> = services.iter().map(|(k, n, _)| (*k, *n)).collect();
     for (key, node, path) in &services {
-        let node = extended(&ctx, &nodes, key, node, path, 0)?;
+        let node = extended(&ctx, &services, key, node, path, 0)?;
         let service = service(&mut ctx, &project, &node, path)?;
         project.services.insert((*key).to_owned(), service);
     }
@@ -217,11 +227,7 @@ pub fn load_with(source: &Source, read: ReadFile) -> Result<Project, LoadError> 
 }
 
 /// `-p`, else `name:`, else `COMPOSE_PROJECT_NAME`, else the folder's name normalised.
-fn project_name(
-    ctx: &mut Ctx,
-    source: &Source,
-    top: &[(String, Node)],
-) -> Result<String, LoadError> {
+fn project_name(ctx: &mut Ctx, source: &Source, top: &[(String, Node)]) -> Result<String, Fail> {
     let (name, what) = if !source.project_name.is_empty() {
         (source.project_name.clone(), "project name")
     } else if let Some((_, node)) = top.iter().find(|(k, _)| k == "name") {
@@ -242,7 +248,7 @@ fn project_name(
         (normalize_project_name(&base), "the project folder's name")
     };
     if name.is_empty() || name != normalize_project_name(&name) {
-        return Err(LoadError {
+        return Err(Box::new(LoadError {
             file: ctx.file.to_owned(),
             line: None,
             path: String::new(),
@@ -250,7 +256,7 @@ fn project_name(
                 "invalid project name {name:?} ({what}): it must be lower case letters, digits, _ and -, starting with a letter or digit (try {:?})",
                 normalize_project_name(&name)
             ),
-        });
+        }));
     }
     Ok(name)
 }
@@ -300,17 +306,17 @@ struct Ctx<'a> {
 type Entries<'n> = Vec<(&'n str, &'n Node, String)>;
 
 impl Ctx<'_> {
-    fn err(&self, node: &Node, path: &str, message: impl Into<String>) -> LoadError {
-        LoadError {
+    fn err(&self, node: &Node, path: &str, message: impl Into<String>) -> Fail {
+        Box::new(LoadError {
             file: self.file.to_owned(),
             line: Some(node.line),
             path: path.to_owned(),
             message: message.into(),
-        }
+        })
     }
 
     /// `node` with every scalar value (not key) substituted; `x-*` subtrees are left alone.
-    fn interpolate(&mut self, node: &Node, path: &str) -> Result<Node, LoadError> {
+    fn interpolate(&mut self, node: &Node, path: &str) -> Result<Node, Fail> {
         let value = match &node.value {
             Value::Null => Value::Null,
             Value::Scalar(text, plain) => {
@@ -335,7 +341,7 @@ impl Ctx<'_> {
                     .iter()
                     .map(|(key, item)| {
                         if key.starts_with("x-") {
-                            return Ok((key.clone(), item.clone()));
+                            return Ok::<_, Fail>((key.clone(), item.clone()));
                         }
                         Ok((key.clone(), self.interpolate(item, &join(path, key))?))
                     })
@@ -348,7 +354,7 @@ impl Ctx<'_> {
         })
     }
 
-    fn entries<'n>(&self, node: &'n Node, path: &str) -> Result<Entries<'n>, LoadError> {
+    fn entries<'n>(&self, node: &'n Node, path: &str) -> Result<Entries<'n>, Fail> {
         match &node.value {
             Value::Map(entries) => Ok(entries
                 .iter()
@@ -359,7 +365,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn items<'n>(&self, node: &'n Node, path: &str) -> Result<Vec<(&'n Node, String)>, LoadError> {
+    fn items<'n>(&self, node: &'n Node, path: &str) -> Result<Vec<(&'n Node, String)>, Fail> {
         match &node.value {
             Value::Seq(items) => Ok(items
                 .iter()
@@ -370,7 +376,7 @@ impl Ctx<'_> {
         }
     }
 
-    fn string(&self, node: &Node, path: &str) -> Result<String, LoadError> {
+    fn string(&self, node: &Node, path: &str) -> Result<String, Fail> {
         match &node.value {
             Value::Scalar(text, _) => Ok(text.clone()),
             _ => Err(self.err(node, path, "expected a string")),
@@ -378,7 +384,7 @@ impl Ctx<'_> {
     }
 
     /// A string, or a list of strings.
-    fn strings(&self, node: &Node, path: &str) -> Result<Vec<String>, LoadError> {
+    fn strings(&self, node: &Node, path: &str) -> Result<Vec<String>, Fail> {
         match &node.value {
             Value::Scalar(text, _) => Ok(vec![text.clone()]),
             Value::Seq(_) => self
@@ -391,14 +397,14 @@ impl Ctx<'_> {
         }
     }
 
-    fn list(&self, node: &Node, path: &str) -> Result<Vec<String>, LoadError> {
+    fn list(&self, node: &Node, path: &str) -> Result<Vec<String>, Fail> {
         if matches!(node.value, Value::Scalar(..)) {
             return Err(self.err(node, path, "expected a list of strings"));
         }
         self.strings(node, path)
     }
 
-    fn bool(&self, node: &Node, path: &str) -> Result<bool, LoadError> {
+    fn bool(&self, node: &Node, path: &str) -> Result<bool, Fail> {
         let text = self.string(node, path).unwrap_or_default();
         match text.to_ascii_lowercase().as_str() {
             "true" | "yes" | "y" | "on" => Ok(true),
@@ -407,24 +413,27 @@ impl Ctx<'_> {
         }
     }
 
-    fn int(&self, node: &Node, path: &str) -> Result<i64, LoadError> {
+    fn int(&self, node: &Node, path: &str) -> Result<i64, Fail> {
         let text = self.string(node, path).unwrap_or_default();
         text.trim()
             .parse()
             .map_err(|_| self.err(node, path, format!("expected a whole number, not {text:?}")))
     }
 
-    fn float(&self, node: &Node, path: &str) -> Result<f64, LoadError> {
+    /// CPUs (`0.5`, `2`) in billionths, as Docker's `NanoCpus`.
+    fn nano_cpus(&self, node: &Node, path: &str) -> Result<i64, Fail> {
         let text = self.string(node, path).unwrap_or_default();
-        text.trim()
-            .parse()
-            .ok()
-            .filter(|f: &f64| f.is_finite() && *f >= 0.0)
-            .ok_or_else(|| self.err(node, path, format!("expected a number, not {text:?}")))
+        scaled(text.trim(), 1_000_000_000).ok_or_else(|| {
+            self.err(
+                node,
+                path,
+                format!("expected a number of CPUs, not {text:?}"),
+            )
+        })
     }
 
     /// Go duration syntax (`1m30s`), in nanoseconds.
-    fn duration(&self, node: &Node, path: &str) -> Result<u64, LoadError> {
+    fn duration(&self, node: &Node, path: &str) -> Result<u64, Fail> {
         let text = self.string(node, path)?;
         duration::parse(&text)
             .map(|d| d.as_nanos().min(u64::MAX.into()) as u64)
@@ -439,7 +448,7 @@ impl Ctx<'_> {
 
     /// `1024`, `512k`, `64m`, `1.5g` (binary units, optional `b`), as Docker's go-units reads
     /// memory sizes; `-1` for "unlimited" where Docker takes it.
-    fn bytes(&self, node: &Node, path: &str) -> Result<i64, LoadError> {
+    fn bytes(&self, node: &Node, path: &str) -> Result<i64, Fail> {
         let text = self.string(node, path)?;
         let lower = text.trim().to_ascii_lowercase();
         if lower == "-1" {
@@ -447,18 +456,16 @@ impl Ctx<'_> {
         }
         let digits = lower.trim_end_matches(|c: char| c.is_ascii_alphabetic());
         let unit = &lower[digits.len()..];
-        let scale: f64 = match unit.trim_end_matches('b') {
-            "" => 1.0,
-            "k" => 1024.0,
-            "m" => 1024.0 * 1024.0,
-            "g" => 1024.0 * 1024.0 * 1024.0,
-            "t" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-            _ => f64::NAN,
+        let scale: u64 = match unit.trim_end_matches('b') {
+            "" => 1,
+            "k" => 1 << 10,
+            "m" => 1 << 20,
+            "g" => 1 << 30,
+            "t" => 1 << 40,
+            _ => 0,
         };
-        match digits.trim().parse::<f64>() {
-            Ok(n) if n >= 0.0 && (n * scale).is_finite() && unit.len() <= 2 => {
-                Ok((n * scale) as i64)
-            }
+        match scaled(digits.trim(), scale) {
+            Some(n) if scale > 0 && unit.len() <= 2 => Ok(n),
             _ => Err(self.err(
                 node,
                 path,
@@ -468,7 +475,7 @@ impl Ctx<'_> {
     }
 
     /// A mapping of scalars, or a list of `KEY=value` (`KEY` alone: `None`).
-    fn dict(&self, node: &Node, path: &str) -> Result<Vec<(String, Option<String>)>, LoadError> {
+    fn dict(&self, node: &Node, path: &str) -> Result<Vec<(String, Option<String>)>, Fail> {
         match &node.value {
             Value::Map(_) => self
                 .entries(node, path)?
@@ -498,7 +505,7 @@ impl Ctx<'_> {
     }
 
     /// [`Ctx::dict`] with bare keys as empty values.
-    fn string_map(&self, node: &Node, path: &str) -> Result<BTreeMap<String, String>, LoadError> {
+    fn string_map(&self, node: &Node, path: &str) -> Result<BTreeMap<String, String>, Fail> {
         Ok(self
             .dict(node, path)?
             .into_iter()
@@ -518,9 +525,31 @@ impl Ctx<'_> {
         clean(&path)
     }
 
-    fn unknown(&self, node: &Node, path: &str) -> LoadError {
+    fn unknown(&self, node: &Node, path: &str) -> Fail {
         self.err(node, path, "unknown key")
     }
+}
+
+/// A non-negative decimal (`1.5`) times `scale`, without floating point (whose parsing and
+/// printing code would cost more than this).
+fn scaled(text: &str, scale: u64) -> Option<i64> {
+    let (whole, fraction) = text.split_once('.').unwrap_or((text, ""));
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(whole) && !digits(fraction) || !whole.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    if whole.len() > 18 {
+        return None;
+    }
+    let fraction = &fraction[..fraction.len().min(18)];
+    let whole = u128::from(whole.parse::<u64>().unwrap_or(0));
+    let part = u128::from(fraction.parse::<u64>().unwrap_or(0));
+    let value =
+        whole * u128::from(scale) + part * u128::from(scale) / 10u128.pow(fraction.len() as u32);
+    i64::try_from(value).ok()
 }
 
 fn join(path: &str, key: &str) -> String {
@@ -551,12 +580,12 @@ fn clean(path: &Path) -> String {
 /// own keys win, mappings merge key by key.
 fn extended(
     ctx: &Ctx,
-    services: &BTreeMap<&str, &Node>,
+    services: &Entries,
     key: &str,
     node: &Node,
     path: &str,
     depth: usize,
-) -> Result<Node, LoadError> {
+) -> Result<Node, Fail> {
     let Value::Map(entries) = &node.value else {
         return Err(ctx.err(node, path, "expected a mapping (the service's settings)"));
     };
@@ -585,7 +614,7 @@ fn extended(
         }
         _ => return Err(ctx.err(spec, &spath, "expected a service name")),
     };
-    let Some(base_node) = services.get(base.as_str()) else {
+    let Some((_, base_node, _)) = services.iter().find(|(k, _, _)| *k == base) else {
         return Err(ctx.err(spec, &spath, format!("service {base:?} is not defined")));
     };
     if depth > 16 || base == key {
@@ -660,12 +689,7 @@ const UNSUPPORTED: &[&str] = &[
     "volume_driver",
 ];
 
-fn service(
-    ctx: &mut Ctx,
-    project: &Project,
-    node: &Node,
-    path: &str,
-) -> Result<Service, LoadError> {
+fn service(ctx: &mut Ctx, project: &Project, node: &Node, path: &str) -> Result<Service, Fail> {
     let mut s = Service {
         pull_policy: "missing".into(),
         scale: 1,
@@ -807,7 +831,7 @@ fn service(
             "mem_limit" => s.resources.memory = ctx.bytes(n, &p)?,
             "mem_reservation" => s.resources.memory_reservation = ctx.bytes(n, &p)?,
             "memswap_limit" => s.resources.memory_swap = ctx.bytes(n, &p)?,
-            "cpus" => s.resources.nano_cpus = (ctx.float(n, &p)? * 1e9) as i64,
+            "cpus" => s.resources.nano_cpus = ctx.nano_cpus(n, &p)?,
             "cpuset" => s.resources.cpuset = ctx.string(n, &p)?,
             "cpu_shares" => s.resources.cpu_shares = ctx.int(n, &p)?,
             "pids_limit" => s.resources.pids_limit = ctx.int(n, &p)?,
@@ -914,6 +938,11 @@ fn service(
     if let Some(replicas) = replicas {
         s.scale = replicas;
     }
+    if !s.platform.is_empty() {
+        ctx.warnings.push(format!(
+            "{path}.platform: not used yet; images are pulled and run for the engine's platform"
+        ));
+    }
     if s.restart.is_empty() {
         if let Some(restart) = deploy_restart {
             s.restart = restart;
@@ -942,12 +971,12 @@ fn service(
         let env = ctx.env;
         let entries =
             read_env_file(ctx.read, &full, &|k| env.get(k).cloned()).map_err(|(line, m)| {
-                LoadError {
+                Box::new(LoadError {
                     file: full.clone(),
                     line,
                     path: String::new(),
                     message: m,
-                }
+                })
             })?;
         match entries {
             Some(entries) => s.environment.extend(entries),
@@ -976,7 +1005,7 @@ fn service(
 
 /// `command` and `entrypoint`: a string is split as a shell would (no expansion), a list is
 /// taken as it is.
-fn words(ctx: &Ctx, node: &Node, path: &str) -> Result<Vec<String>, LoadError> {
+fn words(ctx: &Ctx, node: &Node, path: &str) -> Result<Vec<String>, Fail> {
     match &node.value {
         Value::Scalar(text, _) => split_words(text).map_err(|m| ctx.err(node, path, m)),
         Value::Null => Ok(Vec::new()),
@@ -1053,7 +1082,7 @@ fn env_file_list<'n>(
     ctx: &Ctx,
     node: &'n Node,
     path: &str,
-) -> Result<Vec<(String, bool, &'n Node, String)>, LoadError> {
+) -> Result<Vec<(String, bool, &'n Node, String)>, Fail> {
     if let Value::Scalar(..) = node.value {
         return Ok(vec![(ctx.string(node, path)?, true, node, path.to_owned())]);
     }
@@ -1086,7 +1115,7 @@ fn range(text: &str) -> Option<(u16, u16)> {
 }
 
 /// `[ip:][host[-range]:]container[-range][/protocol]`, or the long form.
-fn port(ctx: &Ctx, node: &Node, path: &str) -> Result<Vec<Port>, LoadError> {
+fn port(ctx: &Ctx, node: &Node, path: &str) -> Result<Vec<Port>, Fail> {
     if let Value::Map(_) = node.value {
         let mut port = Port {
             protocol: "tcp".into(),
@@ -1182,7 +1211,7 @@ const PROPAGATIONS: &[&str] = &[
 ];
 
 /// `[source:]target[:options]` or the long form.
-fn mount(ctx: &Ctx, project: &Project, node: &Node, path: &str) -> Result<Mount, LoadError> {
+fn mount(ctx: &Ctx, project: &Project, node: &Node, path: &str) -> Result<Mount, Fail> {
     let mut m = Mount::default();
     if let Value::Map(_) = node.value {
         let mut kind = None;
@@ -1307,7 +1336,7 @@ fn service_networks(
     project: &Project,
     node: &Node,
     path: &str,
-) -> Result<BTreeMap<String, ServiceNetwork>, LoadError> {
+) -> Result<BTreeMap<String, ServiceNetwork>, Fail> {
     let mut out = BTreeMap::new();
     let check = |key: &str, n: &Node, p: &str| {
         if key == "default" || project.networks.contains_key(key) {
@@ -1345,11 +1374,7 @@ fn service_networks(
     Ok(out)
 }
 
-fn depends_on(
-    ctx: &Ctx,
-    node: &Node,
-    path: &str,
-) -> Result<BTreeMap<String, Dependency>, LoadError> {
+fn depends_on(ctx: &Ctx, node: &Node, path: &str) -> Result<BTreeMap<String, Dependency>, Fail> {
     let mut out = BTreeMap::new();
     let started = Dependency {
         condition: Condition::Started,
@@ -1384,7 +1409,7 @@ fn depends_on(
     Ok(out)
 }
 
-fn healthcheck(ctx: &Ctx, node: &Node, path: &str) -> Result<Option<Healthcheck>, LoadError> {
+fn healthcheck(ctx: &Ctx, node: &Node, path: &str) -> Result<Option<Healthcheck>, Fail> {
     let mut h = Healthcheck::default();
     let mut disable = false;
     for (k, n, p) in ctx.entries(node, path)? {
@@ -1420,7 +1445,7 @@ fn healthcheck(ctx: &Ctx, node: &Node, path: &str) -> Result<Option<Healthcheck>
 }
 
 /// A list of `host:ip` or `host=ip`, or a mapping host → ip (or list of ips); as `host:ip`.
-fn extra_hosts(ctx: &Ctx, node: &Node, path: &str) -> Result<Vec<String>, LoadError> {
+fn extra_hosts(ctx: &Ctx, node: &Node, path: &str) -> Result<Vec<String>, Fail> {
     let mut out = Vec::new();
     if let Value::Map(_) = node.value {
         for (host, n, p) in ctx.entries(node, path)? {
@@ -1441,7 +1466,7 @@ fn extra_hosts(ctx: &Ctx, node: &Node, path: &str) -> Result<Vec<String>, LoadEr
     Ok(out)
 }
 
-fn count(ctx: &Ctx, node: &Node, path: &str) -> Result<u32, LoadError> {
+fn count(ctx: &Ctx, node: &Node, path: &str) -> Result<u32, Fail> {
     let n = ctx.int(node, path)?;
     u32::try_from(n).map_err(|_| ctx.err(node, path, "expected a count of 0 or more"))
 }
@@ -1453,7 +1478,7 @@ fn deploy(
     s: &mut Service,
     replicas: &mut Option<u32>,
     restart: &mut Option<String>,
-) -> Result<(), LoadError> {
+) -> Result<(), Fail> {
     for (k, n, p) in ctx.entries(node, path)? {
         match k {
             "replicas" => *replicas = Some(count(ctx, n, &p)?),
@@ -1461,9 +1486,7 @@ fn deploy(
                 for (rk, rn, rp) in ctx.entries(n, &p)? {
                     for (lk, ln, lp) in ctx.entries(rn, &rp)? {
                         match (rk, lk) {
-                            ("limits", "cpus") => {
-                                s.resources.nano_cpus = (ctx.float(ln, &lp)? * 1e9) as i64
-                            }
+                            ("limits", "cpus") => s.resources.nano_cpus = ctx.nano_cpus(ln, &lp)?,
                             ("limits", "memory") => s.resources.memory = ctx.bytes(ln, &lp)?,
                             ("limits", "pids") => s.resources.pids_limit = ctx.int(ln, &lp)?,
                             ("reservations", "memory") => {
@@ -1518,7 +1541,7 @@ fn deploy(
     Ok(())
 }
 
-fn device_request(ctx: &Ctx, node: &Node, path: &str) -> Result<DeviceRequest, LoadError> {
+fn device_request(ctx: &Ctx, node: &Node, path: &str) -> Result<DeviceRequest, Fail> {
     let mut d = DeviceRequest::default();
     for (k, n, p) in ctx.entries(node, path)? {
         match k {
@@ -1541,7 +1564,7 @@ fn device_request(ctx: &Ctx, node: &Node, path: &str) -> Result<DeviceRequest, L
     Ok(d)
 }
 
-fn file_ref(ctx: &Ctx, node: &Node, path: &str) -> Result<(String, String), LoadError> {
+fn file_ref(ctx: &Ctx, node: &Node, path: &str) -> Result<(String, String), Fail> {
     if let Value::Scalar(..) = node.value {
         return Ok((ctx.string(node, path)?, String::new()));
     }
@@ -1574,7 +1597,7 @@ fn network(
     node: &Node,
     path: &str,
     project: &str,
-) -> Result<Network, LoadError> {
+) -> Result<Network, Fail> {
     let mut net = Network::default();
     let mut name = None;
     for (k, n, p) in ctx.entries(node, path)? {
@@ -1627,7 +1650,7 @@ fn volume(
     node: &Node,
     path: &str,
     project: &str,
-) -> Result<Volume, LoadError> {
+) -> Result<Volume, Fail> {
     let mut vol = Volume::default();
     let mut name = None;
     for (k, n, p) in ctx.entries(node, path)? {
@@ -1645,7 +1668,7 @@ fn volume(
     Ok(vol)
 }
 
-fn file_object(ctx: &mut Ctx, node: &Node, path: &str) -> Result<FileObject, LoadError> {
+fn file_object(ctx: &mut Ctx, node: &Node, path: &str) -> Result<FileObject, Fail> {
     let mut file = None;
     for (k, n, p) in ctx.entries(node, path)? {
         match k {
@@ -1662,7 +1685,7 @@ fn file_object(ctx: &mut Ctx, node: &Node, path: &str) -> Result<FileObject, Loa
 }
 
 /// The default network, implicit dependencies, profiles, and the checks across services.
-fn normalize(ctx: &mut Ctx, project: &mut Project, nodes: &Entries) -> Result<(), LoadError> {
+fn normalize(ctx: &mut Ctx, project: &mut Project, nodes: &Entries) -> Result<(), Fail> {
     let node_of = |name: &str| {
         nodes
             .iter()
@@ -2060,6 +2083,18 @@ mod tests {
                 "0.0.0.0|8443|443/tcp"
             ]
         );
+    }
+
+    #[test]
+    fn decimals_without_floating_point() {
+        assert_eq!(scaled("1.5", 1_000_000_000), Some(1_500_000_000));
+        assert_eq!(scaled(".25", 1_000_000_000), Some(250_000_000));
+        assert_eq!(scaled("2", 1 << 30), Some(2 << 30));
+        assert_eq!(scaled("0.5", 1 << 20), Some(1 << 19));
+        assert_eq!(scaled("3.", 10), Some(30));
+        for bad in ["", ".", "-1", "1.2.3", "1e3", "x", "99999999999999999999"] {
+            assert_eq!(scaled(bad, 1000), None, "{bad}");
+        }
     }
 
     #[test]
