@@ -9,8 +9,8 @@
 #   build    min-size static binaries in target/static/<target>/min-size/edge-agent
 #   verify   `file` must say statically linked for the right CPU; prints sizes; runs
 #            --version and a first-boot run (empty EDGE_KEY: exit 78 with the guidance) under qemu
-#   test     the end-to-end tests (startup, poll over HTTP and TLS, process, tunnel, agent API
-#            against the real Docker Engine, volume and host browsers) against each binary
+#   test     the end-to-end tests (startup, poll over HTTP and TLS, process, tunnel, agent API,
+#            volume and host browsers and edge stacks against the real Docker Engine) against each binary
 # TARGET defaults to aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf x86_64-unknown-linux-musl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -109,7 +109,7 @@ run_tests() {
     for t in "${targets[@]}"; do
         echo "== end-to-end tests: $(runner "$t") $(binary "$t")"
         EDGE_AGENT_TEST_BIN=$PWD/$(binary "$t") EDGE_AGENT_TEST_RUNNER=$(runner "$t") \
-            cargo test --locked --test startup --test poll --test process --test tunnel --test api --test browse -- --include-ignored
+            cargo test --locked --test startup --test poll --test process --test tunnel --test api --test browse --test stacks -- --include-ignored
     done
 }
 

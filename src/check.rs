@@ -1,6 +1,6 @@
-//! `edge-agent check`: validates the configuration, shows what the Edge key says, the Edge ID and
-//! the state file, and whether Docker, the Portainer URL and the tunnel server answer. Writes
-//! nothing.
+//! `edge-agent check`: validates the configuration, shows what the Edge key says, the Edge ID,
+//! the state file and the edge stacks it records, and whether Docker, the Portainer URL and the
+//! tunnel server answer. Writes nothing.
 
 use crate::config::edge_key::EdgeKey;
 use crate::config::Config;
@@ -101,6 +101,7 @@ pub fn check(config: &Config, out: &mut Output<impl Write>) -> bool {
         (_, Ok(())) => say!(out, "state file: {}", state_path.display()),
     }
     let saved = saved.unwrap_or_default();
+    print_stacks(&saved);
 
     let key_text = config
         .edge_key
@@ -184,6 +185,39 @@ pub fn check(config: &Config, out: &mut Output<impl Write>) -> bool {
     }
     say!(out, "result: {}", if ok { "OK" } else { "NOT OK" });
     ok
+}
+
+/// The edge stacks the state file records, with version and last status.
+fn print_stacks(state: &crate::state::State) {
+    if state.stacks.is_empty() {
+        println!("edge stacks: none deployed");
+        return;
+    }
+    println!("edge stacks:");
+    for (id, r) in &state.stacks {
+        let status = r
+            .status
+            .map_or("not deployed yet".to_owned(), |s| s.to_string());
+        let reported = match (r.status, r.sent) {
+            (Some(s), Some(sent)) if s == sent => "",
+            (Some(_), _) => ", not yet reported to Portainer",
+            _ => "",
+        };
+        let error = if r.error.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", r.error)
+        };
+        let project = if r.project.is_empty() {
+            "no project"
+        } else {
+            &r.project
+        };
+        println!(
+            "  {id} {:?} version {} ({project}): {status}{error}{reported}",
+            r.name, r.version
+        );
+    }
 }
 
 fn reach(addr: &str) -> Result<(), String> {

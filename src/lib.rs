@@ -13,6 +13,7 @@ mod identity;
 mod poller;
 mod portainer;
 mod run;
+mod stacks;
 mod state;
 mod system;
 pub mod tunnel;

@@ -1,5 +1,6 @@
-//! `edge-agent run`: startup (identity and state), the poll loop in its own thread, and an
-//! orderly stop on SIGTERM/SIGINT within two seconds with the state saved.
+//! `edge-agent run`: startup (identity and state), the poll loop in its own thread feeding the
+//! tunnel and the edge stacks, and an orderly stop on SIGTERM/SIGINT within two seconds with
+//! the state saved.
 
 use crate::api::signature::Verifier;
 use crate::api::{self, Api};
@@ -7,6 +8,7 @@ use crate::config::Config;
 use crate::identity::{self, Identity};
 use crate::poller::{Consumer, Poller};
 use crate::portainer::Client;
+use crate::stacks::{self, Stacks};
 use crate::state::{Persisted, Store};
 use crate::system::signals::Termination;
 use crate::system::systemd::Notifier;
@@ -36,6 +38,11 @@ pub fn run(config: Config) -> ExitCode {
         Ok(client) => client,
         Err(e) => return config_error(&e.to_string()),
     };
+    // The edge stacks have a client of their own: a slow payload never delays a poll.
+    let stacks_client = match Client::new(&config, &identity.key.portainer_url, &identity.edge_id) {
+        Ok(client) => client,
+        Err(e) => return config_error(&e.to_string()),
+    };
     let tunnel_target = match config
         .tunnel
         .then(|| Target::parse(&identity.key.tunnel_addr))
@@ -61,6 +68,15 @@ pub fn run(config: Config) -> ExitCode {
     let mut consumers: Vec<Box<dyn Consumer>> = Vec::new();
     if let Some(target) = tunnel_target {
         consumers.push(Box::new(tunnel_for(&config, &identity, target, &persisted)));
+    }
+    let settings = stacks::Settings {
+        data_path: config.data_path.clone(),
+        docker_socket: config.docker_socket.clone(),
+        edge_id: identity.edge_id.clone(),
+    };
+    match Stacks::start(settings, stacks_client, persisted.clone()) {
+        Ok(stacks) => consumers.push(Box::new(stacks)),
+        Err(e) => return fail(&format!("cannot start the edge stack threads: {e}")),
     }
     let notifier = Arc::new(Notifier::from_env());
     let poller = Poller::new(

@@ -1,5 +1,5 @@
 //! The agent's only persistent file, in `DATA_PATH`: edge key, Edge ID, endpoint id, the pinned
-//! Portainer public key and deployed stack/job versions.
+//! Portainer public key, deployed edge stacks and job versions.
 //!
 //! Format: one header line `edge-agent-state <format> <crc32 hex> <length>` and a JSON body of
 //! exactly that length. A write goes to a temporary file that is fsynced, the current file becomes
@@ -7,6 +7,7 @@
 //! checksum or length does not match is refused and the backup used instead, with a log line.
 //! Nothing is written when nothing changed (flash wear).
 
+use crate::stacks::Status;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
@@ -17,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
 pub const FILE_NAME: &str = "edge-agent.state";
-const FORMAT: u32 = 1;
+/// 2: stacks are records (format 1 had id → version, still read). An older agent refuses a
+/// newer format instead of starting afresh with a new Edge ID.
+const FORMAT: u32 = 2;
 const MAGIC: &str = "edge-agent-state";
 /// A state file is a few hundred bytes; anything this large is not ours.
 const MAX_BYTES: u64 = 256 * 1024;
@@ -32,10 +35,51 @@ pub struct State {
     pub endpoint_id: Option<i64>,
     /// Portainer's public key (hex SubjectPublicKeyInfo) once pinned.
     pub server_key: Option<String>,
-    /// Deployed edge stacks: id → version.
-    pub stacks: BTreeMap<i64, i64>,
+    /// Edge stacks this agent has taken on, by id.
+    #[serde(deserialize_with = "stack_records")]
+    pub stacks: BTreeMap<i64, StackRecord>,
     /// Scheduled edge jobs: id → version.
     pub jobs: BTreeMap<i64, i64>,
+}
+
+/// What the agent did with one edge stack, written on transitions only.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct StackRecord {
+    /// The version from the poll that the rest of the record is about.
+    pub version: i64,
+    /// The stack's name in Portainer.
+    pub name: String,
+    /// The compose project deployed for it (`edge_<name>` normalised); empty until one was.
+    pub project: String,
+    /// The compose file, relative to the stack folder.
+    pub entry_file: String,
+    /// A hash of the files written for `version`; empty when its payload was refused.
+    pub files_hash: String,
+    /// The last status decided for `version`, and its error text.
+    pub status: Option<Status>,
+    pub error: String,
+    /// The last status Portainer accepted.
+    pub sent: Option<Status>,
+}
+
+/// Format 1 stored `id → version`: such a stack is known by version only (deployed again).
+fn stack_records<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<BTreeMap<i64, StackRecord>, D::Error> {
+    let raw = BTreeMap::<i64, serde_json::Value>::deserialize(d)?;
+    raw.into_iter()
+        .map(|(id, value)| {
+            let record = match value.as_i64() {
+                Some(version) => StackRecord {
+                    version,
+                    ..StackRecord::default()
+                },
+                None => serde_json::from_value(value).map_err(serde::de::Error::custom)?,
+            };
+            Ok((id, record))
+        })
+        .collect()
 }
 
 #[derive(Debug)]
@@ -316,7 +360,19 @@ mod tests {
             edge_id: Some("7e2b0a2c-4d1b-4c55-9f0e-2f3f5a6b7c8d".into()),
             endpoint_id: Some(3),
             server_key: None,
-            stacks: BTreeMap::from([(1, 3)]),
+            stacks: BTreeMap::from([(
+                1,
+                StackRecord {
+                    version: 3,
+                    name: "web".into(),
+                    project: "edge_web".into(),
+                    entry_file: "docker-compose.yml".into(),
+                    files_hash: "0123456789abcdef".into(),
+                    status: Some(Status::Running),
+                    error: String::new(),
+                    sent: Some(Status::Running),
+                },
+            )]),
             jobs: BTreeMap::new(),
         }
     }
@@ -369,7 +425,13 @@ mod tests {
         let first = sample();
         store.save(&first).unwrap();
         let mut second = sample();
-        second.stacks.insert(2, 1);
+        second.stacks.insert(
+            2,
+            StackRecord {
+                version: 1,
+                ..StackRecord::default()
+            },
+        );
         store.save(&second).unwrap();
         let path = dir.path().join(FILE_NAME);
         let good = fs::read(&path).unwrap();
@@ -380,7 +442,7 @@ mod tests {
         // Bit flip inside the JSON that keeps it valid JSON.
         let flipped = String::from_utf8(good.clone())
             .unwrap()
-            .replace("\"2\":1", "\"2\":7");
+            .replace("\"2\":{\"version\":1", "\"2\":{\"version\":7");
         fs::write(&path, flipped).unwrap();
         assert_eq!(Store::open(dir.path()).unwrap().1, first);
         // Zero-filled (what some filesystems leave after a power cut).
@@ -420,6 +482,25 @@ mod tests {
         .unwrap();
         let err = Store::open(dir.path()).err().unwrap().to_string();
         assert!(err.contains("format 9"), "{err}");
+    }
+
+    #[test]
+    fn format_1_files_are_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let body = br#"{"edge_key":"a2V5","edge_id":"x","endpoint_id":3,"server_key":null,"stacks":{"4":2},"jobs":{}}"#;
+        let mut file =
+            format!("edge-agent-state 1 {:08x} {}\n", crc32(body), body.len()).into_bytes();
+        file.extend_from_slice(body);
+        fs::write(dir.path().join(FILE_NAME), file).unwrap();
+        let state = Store::open(dir.path()).unwrap().1;
+        assert_eq!(state.endpoint_id, Some(3));
+        assert_eq!(
+            state.stacks[&4],
+            StackRecord {
+                version: 2,
+                ..StackRecord::default()
+            }
+        );
     }
 
     #[test]

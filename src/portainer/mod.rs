@@ -1,6 +1,7 @@
-//! The Portainer Server's agent-facing HTTP API, as the Go agent 2.23 calls it: the status poll
-//! and the global-key lookup. One ureq agent (keep-alive, small buffers, timeouts on every
-//! request) is reused for every call.
+//! The Portainer Server's agent-facing HTTP API, as the Go agent 2.23 calls it: the status poll,
+//! the global-key lookup, edge stack payloads and status reports. One ureq agent (keep-alive,
+//! small buffers, timeouts on every request) is reused for every call of a client; the edge
+//! stack threads have a client of their own, so they never hold up the poll.
 
 pub mod poll_response;
 pub mod proxy;
@@ -23,6 +24,11 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// A poll answer carries stack ids and job scripts; 1 MiB is far above any real one.
 const MAX_POLL_BODY: u64 = 1024 * 1024;
 const MAX_SMALL_BODY: u64 = 16 * 1024;
+/// An edge stack payload: its files (at most 1 MiB, see `stacks::payload`) in base64 and JSON.
+const MAX_STACK_PAYLOAD: u64 = 2 * 1024 * 1024;
+/// The answer to a status report is the whole edge stack (CE ignores `X-Portainer-No-Body`);
+/// only whether it is `null` matters.
+const MAX_STATUS_ANSWER: u64 = 1024 * 1024;
 
 #[derive(Debug)]
 pub enum Error {
@@ -198,6 +204,63 @@ impl Client {
                 snippet(&body)
             ))),
         }
+    }
+
+    /// `GET /api/endpoints/{id}/edge/stacks/{stack}?version=N`: the stack's payload, as sent.
+    pub fn stack_payload(
+        &self,
+        endpoint_id: i64,
+        stack_id: i64,
+        version: i64,
+    ) -> Result<Vec<u8>, Error> {
+        let url = format!(
+            "{}/api/endpoints/{endpoint_id}/edge/stacks/{stack_id}?version={version}",
+            self.base
+        );
+        let mut response = self
+            .agent
+            .get(&url)
+            .header("X-PortainerAgent-EdgeID", &self.edge_id)
+            .call()
+            .map_err(|e| self.transport(&url, e))?;
+        if response.status().as_u16() != 200 {
+            return Err(status_error(response));
+        }
+        response
+            .body_mut()
+            .with_config()
+            .limit(MAX_STACK_PAYLOAD)
+            .read_to_vec()
+            .map_err(|e| match e {
+                ureq::Error::BodyExceedsLimit(_) => Error::Body(format!(
+                    "{url} answered with more than {} KiB",
+                    MAX_STACK_PAYLOAD / 1024
+                )),
+                e => self.transport(&url, e),
+            })
+    }
+
+    /// `PUT /api/edge_stacks/{stack}/status` with a body from `stacks::status::body`.
+    /// `Ok(false)`: the server answered `200 null`, it no longer knows the stack.
+    pub fn stack_status(&self, stack_id: i64, body: &str) -> Result<bool, Error> {
+        let url = format!("{}/api/edge_stacks/{stack_id}/status", self.base);
+        let mut response = self
+            .agent
+            .put(&url)
+            .header("X-PortainerAgent-EdgeID", &self.edge_id)
+            .header("X-Portainer-No-Body", "1")
+            .send(body.as_bytes())
+            .map_err(|e| self.transport(&url, e))?;
+        if response.status().as_u16() != 200 {
+            return Err(status_error(response));
+        }
+        let answer = response
+            .body_mut()
+            .with_config()
+            .limit(MAX_STATUS_ANSWER)
+            .read_to_vec()
+            .unwrap_or_default();
+        Ok(answer.trim_ascii() != b"null")
     }
 
     /// `GET /api/system/status`, a public route: reachability for `edge-agent check`, without

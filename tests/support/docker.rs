@@ -153,3 +153,69 @@ impl Drop for Container {
         }
     }
 }
+
+/// A compose project's containers, networks and volumes, looked at with the `docker` command
+/// line and removed when dropped.
+pub struct Project(pub String);
+
+impl Project {
+    /// The project of edge stack `name`.
+    pub fn for_stack(name: &str) -> Project {
+        Project(format!("edge_{name}"))
+    }
+
+    fn filter(&self) -> String {
+        format!("label=com.docker.compose.project={}", self.0)
+    }
+
+    /// `name id` of each container, sorted.
+    pub fn containers(&self) -> Vec<(String, String)> {
+        let out = docker(&[
+            "ps",
+            "-a",
+            "--filter",
+            &self.filter(),
+            "--format",
+            "{{.Names}} {{.ID}}",
+        ]);
+        let mut list: Vec<(String, String)> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once(' '))
+            .map(|(n, i)| (n.to_owned(), i.to_owned()))
+            .collect();
+        list.sort();
+        list
+    }
+
+    /// `docker <what> ls` names of the project (`network`, `volume`).
+    pub fn listing(&self, what: &str) -> Vec<String> {
+        let out = docker(&[
+            what,
+            "ls",
+            "--filter",
+            &self.filter(),
+            "--format",
+            "{{.Name}}",
+        ]);
+        let mut names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect();
+        names.sort();
+        names
+    }
+}
+
+impl Drop for Project {
+    fn drop(&mut self) {
+        for (name, _) in self.containers() {
+            docker(&["rm", "-f", "-v", &name]);
+        }
+        for network in self.listing("network") {
+            docker(&["network", "rm", &network]);
+        }
+        for volume in self.listing("volume") {
+            docker(&["volume", "rm", "-f", &volume]);
+        }
+    }
+}

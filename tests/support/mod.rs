@@ -1,8 +1,10 @@
 //! A fake Portainer Server for end-to-end tests, answering as Portainer CE 2.23 does
-//! (`docs/edge-protocol.md`, status poll and global key): the status poll with its 403s,
+//! (`docs/edge-protocol.md`, `docs/edge-stacks.md` and the server sources cited there): the status poll with its 403s,
 //! 400 without the platform header, Edge ID binding and ETag/304; the global-key lookup; the
-//! public system status. Served over plain HTTP or TLS (self-signed, CA-signed, CA-signed with
-//! client certificates required), with faults on demand. Every request is recorded.
+//! public system status; edge stack payloads and status reports with the server's validation
+//! (`200 null` for an unknown stack). Served over plain HTTP or TLS (self-signed, CA-signed,
+//! CA-signed with client certificates required), with faults on demand. Every request is
+//! recorded, and every accepted status report kept in order.
 //!
 //! Not simulated: the tunnel opening by itself on the first poll (tests open and close it with
 //! [`FakePortainer::set_tunnel`]).
@@ -88,11 +90,35 @@ struct Endpoint {
     etag: Option<String>,
 }
 
+/// An edge stack as the server stores it: what `StackPayload` is made of.
+struct EdgeStack {
+    name: String,
+    entry_file: String,
+    /// `(name, content, is_file, permissions)`.
+    files: Vec<(String, Vec<u8>, bool, u32)>,
+}
+
+/// One status report the server accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StackReport {
+    pub stack: i64,
+    pub endpoint_id: i64,
+    pub status: u8,
+    pub error: String,
+    pub time: i64,
+    /// The request body as sent.
+    pub body: String,
+}
+
 struct World {
     endpoints: BTreeMap<i64, Endpoint>,
     checkin: f64,
     fault: Option<Fault>,
+    /// Becomes `fault` once a stack payload has been served.
+    fault_after_payload: Option<Fault>,
     requests: Vec<Recorded>,
+    edge_stacks: BTreeMap<i64, EdgeStack>,
+    reports: Vec<StackReport>,
 }
 
 struct Inner {
@@ -130,7 +156,10 @@ impl FakePortainer {
                 endpoints: BTreeMap::new(),
                 checkin: 5.0,
                 fault: None,
+                fault_after_payload: None,
                 requests: Vec::new(),
+                edge_stacks: BTreeMap::new(),
+                reports: Vec::new(),
             }),
             recorded: Condvar::new(),
             polls: AtomicUsize::new(0),
@@ -202,6 +231,63 @@ impl FakePortainer {
 
     pub fn set_fault(&self, fault: Option<Fault>) {
         self.inner.world().fault = fault;
+    }
+
+    /// From the next stack payload served on, every request gets `fault` (the server goes
+    /// down right after the agent fetched a stack), until [`FakePortainer::set_fault`].
+    pub fn fault_after_payload(&self, fault: Fault) {
+        self.inner.world().fault_after_payload = Some(fault);
+    }
+
+    /// Creates or replaces edge stack `id` with these files (mode 0644; the entry file is
+    /// `docker-compose.yml`). Which environments get it, at which version, is
+    /// [`FakePortainer::set_stacks`].
+    pub fn put_edge_stack(&self, id: i64, name: &str, files: &[(&str, &str)]) {
+        let files = files
+            .iter()
+            .map(|(n, c)| (n.to_string(), c.as_bytes().to_vec(), true, 0o644))
+            .collect();
+        self.put_edge_stack_entries(id, name, "docker-compose.yml", files);
+    }
+
+    /// The same with every entry given: `(name, content, is_file, permissions)`.
+    pub fn put_edge_stack_entries(
+        &self,
+        id: i64,
+        name: &str,
+        entry_file: &str,
+        files: Vec<(String, Vec<u8>, bool, u32)>,
+    ) {
+        self.inner.world().edge_stacks.insert(
+            id,
+            EdgeStack {
+                name: name.to_owned(),
+                entry_file: entry_file.to_owned(),
+                files,
+            },
+        );
+    }
+
+    /// The server deletes edge stack `id`: reports about it get `200 null`.
+    pub fn delete_edge_stack(&self, id: i64) {
+        self.inner.world().edge_stacks.remove(&id);
+    }
+
+    /// Every status report accepted for stack `id`, in order (Removed included, which the
+    /// server applies by deleting the environment's entry).
+    pub fn stack_reports(&self, id: i64) -> Vec<StackReport> {
+        let world = self.inner.world();
+        world
+            .reports
+            .iter()
+            .filter(|r| r.stack == id)
+            .cloned()
+            .collect()
+    }
+
+    /// The statuses of [`FakePortainer::stack_reports`].
+    pub fn stack_history(&self, id: i64) -> Vec<u8> {
+        self.stack_reports(id).iter().map(|r| r.status).collect()
     }
 
     fn change(&self, id: i64, f: impl FnOnce(&mut Endpoint)) {
@@ -280,6 +366,7 @@ struct Request {
     method: String,
     path: String,
     headers: Vec<(String, String)>,
+    body: Vec<u8>,
 }
 
 impl Request {
@@ -366,8 +453,8 @@ fn record(inner: &Inner, request: &Request, status: u16) {
     inner.recorded.notify_all();
 }
 
-/// One HTTP/1.1 request head (and its `Content-Length` body, discarded); `None` at EOF or on
-/// anything malformed, which ends the connection.
+/// One HTTP/1.1 request head and its `Content-Length` body; `None` at EOF or on anything
+/// malformed, which ends the connection.
 fn read_request(reader: &mut impl BufRead) -> Option<Request> {
     let mut line = String::new();
     if reader.read_line(&mut line).ok()? == 0 {
@@ -389,15 +476,19 @@ fn read_request(reader: &mut impl BufRead) -> Option<Request> {
             return None;
         }
     }
-    let request = Request {
+    let mut request = Request {
         method,
         path,
         headers,
+        body: Vec::new(),
     };
     let length: u64 = request
         .header("Content-Length")
         .map_or(Some(0), |v| v.parse().ok())?;
-    std::io::copy(&mut reader.take(length.min(1 << 20)), &mut std::io::sink()).ok()?;
+    reader
+        .take(length.min(1 << 20))
+        .read_to_end(&mut request.body)
+        .ok()?;
     Some(request)
 }
 
@@ -440,6 +531,10 @@ fn route(request: &Request, inner: &Inner) -> Response {
     match (request.method.as_str(), segments.as_slice()) {
         ("GET", ["api", "endpoints", id, "edge", "status"]) => status(request, id, inner),
         ("POST", ["api", "endpoints", "global-key"]) => global_key(request, inner),
+        ("GET", ["api", "endpoints", id, "edge", "stacks", stack]) => {
+            stack_payload(request, id, stack, inner)
+        }
+        ("PUT", ["api", "edge_stacks", stack, "status"]) => stack_status(request, stack, inner),
         ("GET", ["api", "system", "status"]) => Response::json(
             200,
             r#"{"Version":"2.23.0","InstanceID":"fake-portainer"}"#.into(),
@@ -556,6 +651,135 @@ fn global_key(request: &Request, inner: &Inner) -> Response {
             "Unable to find the endpoint in the database",
         ),
     }
+}
+
+/// The environment's Edge ID check of the bouncer (`AuthorizedEdgeEndpointOperation`).
+fn edge_id_refused(request: &Request, endpoint: &Endpoint) -> Option<Response> {
+    let edge_id = request.header("X-PortainerAgent-EdgeID").unwrap_or("");
+    if edge_id.is_empty() || endpoint.edge_id.as_deref().is_some_and(|b| b != edge_id) {
+        return Some(Response::error(
+            403,
+            "Permission denied to access environment",
+            "Unauthorized Edge endpoint operation: invalid Edge identifier",
+        ));
+    }
+    None
+}
+
+/// `GET /api/endpoints/{id}/edge/stacks/{stackId}` (`endpointedge_stack_inspect.go`): the
+/// `StackPayload` CE fills (Go field names, the others zero); `?version` is ignored.
+fn stack_payload(request: &Request, id: &str, stack: &str, inner: &Inner) -> Response {
+    let Ok(id) = id.parse::<i64>() else {
+        return Response::error(400, "Invalid environment identifier route variable", "");
+    };
+    let mut world = inner.world();
+    let Some(endpoint) = world.endpoints.get(&id) else {
+        return Response::error(
+            404,
+            "Unable to find an environment with the specified identifier inside the database",
+            "",
+        );
+    };
+    if let Some(refused) = edge_id_refused(request, endpoint) {
+        return refused;
+    }
+    let Ok(stack) = stack.parse::<i64>() else {
+        return Response::error(400, "Invalid edge stack identifier route variable", "");
+    };
+    let Some(edge_stack) = world.edge_stacks.get(&stack) else {
+        return Response::error(
+            404,
+            "Unable to find an edge stack with the specified identifier inside the database",
+            "",
+        );
+    };
+    let entries: Vec<serde_json::Value> = edge_stack
+        .files
+        .iter()
+        .map(|(name, content, is_file, permissions)| {
+            serde_json::json!({
+                "Name": name,
+                "Content": if *is_file { base64::engine::general_purpose::STANDARD.encode(content) } else { String::new() },
+                "IsFile": is_file,
+                "Permissions": permissions,
+            })
+        })
+        .collect();
+    let body = serde_json::json!({
+        "ID": 0, "Name": edge_stack.name, "StackFileContent": "", "DirEntries": entries,
+        "EntryFileName": edge_stack.entry_file, "Namespace": "default", "Version": 0,
+        "RollbackTo": null, "RegistryCredentials": null, "PrePullImage": false,
+        "RePullImage": false, "RetryDeploy": false, "EdgeUpdateID": 0,
+        "SupportRelativePath": false, "FilesystemPath": "", "EnvVars": null,
+        "ReadyRePullImage": false,
+    });
+    if let Some(fault) = world.fault_after_payload.take() {
+        world.fault = Some(fault);
+    }
+    Response::json(200, body.to_string())
+}
+
+/// `PUT /api/edge_stacks/{id}/status` (`edgestack_status_update.go`), validated as the server
+/// does; an unknown stack is `200 null`.
+fn stack_status(request: &Request, stack: &str, inner: &Inner) -> Response {
+    let Ok(stack) = stack.parse::<i64>() else {
+        return Response::error(400, "Invalid stack identifier route variable", "");
+    };
+    #[derive(serde::Deserialize)]
+    struct Payload {
+        #[serde(rename = "Error", default)]
+        error: String,
+        #[serde(rename = "Status")]
+        status: Option<u8>,
+        #[serde(rename = "EndpointID", default)]
+        endpoint_id: i64,
+        #[serde(rename = "Time", default)]
+        time: i64,
+    }
+    let invalid = |details: String| Response::error(400, "Invalid request payload", &details);
+    let payload: Payload = match serde_json::from_slice(&request.body) {
+        Ok(p) => p,
+        Err(e) => return invalid(e.to_string()),
+    };
+    let Some(status) = payload.status else {
+        return invalid(format!(
+            "Edge polling error: invalid status. Environment ID: {}",
+            payload.endpoint_id
+        ));
+    };
+    if payload.endpoint_id == 0 {
+        return invalid("Invalid EnvironmentID".into());
+    }
+    if status == 2 && payload.error.is_empty() {
+        return invalid("Error message is mandatory when status is error".into());
+    }
+    let mut world = inner.world();
+    if !world.edge_stacks.contains_key(&stack) {
+        return Response::json(200, "null".into());
+    }
+    let Some(endpoint) = world.endpoints.get(&payload.endpoint_id) else {
+        return Response::error(404, "Unable to find the environment", "");
+    };
+    if let Some(refused) = edge_id_refused(request, endpoint) {
+        return refused;
+    }
+    world.reports.push(StackReport {
+        stack,
+        endpoint_id: payload.endpoint_id,
+        status,
+        error: payload.error,
+        time: payload.time,
+        body: String::from_utf8_lossy(&request.body).into_owned(),
+    });
+    let name = world
+        .edge_stacks
+        .get(&stack)
+        .map(|s| s.name.clone())
+        .unwrap_or_default();
+    Response::json(
+        200,
+        serde_json::json!({"Id": stack, "Name": name}).to_string(),
+    )
 }
 
 fn fnv32a(data: &[u8]) -> u32 {

@@ -1,0 +1,278 @@
+//! Status reports to Portainer, sent in order per stack by a thread of their own, so a slow or
+//! absent server never holds up a deploy (the Go agent retries every 5 s while holding its stack
+//! manager). Transport errors, 5xx and 429 are retried with jittered backoff; other refusals
+//! (403 untrusted, 404 unknown environment, 400) are logged and dropped. What is queued for an
+//! older version of a stack, or before its removal, is dropped unsent: Portainer resets a
+//! stack's history on a new version and deletes it on removal.
+
+use super::status::{self, Status};
+use crate::poller::backoff;
+use crate::portainer::{Client, Error};
+use crate::state::Persisted;
+use crate::system::logging::Repeats;
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+/// Reports kept per stack; beyond that the oldest go (one stack flapping for days offline).
+const PER_STACK: usize = 8;
+const RETRY_BASE: Duration = Duration::from_secs(1);
+const RETRY_CAP: Duration = Duration::from_secs(60);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Report {
+    pub stack: i64,
+    pub version: i64,
+    pub endpoint_id: i64,
+    pub status: Status,
+    pub error: String,
+    /// Unix seconds when the status was reached (kept through retries).
+    pub time: i64,
+}
+
+/// What is waiting to be sent (pure: tested without a server).
+#[derive(Default)]
+struct Queue {
+    stacks: BTreeMap<i64, VecDeque<Report>>,
+    /// The stack last sent from, so that stacks take turns.
+    last: Option<i64>,
+}
+
+impl Queue {
+    fn push(&mut self, report: Report) {
+        let queue = self.stacks.entry(report.stack).or_default();
+        let ends = matches!(report.status, Status::Removing | Status::Removed);
+        queue.retain(|r| r.version == report.version && !ends);
+        queue.push_back(report);
+        if queue.len() > PER_STACK {
+            queue.pop_front();
+        }
+    }
+
+    /// The next report to send: the first of the stack after the last one served.
+    fn next(&self) -> Option<&Report> {
+        let after = self.last.map_or(i64::MIN, |l| l.saturating_add(1));
+        self.stacks
+            .range(after..)
+            .chain(self.stacks.range(..after))
+            .find_map(|(_, q)| q.front())
+    }
+
+    /// `report` is done with (sent, or refused for good) unless something replaced it.
+    fn done(&mut self, report: &Report) {
+        self.last = Some(report.stack);
+        if let Some(queue) = self.stacks.get_mut(&report.stack) {
+            if queue.front() == Some(report) {
+                queue.pop_front();
+            }
+            if queue.is_empty() {
+                self.stacks.remove(&report.stack);
+            }
+        }
+    }
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+#[derive(Clone)]
+pub struct Reporter {
+    shared: Arc<Shared>,
+}
+
+impl Reporter {
+    /// Starts the sending thread.
+    pub fn start(client: Arc<Client>, persisted: Arc<Persisted>) -> std::io::Result<Reporter> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+        });
+        let thread = shared.clone();
+        std::thread::Builder::new()
+            .name("stack-status".into())
+            // The poll thread's size: the same HTTP and TLS code runs here.
+            .stack_size(256 * 1024)
+            .spawn(move || send_loop(&thread, &client, &persisted))?;
+        Ok(Reporter { shared })
+    }
+
+    pub fn send(&self, report: Report) {
+        self.shared.lock().push(report);
+        self.shared.wake.notify_one();
+    }
+}
+
+fn send_loop(shared: &Shared, client: &Client, persisted: &Persisted) {
+    let mut failures = 0u32;
+    let mut logged = Repeats::default();
+    let mut retry_at: Option<Instant> = None;
+    loop {
+        let report = {
+            let mut queue = shared.lock();
+            loop {
+                let wait = retry_at.map(|at| at.saturating_duration_since(Instant::now()));
+                match (queue.next(), wait) {
+                    (Some(report), None) => break report.clone(),
+                    (Some(report), Some(wait)) if wait.is_zero() => break report.clone(),
+                    (_, Some(wait)) if !wait.is_zero() => {
+                        queue = shared
+                            .wake
+                            .wait_timeout(queue, wait)
+                            .unwrap_or_else(|p| p.into_inner())
+                            .0;
+                    }
+                    _ => {
+                        queue = shared.wake.wait(queue).unwrap_or_else(|p| p.into_inner());
+                    }
+                }
+            }
+        };
+        let body = status::body(
+            report.status,
+            &report.error,
+            report.endpoint_id,
+            report.time,
+        );
+        match client.stack_status(report.stack, &body) {
+            Ok(known) => {
+                if failures > 0 {
+                    log::info!(
+                        "edge stack statuses are accepted again after {failures} failed report(s)"
+                    );
+                }
+                failures = 0;
+                retry_at = None;
+                if !known {
+                    log::info!(
+                        "edge stack {}: Portainer no longer knows it (status {} not recorded)",
+                        report.stack,
+                        report.status
+                    );
+                }
+                log::debug!("edge stack {}: reported {}", report.stack, report.status);
+                let _ = persisted.update(|s| {
+                    if let Some(r) = s.stacks.get_mut(&report.stack) {
+                        if r.version == report.version {
+                            r.sent = Some(report.status);
+                        }
+                    }
+                });
+                shared.lock().done(&report);
+            }
+            Err(e) if retryable(&e) => {
+                failures += 1;
+                let delay = RETRY_BASE
+                    + backoff::full_jitter(
+                        RETRY_BASE,
+                        failures,
+                        RETRY_CAP - RETRY_BASE,
+                        crate::system::random::u64(),
+                    );
+                retry_at = Some(Instant::now() + delay);
+                let message = e.to_string();
+                if logged.fresh(&message) {
+                    log::warn!(
+                        "edge stack {}: cannot report status {} ({message}); retrying in the background",
+                        report.stack,
+                        report.status
+                    );
+                }
+            }
+            Err(e) => {
+                log::error!(
+                    "edge stack {}: Portainer refused status {} ({e}); not retried",
+                    report.stack,
+                    report.status
+                );
+                shared.lock().done(&report);
+            }
+        }
+    }
+}
+
+fn retryable(e: &Error) -> bool {
+    match e {
+        Error::Transport(_) => true,
+        Error::Status { status, .. } => *status >= 500 || *status == 429,
+        Error::Body(_) => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(stack: i64, version: i64, status: Status) -> Report {
+        Report {
+            stack,
+            version,
+            endpoint_id: 1,
+            status,
+            error: String::new(),
+            time: 0,
+        }
+    }
+
+    fn drain(q: &mut Queue) -> Vec<(i64, i64, u8)> {
+        let mut out = Vec::new();
+        while let Some(r) = q.next().cloned() {
+            out.push((r.stack, r.version, r.status as u8));
+            q.done(&r);
+        }
+        out
+    }
+
+    #[test]
+    fn in_order_per_stack_taking_turns() {
+        let mut q = Queue::default();
+        for s in [
+            Status::Acknowledged,
+            Status::Deploying,
+            Status::DeploymentReceived,
+        ] {
+            q.push(report(1, 1, s));
+        }
+        q.push(report(2, 5, Status::Acknowledged));
+        assert_eq!(drain(&mut q), [(1, 1, 3), (2, 5, 3), (1, 1, 8), (1, 1, 1)]);
+    }
+
+    #[test]
+    fn a_new_version_or_a_removal_drops_what_is_unsent() {
+        let mut q = Queue::default();
+        q.push(report(1, 1, Status::Acknowledged));
+        q.push(report(1, 1, Status::Deploying));
+        q.push(report(1, 2, Status::Acknowledged));
+        assert_eq!(drain(&mut q), [(1, 2, 3)]);
+        q.push(report(1, 2, Status::Deploying));
+        q.push(report(1, 2, Status::Removing));
+        q.push(report(1, 2, Status::Removed));
+        assert_eq!(drain(&mut q), [(1, 2, 4)]);
+    }
+
+    #[test]
+    fn a_report_replaced_while_in_flight_is_not_popped_twice() {
+        let mut q = Queue::default();
+        q.push(report(1, 1, Status::Running));
+        let in_flight = q.next().cloned().unwrap();
+        q.push(report(1, 2, Status::Acknowledged));
+        q.done(&in_flight);
+        assert_eq!(drain(&mut q), [(1, 2, 3)]);
+    }
+
+    #[test]
+    fn bounded_per_stack() {
+        let mut q = Queue::default();
+        for _ in 0..20 {
+            q.push(report(1, 1, Status::Running));
+        }
+        assert_eq!(drain(&mut q).len(), PER_STACK);
+    }
+}

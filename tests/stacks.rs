@@ -1,0 +1,348 @@
+//! Edge stacks end to end: the real binary against the fake Portainer server and the real
+//! Docker Engine (skipped without one, failed under `CI=true`). Each test names its stacks
+//! uniquely and removes what they made, also when it fails. The status histories the server
+//! recorded are printed (`--nocapture` shows them).
+
+mod support;
+
+use std::time::{Duration, Instant};
+use support::agent::{Agent, Running};
+use support::docker::{docker, engine, unique, Project, IMAGE};
+use support::{FakePortainer, Fault, Transport};
+
+const DEPLOY: Duration = Duration::from_secs(90);
+const ENDPOINT: i64 = 1;
+
+fn inspect(container: &str, format: &str) -> String {
+    let out = docker(&["inspect", "-f", format, container]);
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
+/// An agent for endpoint 1 of `server`, polling every 0.5 s, without tunnel.
+fn agent(server: &FakePortainer) -> Agent {
+    let agent = Agent::new();
+    agent.write_env(&format!(
+        "EDGE_KEY={}\nEDGE_ID=stacks-test-device\nEDGE_TUNNEL=false\nLOG_LEVEL=DEBUG\nDOCKER_HOST=unix://{}\n",
+        agent.key(server, ENDPOINT),
+        support::docker::socket().display()
+    ));
+    agent
+}
+
+fn server() -> FakePortainer {
+    let server = FakePortainer::start(Transport::Plain);
+    server.add_endpoint(ENDPOINT, None);
+    server.set_checkin(0.5);
+    server
+}
+
+/// Waits until stack `id`'s history is `expected`; fails with the history and the log.
+fn wait_history(server: &FakePortainer, running: &Running, id: i64, expected: &[u8]) {
+    let deadline = Instant::now() + DEPLOY;
+    while Instant::now() < deadline {
+        let history = server.stack_history(id);
+        if history == expected {
+            println!("stack {id} history: {history:?}");
+            return;
+        }
+        assert!(
+            history.len() < expected.len() || history[..expected.len()] != *expected,
+            "stack {id}: history {history:?} went past {expected:?}\n{:?}\n{}",
+            server.stack_reports(id),
+            running.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "stack {id}: history {:?}, expected {expected:?}\n{:?}\n{}",
+        server.stack_history(id),
+        server.stack_reports(id),
+        running.log()
+    );
+}
+
+fn compose_v1() -> String {
+    format!(
+        r#"services:
+  web:
+    image: {IMAGE}
+    command: ["busybox", "sh", "-c", "echo $$GREETING > /data/hello; exec busybox sleep 3600"]
+    environment:
+      GREETING: ${{GREETING}}
+    stop_grace_period: 1s
+    networks: [back]
+    volumes: ["data:/data"]
+  worker:
+    image: {IMAGE}
+    command: ["busybox", "sleep", "3600"]
+    stop_grace_period: 1s
+    networks: [back]
+networks:
+  back: {{}}
+volumes:
+  data: {{}}
+"#
+    )
+}
+
+#[test]
+#[ignore = "needs the Docker Engine and busybox-static (tests/run.sh)"]
+fn deploy_update_restart_and_removal_while_stopped() {
+    let _client = engine();
+    let server = server();
+    let name = unique("life");
+    let project = Project::for_stack(&name);
+    let p = &project.0;
+    server.put_edge_stack(
+        1,
+        &name,
+        &[
+            ("docker-compose.yml", &compose_v1()),
+            (".env", "GREETING=hello-from-env\n"),
+        ],
+    );
+    server.set_stacks(ENDPOINT, &[(1, 1)]);
+    let agent = agent(&server);
+    let mut running = agent.spawn(&mut agent.command(&[]));
+
+    // 1. Deploy: 3, 8, 1, 7; containers, labels, network and volume as compose makes them.
+    wait_history(&server, &running, 1, &[3, 8, 1, 7]);
+    let reports = server.stack_reports(1);
+    assert!(
+        reports[0]
+            .body
+            .starts_with(r#"{"Error":"","Status":3,"EndpointID":1,"Time":"#),
+        "{}",
+        reports[0].body
+    );
+    let containers = project.containers();
+    let names: Vec<&str> = containers.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(names, [format!("{p}-web-1"), format!("{p}-worker-1")]);
+    let web = format!("{p}-web-1");
+    assert_eq!(
+        inspect(
+            &web,
+            "{{index .Config.Labels \"com.docker.compose.service\"}}"
+        ),
+        "web"
+    );
+    assert_eq!(inspect(&web, "{{.State.Status}}"), "running");
+    assert!(inspect(&web, "{{json .Config.Env}}").contains("GREETING=hello-from-env"));
+    assert_eq!(project.listing("network"), [format!("{p}_back")]);
+    assert_eq!(project.listing("volume"), [format!("{p}_data")]);
+    let folder = agent.data.join("stacks/1");
+    assert_eq!(
+        std::fs::read_to_string(folder.join(".env")).unwrap(),
+        "GREETING=hello-from-env\n"
+    );
+    let check = agent.command(&["check"]).output().unwrap();
+    let check = String::from_utf8_lossy(&check.stdout);
+    assert!(
+        check.contains(&format!("1 {name:?} version 1 ({p}): running (7)")),
+        "{check}"
+    );
+
+    // 2. A new version changing one service: only it is recreated.
+    server.put_edge_stack(
+        1,
+        &name,
+        &[
+            (
+                "docker-compose.yml",
+                &compose_v1().replace(
+                    r#"["busybox", "sleep", "3600"]"#,
+                    r#"["busybox", "sleep", "3601"]"#,
+                ),
+            ),
+            (".env", "GREETING=hello-from-env\n"),
+        ],
+    );
+    server.set_stacks(ENDPOINT, &[(1, 2)]);
+    wait_history(&server, &running, 1, &[3, 8, 1, 7, 3, 8, 1, 7]);
+    let updated = project.containers();
+    assert_eq!(updated[0], containers[0], "web is kept");
+    assert_eq!(updated[1].0, containers[1].0);
+    assert_ne!(updated[1].1, containers[1].1, "worker is recreated");
+
+    // 3. Restarts, after SIGTERM then SIGKILL: nothing recreated, nothing re-sent.
+    let started = inspect(&web, "{{.State.StartedAt}}");
+    for signal in [nix::sys::signal::SIGTERM, nix::sys::signal::SIGKILL] {
+        running.signal(signal);
+        running
+            .wait_exit(Duration::from_secs(5))
+            .expect("agent stops");
+        running = agent.spawn(&mut agent.command(&[]));
+        let polls = server.poll_count();
+        assert!(
+            server.wait_until(Duration::from_secs(20), |_| server.poll_count()
+                >= polls + 8)
+        );
+        // The first check after a start is at once: a wrong one would have reported by now.
+        std::thread::sleep(Duration::from_secs(2));
+        assert_eq!(
+            server.stack_history(1),
+            [3, 8, 1, 7, 3, 8, 1, 7],
+            "{}",
+            running.log()
+        );
+        assert_eq!(project.containers(), updated);
+        assert_eq!(inspect(&web, "{{.State.StartedAt}}"), started);
+    }
+    println!(
+        "stack 1 history after two restarts: {:?}",
+        server.stack_history(1)
+    );
+
+    // 4. Removed on the server while the agent is stopped: removed on the first poll.
+    running.signal(nix::sys::signal::SIGTERM);
+    running
+        .wait_exit(Duration::from_secs(5))
+        .expect("agent stops");
+    server.set_stacks(ENDPOINT, &[]);
+    let running = agent.spawn(&mut agent.command(&[]));
+    wait_history(&server, &running, 1, &[3, 8, 1, 7, 3, 8, 1, 7, 9, 4]);
+    assert!(project.containers().is_empty());
+    assert!(project.listing("network").is_empty());
+    assert_eq!(
+        project.listing("volume"),
+        [format!("{p}_data")],
+        "volumes are kept, as by the Go agent"
+    );
+    assert!(!folder.exists());
+    running.wait_log("removed", Duration::from_secs(5));
+}
+
+#[test]
+#[ignore = "needs the Docker Engine and busybox-static (tests/run.sh)"]
+fn failures_are_reported_with_their_cause_and_a_fixed_version_deploys() {
+    let _client = engine();
+    let server = server();
+    let names: Vec<String> = (0..4).map(|i| unique(&format!("bad{i}"))).collect();
+    let _projects: Vec<Project> = names.iter().map(|n| Project::for_stack(n)).collect();
+    let service = |body: &str| format!("services:\n  app:\n    image: {IMAGE}\n{body}");
+    let files = [
+        "services:\n  app:\n    image: [unclosed\n".to_owned(),
+        service("    imgae: typo\n"),
+        "services:\n  app:\n    image: edge-agent-test/not-here:1\n".to_owned(),
+        service("    command: [\"busybox\", \"sh\", \"-c\", \"exit 1\"]\n"),
+    ];
+    for (i, (name, file)) in names.iter().zip(&files).enumerate() {
+        server.put_edge_stack(10 + i as i64, name, &[("docker-compose.yml", file)]);
+    }
+    // A name that climbs out of the stack folder, and a stack name compose cannot use.
+    server.put_edge_stack(
+        14,
+        &unique("bad4"),
+        &[("docker-compose.yml", &service("")), ("../escape", "x")],
+    );
+    server.put_edge_stack(15, "ÄÖ !", &[("docker-compose.yml", &service(""))]);
+    let all: Vec<(i64, i64)> = (10..16).map(|id| (id, 1)).collect();
+    server.set_stacks(ENDPOINT, &all);
+    let agent = agent(&server);
+    let running = agent.spawn(&mut agent.command(&[]));
+    wait_history(&server, &running, 10, &[3, 2]);
+    wait_history(&server, &running, 11, &[3, 2]);
+    wait_history(&server, &running, 12, &[3, 8, 2]);
+    wait_history(&server, &running, 13, &[3, 8, 1, 2]);
+    wait_history(&server, &running, 14, &[2]);
+    wait_history(&server, &running, 15, &[2]);
+    let error = |id: i64| server.stack_reports(id).last().unwrap().error.clone();
+    for id in 10..16 {
+        println!("stack {id} error: {}", error(id));
+    }
+    assert!(
+        error(10).starts_with("docker-compose.yml line 4"),
+        "{}",
+        error(10)
+    );
+    assert!(error(11).contains("imgae"), "{}", error(11));
+    assert!(
+        error(12).contains("edge-agent-test/not-here:1"),
+        "{}",
+        error(12)
+    );
+    assert!(error(13).contains("exited with code 1"), "{}", error(13));
+    assert!(
+        error(14).contains("\"../escape\" climbs out"),
+        "{}",
+        error(14)
+    );
+    assert!(!agent.data.join("escape").exists() && !agent.data.join("stacks/escape").exists());
+    assert!(
+        error(15).contains("no compose project name"),
+        "{}",
+        error(15)
+    );
+
+    // A fixed version deploys.
+    server.put_edge_stack(
+        10,
+        &names[0],
+        &[(
+            "docker-compose.yml",
+            &service(
+                "    command: [\"busybox\", \"sleep\", \"3600\"]\n    stop_grace_period: 1s\n",
+            ),
+        )],
+    );
+    let mut fixed = all.clone();
+    fixed[0].1 = 2;
+    server.set_stacks(ENDPOINT, &fixed);
+    wait_history(&server, &running, 10, &[3, 2, 3, 8, 1, 7]);
+}
+
+#[test]
+#[ignore = "needs the Docker Engine and busybox-static (tests/run.sh)"]
+fn statuses_sent_while_the_server_is_down_arrive_in_order_once_each() {
+    let _client = engine();
+    let server = server();
+    let name = unique("down");
+    let project = Project::for_stack(&name);
+    let file = format!(
+        "services:\n  app:\n    image: {IMAGE}\n    command: [\"busybox\", \"sleep\", \"3600\"]\n    stop_grace_period: 1s\n"
+    );
+    server.put_edge_stack(20, &name, &[("docker-compose.yml", &file)]);
+    server.fault_after_payload(Fault::Status(503));
+    server.set_stacks(ENDPOINT, &[(20, 1)]);
+    let agent = agent(&server);
+    let running = agent.spawn(&mut agent.command(&[]));
+    // The deploy goes on while the server is down.
+    let deadline = Instant::now() + DEPLOY;
+    while project.containers().is_empty()
+        || inspect(&project.containers()[0].0, "{{.State.Status}}") != "running"
+    {
+        assert!(Instant::now() < deadline, "{}", running.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(server.stack_history(20).is_empty());
+    let back = support::docker::now();
+    server.set_fault(None);
+    wait_history(&server, &running, 20, &[3, 8, 1, 7]);
+    let reports = server.stack_reports(20);
+    let times: Vec<i64> = reports.iter().map(|r| r.time).collect();
+    assert!(times.windows(2).all(|w| w[0] <= w[1]), "{times:?}");
+    assert!(
+        times.iter().all(|t| *t <= back),
+        "times are when each status was reached: {times:?}, back at {back}"
+    );
+    // Nothing more comes later.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(server.stack_history(20), [3, 8, 1, 7]);
+}
+
+#[test]
+#[ignore = "needs the Docker Engine and busybox-static (tests/run.sh)"]
+fn a_one_shot_stack_completes() {
+    let _client = engine();
+    let server = server();
+    let name = unique("once");
+    let _project = Project::for_stack(&name);
+    let file =
+        format!("services:\n  job:\n    image: {IMAGE}\n    command: [\"busybox\", \"true\"]\n");
+    server.put_edge_stack(30, &name, &[("docker-compose.yml", &file)]);
+    server.set_stacks(ENDPOINT, &[(30, 1)]);
+    let agent = agent(&server);
+    let running = agent.spawn(&mut agent.command(&[]));
+    wait_history(&server, &running, 30, &[3, 8, 1, 13]);
+}
