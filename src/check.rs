@@ -83,6 +83,13 @@ pub fn check(config: &Config) -> bool {
         (_, Ok(())) => println!("state file: {}", state_path.display()),
     }
     let saved = saved.unwrap_or_default();
+    match crate::jobs::report(&config.data_path, &saved) {
+        lines if lines.is_empty() => println!("edge jobs: none"),
+        lines => {
+            println!("edge jobs:");
+            lines.iter().for_each(|line| println!("  {line}"));
+        }
+    }
 
     let key_text = config
         .edge_key

@@ -34,8 +34,42 @@ pub struct State {
     pub server_key: Option<String>,
     /// Deployed edge stacks: id → version.
     pub stacks: BTreeMap<i64, i64>,
-    /// Scheduled edge jobs: id → version.
-    pub jobs: BTreeMap<i64, i64>,
+    /// Scheduled edge jobs: id → version and cron expression.
+    pub jobs: BTreeMap<i64, JobRecord>,
+}
+
+/// An edge job as scheduled; its script is in `DATA_PATH/jobs/<id>/script`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(from = "JobRecordFile")]
+pub struct JobRecord {
+    pub version: i64,
+    pub expression: String,
+}
+
+/// Earlier files held the version alone.
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum JobRecordFile {
+    Version(i64),
+    Full { version: i64, expression: String },
+}
+
+impl From<JobRecordFile> for JobRecord {
+    fn from(file: JobRecordFile) -> JobRecord {
+        match file {
+            JobRecordFile::Version(version) => JobRecord {
+                version,
+                expression: String::new(),
+            },
+            JobRecordFile::Full {
+                version,
+                expression,
+            } => JobRecord {
+                version,
+                expression,
+            },
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -319,6 +353,33 @@ mod tests {
             stacks: BTreeMap::from([(1, 3)]),
             jobs: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn jobs_of_older_files_load_as_versions() {
+        let old = br#"{"edge_id":"e","jobs":{"2":5}}"#;
+        let state: State = serde_json::from_slice(old).unwrap();
+        assert_eq!(
+            state.jobs[&2],
+            JobRecord {
+                version: 5,
+                expression: String::new()
+            }
+        );
+        let mut new = state.clone();
+        new.jobs.insert(
+            3,
+            JobRecord {
+                version: 1,
+                expression: "*/5 * * * *".into(),
+            },
+        );
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(
+            text.contains(r#""3":{"version":1,"expression":"*/5 * * * *"}"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<State>(&text).unwrap(), new);
     }
 
     #[test]

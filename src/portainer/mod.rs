@@ -1,6 +1,6 @@
-//! The Portainer Server's agent-facing HTTP API, as the Go agent 2.23 calls it: the status poll
-//! and the global-key lookup. One ureq agent (keep-alive, small buffers, timeouts on every
-//! request) is reused for every call.
+//! The Portainer Server's agent-facing HTTP API, as the Go agent 2.23 calls it: the status poll,
+//! the global-key lookup and edge job logs. One ureq agent (keep-alive, small buffers, timeouts
+//! on every request) is reused for every call.
 
 pub mod poll_response;
 pub mod proxy;
@@ -20,6 +20,8 @@ pub const AGENT_PLATFORM: &str = "1";
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// An edge job log is up to 1 MiB.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(120);
 /// A poll answer carries stack ids and job scripts; 1 MiB is far above any real one.
 const MAX_POLL_BODY: u64 = 1024 * 1024;
 const MAX_SMALL_BODY: u64 = 16 * 1024;
@@ -193,6 +195,30 @@ impl Client {
                 "{url} answered 200 without an endpoint id: {}",
                 snippet(&body)
             ))),
+        }
+    }
+
+    /// `POST /api/endpoints/{id}/edge/jobs/{job}/logs` with `{"FileContent": <log>}`, when a poll
+    /// asked for an edge job's log (`CollectLogs`). Up to a few MiB: more time than a poll.
+    pub fn job_logs(&self, endpoint_id: i64, job_id: i64, log: &str) -> Result<(), Error> {
+        let url = format!(
+            "{}/api/endpoints/{endpoint_id}/edge/jobs/{job_id}/logs",
+            self.base
+        );
+        let body = serde_json::json!({ "FileContent": log }).to_string();
+        let response = self
+            .agent
+            .post(&url)
+            .config()
+            .timeout_global(Some(UPLOAD_TIMEOUT))
+            .build()
+            .header("X-PortainerAgent-EdgeID", &self.edge_id)
+            .content_type("application/json")
+            .send(body.as_bytes())
+            .map_err(|e| self.transport(&url, e))?;
+        match response.status().as_u16() {
+            200 | 204 => Ok(()),
+            _ => Err(status_error(response)),
         }
     }
 
