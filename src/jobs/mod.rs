@@ -750,3 +750,104 @@ pub fn report(data_path: &Path, state: &State) -> Vec<String> {
     }
     lines
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::Store;
+
+    struct FakeClock(Arc<Mutex<SystemTime>>);
+
+    impl Clock for FakeClock {
+        fn now(&self) -> SystemTime {
+            *self.0.lock().unwrap()
+        }
+    }
+
+    fn utc(y: i64, mo: u32, d: u32, h: i64, mi: i64, s: i64) -> SystemTime {
+        let days = crate::system::clock::days_from_civil(y, mo, d);
+        UNIX_EPOCH + Duration::from_secs((days * 86_400 + h * 3600 + mi * 60 + s) as u64)
+    }
+
+    fn schedule(id: i64, cron: &str) -> Schedule {
+        Schedule {
+            id,
+            collect_logs: false,
+            cron_expression: cron.into(),
+            script: base64::engine::general_purpose::STANDARD_NO_PAD.encode("echo x >> count\n"),
+            version: 1,
+        }
+    }
+
+    struct Rig {
+        data: tempfile::TempDir,
+        now: Arc<Mutex<SystemTime>>,
+        jobs: Jobs,
+    }
+
+    impl Rig {
+        fn runs(&self, id: i64) -> usize {
+            let count = self.data.path().join(format!("jobs/{id}/count"));
+            fs::read_to_string(count)
+                .unwrap_or_default()
+                .lines()
+                .count()
+        }
+
+        /// Sets the clock and wakes the thread until job `id` has run `n` times in all.
+        fn at(&self, t: SystemTime, id: i64, n: usize) {
+            *self.now.lock().unwrap() = t;
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.runs(id) < n {
+                assert!(
+                    Instant::now() < deadline,
+                    "job {id} ran {} times, not {n}",
+                    self.runs(id)
+                );
+                self.jobs.inbox.wake.notify_all();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            // Let the other runs of this wake-up, if any, write their line.
+            std::thread::sleep(Duration::from_millis(300));
+            assert_eq!(self.runs(id), n, "job {id} ran once per minute at most");
+        }
+    }
+
+    #[test]
+    fn thread_follows_the_injected_clock_through_jumps() {
+        let data = tempfile::tempdir().unwrap();
+        let (store, state) = Store::open(data.path()).unwrap();
+        let persisted = Arc::new(Persisted::new(store, state));
+        let now = Arc::new(Mutex::new(utc(2026, 12, 1, 12, 0, 30)));
+        let settings = Settings {
+            dir: data.path().join("jobs"),
+            zone: Zone::utc(),
+            edge_id: "edge".into(),
+        };
+        let clock = FakeClock(now.clone());
+        let (jobs, mut answers) =
+            Jobs::start(settings, persisted.clone(), Box::new(|_, _| {}), clock).unwrap();
+        let response = PollResponse {
+            schedules: vec![schedule(1, "* * * * *"), schedule(2, "0 12 * * *")],
+            ..PollResponse::parse(b"{}").unwrap()
+        };
+        answers.answer(3, &response);
+        let rig = Rig { data, now, jobs };
+
+        rig.at(utc(2026, 12, 1, 12, 1, 0), 1, 1);
+        assert_eq!(rig.runs(2), 0);
+        let saved = persisted.read(|s| s.jobs.clone());
+        assert_eq!(saved[&2].expression, "0 12 * * *", "{saved:?}");
+        // Later in the same minute: nothing.
+        rig.at(utc(2026, 12, 1, 12, 1, 40), 1, 1);
+        // NTP jumps three years ahead: one run of the current minute, no replay.
+        rig.at(utc(2029, 12, 1, 12, 0, 0), 1, 2);
+        assert_eq!(rig.runs(2), 1);
+        // Stepped back half an hour: per-minute jobs go on, the 12:00 job does not run again.
+        rig.at(utc(2029, 12, 1, 11, 30, 0), 1, 3);
+        rig.at(utc(2029, 12, 1, 12, 0, 0), 1, 4);
+        rig.at(utc(2029, 12, 1, 12, 0, 30), 1, 4);
+        assert_eq!(rig.runs(2), 1);
+        rig.jobs.stop();
+    }
+}

@@ -3,7 +3,7 @@
 //! and capped at [`MAX_LOG`] (the tail is kept, the cut noted in one line). A thread per run
 //! copies the output, waits for the shell and reports the outcome.
 
-use nix::sys::signal::{killpg, Signal};
+use nix::sys::signal::{killpg, pthread_sigmask, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag};
 use nix::unistd::Pid;
 use std::fs::{self, File, OpenOptions};
@@ -62,7 +62,18 @@ impl Run {
         let (reader, writer) = io::pipe()?;
         let started = SystemTime::now();
         let began = Instant::now();
-        let child = Command::new("/bin/sh")
+        let mut command = Command::new("/bin/sh");
+        // SAFETY: between fork and exec the closure only calls pthread_sigmask, which is
+        // async-signal-safe and allocates nothing. The agent blocks SIGTERM and SIGINT in every
+        // thread (they are taken with sigwait); a job must not inherit that: jobs run by the
+        // agent were seen with both blocked, so that SIGTERM could not stop them.
+        unsafe {
+            command.pre_exec(|| {
+                pthread_sigmask(SigmaskHow::SIG_SETMASK, Some(&SigSet::empty()), None)
+                    .map_err(io::Error::from)
+            });
+        }
+        let child = command
             .arg(SCRIPT)
             .current_dir(dir)
             .env_clear()
