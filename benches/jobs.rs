@@ -34,8 +34,11 @@ fn main() {
         .collect();
     let with = start(&server, 3, &jobs);
     let without = start(&server, 4, &[]);
-    with.1.wait_log("edge job 20 v1 scheduled", Duration::from_secs(30));
-    without.1.wait_log("edge jobs: none", Duration::from_secs(30));
+    with.1
+        .wait_log("edge job 20 v1 scheduled", Duration::from_secs(30));
+    without
+        .1
+        .wait_log("edge jobs: none", Duration::from_secs(30));
     // Settle, then measure from a clean point.
     std::thread::sleep(Duration::from_secs(2));
     let before = [sample(&with.1), sample(&without.1)];

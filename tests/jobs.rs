@@ -220,3 +220,34 @@ fn restart_keeps_the_schedule_offline_and_check_lists_it() {
         "{line}"
     );
 }
+
+#[test]
+fn reboot_jobs_run_once_per_boot() {
+    let server = FakePortainer::start(Transport::Plain);
+    server.add_endpoint(3, None);
+    server.set_jobs(3, &[job(5, "@reboot", "echo booted >> ../boots\n", 1)]);
+    let (agent, running) = start(&server);
+    wait_for("the job is saved", &running, || {
+        agent.state_text().contains(r#""5":{"version":1"#)
+    });
+    drop(running);
+    let boots = agent.data.join("jobs/boots");
+    assert_eq!(
+        read(&boots),
+        "",
+        "a job received while running waits for the next boot"
+    );
+
+    // As after a reboot: the boot id the agent remembered is not the current one.
+    std::fs::write(agent.data.join("jobs/.boot-id"), "another boot\n").unwrap();
+    let running = agent.spawn(&mut agent.command(&[]));
+    running.wait_log("edge job 5 finished: exit status 0", WAIT);
+    assert_eq!(read(&boots), "booted\n");
+    drop(running);
+
+    // A restart of the agent in the same boot does not run it again.
+    let running = agent.spawn(&mut agent.command(&[]));
+    running.wait_log("edge jobs: 1 scheduled from the state file", WAIT);
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(read(&boots), "booted\n", "{}", running.log());
+}
