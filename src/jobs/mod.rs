@@ -409,6 +409,7 @@ impl<C: Clock> Worker<C> {
 
     /// A new job, or a new version: stops its run in progress and writes the script.
     fn install(&mut self, schedule: &Schedule) {
+        let now = unix(self.clock.now());
         let id = schedule.id;
         let previous = self.jobs.remove(&id);
         let run = previous.as_ref().and_then(|job| job.run);
@@ -447,7 +448,6 @@ impl<C: Clock> Worker<C> {
                 ),
             }
         }
-        let now = unix(self.clock.now());
         self.jobs.insert(
             id,
             Job {
@@ -807,18 +807,19 @@ mod tests {
                 self.jobs.inbox.wake.notify_all();
                 std::thread::sleep(Duration::from_millis(20));
             }
-            // Let the other runs of this wake-up, if any, write their line.
+            // Let the wake-up happen, and its other runs, if any, write their line.
+            self.jobs.inbox.wake.notify_all();
             std::thread::sleep(Duration::from_millis(300));
             assert_eq!(self.runs(id), n, "job {id} ran once per minute at most");
         }
     }
 
-    #[test]
-    fn thread_follows_the_injected_clock_through_jumps() {
+    /// The jobs thread at `start` (fake clock, UTC), given `schedules` by a poll answer.
+    fn rig(start: SystemTime, schedules: Vec<Schedule>) -> (Rig, Arc<Persisted>) {
         let data = tempfile::tempdir().unwrap();
         let (store, state) = Store::open(data.path()).unwrap();
         let persisted = Arc::new(Persisted::new(store, state));
-        let now = Arc::new(Mutex::new(utc(2026, 12, 1, 12, 0, 30)));
+        let now = Arc::new(Mutex::new(start));
         let settings = Settings {
             dir: data.path().join("jobs"),
             zone: Zone::utc(),
@@ -828,11 +829,43 @@ mod tests {
         let (jobs, mut answers) =
             Jobs::start(settings, persisted.clone(), Box::new(|_, _| {}), clock).unwrap();
         let response = PollResponse {
-            schedules: vec![schedule(1, "* * * * *"), schedule(2, "0 12 * * *")],
+            schedules,
             ..PollResponse::parse(b"{}").unwrap()
         };
         answers.answer(3, &response);
-        let rig = Rig { data, now, jobs };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for s in &response.schedules {
+            let script = data.path().join(format!("jobs/{}/{SCRIPT}", s.id));
+            while !script.exists() {
+                assert!(Instant::now() < deadline, "job {} not installed", s.id);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+        (Rig { data, now, jobs }, persisted)
+    }
+
+    #[test]
+    fn every_counts_from_arrival_and_survives_the_clock_going_back() {
+        let t = utc(2026, 12, 1, 12, 0, 0);
+        let (rig, _) = rig(t, vec![schedule(5, "@every 30s")]);
+        let at = |s: u64| t + Duration::from_secs(s);
+        rig.at(at(29), 5, 0);
+        rig.at(at(30), 5, 1);
+        rig.at(at(45), 5, 1);
+        rig.at(at(60), 5, 2);
+        // Back an hour: the next run is 30 s away, not an hour and a half.
+        let back = t - Duration::from_secs(3600);
+        rig.at(back, 5, 2);
+        rig.at(back + Duration::from_secs(30), 5, 3);
+        rig.jobs.stop();
+    }
+
+    #[test]
+    fn thread_follows_the_injected_clock_through_jumps() {
+        let (rig, persisted) = rig(
+            utc(2026, 12, 1, 12, 0, 30),
+            vec![schedule(1, "* * * * *"), schedule(2, "0 12 * * *")],
+        );
 
         rig.at(utc(2026, 12, 1, 12, 1, 0), 1, 1);
         assert_eq!(rig.runs(2), 0);
