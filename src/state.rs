@@ -39,36 +39,51 @@ pub struct State {
 }
 
 /// An edge job as scheduled; its script is in `DATA_PATH/jobs/<id>/script`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(from = "JobRecordFile")]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct JobRecord {
     pub version: i64,
     pub expression: String,
 }
 
-/// Earlier files held the version alone.
-#[derive(Deserialize)]
-#[serde(untagged)]
-enum JobRecordFile {
-    Version(i64),
-    Full { version: i64, expression: String },
-}
-
-impl From<JobRecordFile> for JobRecord {
-    fn from(file: JobRecordFile) -> JobRecord {
-        match file {
-            JobRecordFile::Version(version) => JobRecord {
-                version,
-                expression: String::new(),
-            },
-            JobRecordFile::Full {
-                version,
-                expression,
-            } => JobRecord {
-                version,
-                expression,
-            },
+/// `{"version": n, "expression": "..."}`, or the version alone as earlier files held it. A
+/// visitor: `#[serde(untagged)]` would buffer the value through serde's `Content`, more code.
+impl<'de> Deserialize<'de> for JobRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<JobRecord, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = JobRecord;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a job version or {version, expression}")
+            }
+            fn visit_i64<E: serde::de::Error>(self, version: i64) -> Result<JobRecord, E> {
+                Ok(JobRecord {
+                    version,
+                    expression: String::new(),
+                })
+            }
+            fn visit_u64<E: serde::de::Error>(self, version: u64) -> Result<JobRecord, E> {
+                let version = i64::try_from(version).map_err(E::custom)?;
+                self.visit_i64(version)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<JobRecord, A::Error> {
+                let mut record = JobRecord {
+                    version: 0,
+                    expression: String::new(),
+                };
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "version" => record.version = map.next_value()?,
+                        "expression" => record.expression = map.next_value()?,
+                        _ => map.next_value::<serde::de::IgnoredAny>().map(drop)?,
+                    }
+                }
+                Ok(record)
+            }
         }
+        d.deserialize_any(Visitor)
     }
 }
 
