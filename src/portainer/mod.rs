@@ -205,7 +205,13 @@ impl Client {
             "{}/api/endpoints/{endpoint_id}/edge/jobs/{job_id}/logs",
             self.base
         );
-        let body = serde_json::json!({ "FileContent": log }).to_string();
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            #[serde(rename = "FileContent")]
+            file_content: &'a str,
+        }
+        let body = serde_json::to_vec(&Body { file_content: log })
+            .map_err(|e| Error::Body(format!("cannot encode the log of edge job {job_id}: {e}")))?;
         let response = self
             .agent
             .post(&url)
@@ -214,7 +220,7 @@ impl Client {
             .build()
             .header("X-PortainerAgent-EdgeID", &self.edge_id)
             .content_type("application/json")
-            .send(body.as_bytes())
+            .send(&body[..])
             .map_err(|e| self.transport(&url, e))?;
         match response.status().as_u16() {
             200 | 204 => Ok(()),
