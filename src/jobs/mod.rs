@@ -165,7 +165,7 @@ impl Jobs {
             inbox: inbox.clone(),
             request_log,
             jobs: BTreeMap::new(),
-            active: BTreeMap::new(),
+            active: Vec::new(),
             serial: 0,
         };
         let thread = std::thread::Builder::new()
@@ -202,6 +202,7 @@ struct Job {
 }
 
 struct Active {
+    serial: u64,
     job: i64,
     run: Run,
     kill_at: Option<Instant>,
@@ -218,7 +219,8 @@ struct Worker<C: Clock> {
     request_log: Box<dyn Fn(i64, i64) + Send>,
     jobs: BTreeMap<i64, Job>,
     clockwork: Clockwork,
-    active: BTreeMap<u64, Active>,
+    /// Runs in progress (a few at most).
+    active: Vec<Active>,
     serial: u64,
 }
 
@@ -255,7 +257,7 @@ impl<C: Clock> Worker<C> {
         let to_due = Duration::from_secs(due.max(now_s) as u64).saturating_sub(since_epoch)
             + Duration::from_millis(1);
         let mut timeout = to_due.min(Duration::from_secs(61));
-        for active in self.active.values() {
+        for active in &self.active {
             if let Some(at) = active.kill_at {
                 timeout = timeout.min(at.saturating_duration_since(Instant::now()));
             }
@@ -365,38 +367,33 @@ impl<C: Clock> Worker<C> {
     }
 
     fn reconcile(&mut self, endpoint_id: i64, schedules: &[Schedule]) {
-        let wanted: BTreeMap<i64, &Schedule> = schedules.iter().map(|s| (s.id, s)).collect();
         let gone: Vec<i64> = self
             .jobs
             .keys()
-            .filter(|id| !wanted.contains_key(id))
+            .filter(|id| !schedules.iter().any(|s| s.id == **id))
             .copied()
             .collect();
         for id in gone {
             self.remove(id);
         }
-        for (id, schedule) in &wanted {
-            let current = self.jobs.get(id);
-            let same = current.is_some_and(|job| {
+        for schedule in schedules {
+            let same = self.jobs.get(&schedule.id).is_some_and(|job| {
                 job.version == schedule.version
                     && job.expression == schedule.cron_expression
-                    && self.job_dir(*id).join(SCRIPT).is_file()
+                    && self.job_dir(schedule.id).join(SCRIPT).is_file()
             });
             if !same {
                 self.install(schedule);
             }
         }
-        let records: BTreeMap<i64, JobRecord> = self
-            .jobs
-            .iter()
-            .map(|(id, job)| {
-                let record = JobRecord {
-                    version: job.version,
-                    expression: job.expression.clone(),
-                };
-                (*id, record)
-            })
-            .collect();
+        let mut records = BTreeMap::new();
+        for (id, job) in &self.jobs {
+            let record = JobRecord {
+                version: job.version,
+                expression: job.expression.clone(),
+            };
+            records.insert(*id, record);
+        }
         if self.persisted.read(|s: &State| s.jobs != records) {
             if let Err(e) = self.persisted.update(|s| s.jobs = records) {
                 log::error!("{e}; the edge jobs are saved with the next change");
@@ -467,7 +464,7 @@ impl<C: Clock> Worker<C> {
         log::info!("edge job {id} removed");
         match job.run {
             Some(serial) => {
-                if let Some(active) = self.active.get_mut(&serial) {
+                if let Some(active) = self.active.iter_mut().find(|a| a.serial == serial) {
                     active.remove_after = true;
                 }
                 self.stop_run(serial);
@@ -477,7 +474,7 @@ impl<C: Clock> Worker<C> {
     }
 
     fn stop_run(&mut self, serial: u64) {
-        if let Some(active) = self.active.get_mut(&serial) {
+        if let Some(active) = self.active.iter_mut().find(|a| a.serial == serial) {
             if active.kill_at.is_none() {
                 active.run.signal(Signal::SIGTERM);
                 active.kill_at = Some(Instant::now() + KILL_AFTER);
@@ -487,7 +484,7 @@ impl<C: Clock> Worker<C> {
 
     fn kill_overdue(&mut self) {
         let now = Instant::now();
-        for active in self.active.values_mut() {
+        for active in &mut self.active {
             if active.kill_at.is_some_and(|at| at <= now) {
                 log::warn!(
                     "edge job {}: still running 10 s after SIGTERM; sending SIGKILL",
@@ -531,7 +528,10 @@ impl<C: Clock> Worker<C> {
         let Some(job) = self.jobs.get_mut(&id) else {
             return;
         };
-        if let Some(active) = job.run.and_then(|serial| self.active.get(&serial)) {
+        if let Some(active) = job
+            .run
+            .and_then(|serial| self.active.iter().find(|a| a.serial == serial))
+        {
             log::warn!(
                 "edge job {id}: the run started at {} is still going; this one is skipped",
                 crate::system::clock::rfc3339(active.run.started)
@@ -546,15 +546,13 @@ impl<C: Clock> Worker<C> {
             Ok(run) => {
                 log::debug!("edge job {id}: started");
                 job.run = Some(serial);
-                self.active.insert(
+                self.active.push(Active {
                     serial,
-                    Active {
-                        job: id,
-                        run,
-                        kill_at: None,
-                        remove_after: false,
-                    },
-                );
+                    job: id,
+                    run,
+                    kill_at: None,
+                    remove_after: false,
+                });
             }
             Err(e) => {
                 log::error!(
@@ -568,9 +566,10 @@ impl<C: Clock> Worker<C> {
     }
 
     fn finished(&mut self, serial: u64, outcome: Outcome) {
-        let Some(active) = self.active.remove(&serial) else {
+        let Some(index) = self.active.iter().position(|a| a.serial == serial) else {
             return;
         };
+        let active = self.active.swap_remove(index);
         let id = active.job;
         let line = format!(
             "edge job {id} finished: {} after {}",
@@ -601,7 +600,7 @@ impl<C: Clock> Worker<C> {
             return;
         }
         log::info!("stopping {} edge job run(s)", self.active.len());
-        let serials: Vec<u64> = self.active.keys().copied().collect();
+        let serials: Vec<u64> = self.active.iter().map(|a| a.serial).collect();
         for serial in &serials {
             self.stop_run(*serial);
         }
@@ -630,7 +629,7 @@ impl<C: Clock> Worker<C> {
                 }
             }
             if let Some(signal) = signal {
-                for active in self.active.values() {
+                for active in &self.active {
                     log::warn!(
                         "edge job {}: still running 10 s after SIGTERM; sending SIGKILL",
                         active.job
