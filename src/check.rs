@@ -101,7 +101,14 @@ pub fn check(config: &Config, out: &mut Output<impl Write>) -> bool {
         (_, Ok(())) => say!(out, "state file: {}", state_path.display()),
     }
     let saved = saved.unwrap_or_default();
-    print_stacks(&saved);
+    print_stacks(&saved, out);
+    match crate::jobs::report(&config.data_path, &saved) {
+        lines if lines.is_empty() => say!(out, "edge jobs: none"),
+        lines => {
+            say!(out, "edge jobs:");
+            lines.iter().for_each(|line| say!(out, "  {line}"));
+        }
+    }
 
     let key_text = config
         .edge_key
@@ -188,12 +195,12 @@ pub fn check(config: &Config, out: &mut Output<impl Write>) -> bool {
 }
 
 /// The edge stacks the state file records, with version and last status.
-fn print_stacks(state: &crate::state::State) {
+fn print_stacks(state: &crate::state::State, out: &mut Output<impl Write>) {
     if state.stacks.is_empty() {
-        println!("edge stacks: none deployed");
+        say!(out, "edge stacks: none deployed");
         return;
     }
-    println!("edge stacks:");
+    say!(out, "edge stacks:");
     for (id, r) in &state.stacks {
         let status = r
             .status
@@ -213,9 +220,11 @@ fn print_stacks(state: &crate::state::State) {
         } else {
             &r.project
         };
-        println!(
+        say!(
+            out,
             "  {id} {:?} version {} ({project}): {status}{error}{reported}",
-            r.name, r.version
+            r.name,
+            r.version
         );
     }
 }

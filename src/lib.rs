@@ -10,6 +10,7 @@ mod config;
 pub mod docker;
 mod http1;
 mod identity;
+mod jobs;
 mod poller;
 mod portainer;
 mod run;

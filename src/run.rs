@@ -6,6 +6,7 @@ use crate::api::signature::Verifier;
 use crate::api::{self, Api};
 use crate::config::Config;
 use crate::identity::{self, Identity};
+use crate::jobs::{self, Jobs, Uploader};
 use crate::poller::{Consumer, Poller};
 use crate::portainer::Client;
 use crate::stacks::{self, Stacks};
@@ -78,6 +79,13 @@ pub fn run(config: Config) -> ExitCode {
         Ok(stacks) => consumers.push(Box::new(stacks)),
         Err(e) => return fail(&format!("cannot start the edge stack threads: {e}")),
     }
+    let jobs = match jobs_for(&config, &identity, &persisted) {
+        Ok((jobs, answers)) => {
+            consumers.push(Box::new(answers));
+            jobs
+        }
+        Err(e) => return fail(&e),
+    };
     let notifier = Arc::new(Notifier::from_env());
     let poller = Poller::new(
         client,
@@ -113,6 +121,7 @@ pub fn run(config: Config) -> ExitCode {
     if done_rx.recv_timeout(STOP_GRACE).is_err() {
         log::warn!("a Portainer request is still in flight; stopping without waiting for it");
     }
+    jobs.stop();
     let _frozen = persisted.freeze();
     log::info!("stopped");
     ExitCode::SUCCESS
@@ -138,6 +147,23 @@ fn tunnel_for(
     let verifier = Verifier::new(config.agent_secret.as_deref(), persisted.clone());
     let api = Api::new(verifier, config, identity.key.clone(), persisted.clone());
     Tunnel::new(settings, api::handler(Arc::new(api)))
+}
+
+/// Edge jobs, with their log uploads on a client of their own (the poll never waits on them).
+fn jobs_for(
+    config: &Config,
+    identity: &Identity,
+    persisted: &Arc<Persisted>,
+) -> Result<(Jobs, jobs::Answers), String> {
+    let client = Client::new(config, &identity.key.portainer_url, &identity.edge_id)
+        .map_err(|e| e.to_string())?;
+    let settings = jobs::Settings::new(&config.data_path, &identity.edge_id);
+    let dir = settings.dir.clone();
+    let uploader = Uploader::start(client, dir.clone())
+        .map_err(|e| format!("cannot start the edge job log thread: {e}"))?;
+    let request_log = Box::new(move |endpoint, job| uploader.request(endpoint, job));
+    Jobs::start(settings, persisted.clone(), request_log, jobs::SystemClock)
+        .map_err(|e| format!("cannot start edge jobs in {}: {e}", dir.display()))
 }
 
 fn config_error(message: &str) -> ExitCode {

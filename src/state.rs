@@ -38,8 +38,57 @@ pub struct State {
     /// Edge stacks this agent has taken on, by id.
     #[serde(deserialize_with = "stack_records")]
     pub stacks: BTreeMap<i64, StackRecord>,
-    /// Scheduled edge jobs: id → version.
-    pub jobs: BTreeMap<i64, i64>,
+    /// Scheduled edge jobs: id → version and cron expression.
+    pub jobs: BTreeMap<i64, JobRecord>,
+}
+
+/// An edge job as scheduled; its script is in `DATA_PATH/jobs/<id>/script`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobRecord {
+    pub version: i64,
+    pub expression: String,
+}
+
+/// `{"version": n, "expression": "..."}`, or the version alone as earlier files held it. A
+/// visitor: `#[serde(untagged)]` would buffer the value through serde's `Content`, more code.
+impl<'de> Deserialize<'de> for JobRecord {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<JobRecord, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = JobRecord;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a job version or {version, expression}")
+            }
+            fn visit_i64<E: serde::de::Error>(self, version: i64) -> Result<JobRecord, E> {
+                Ok(JobRecord {
+                    version,
+                    expression: String::new(),
+                })
+            }
+            fn visit_u64<E: serde::de::Error>(self, version: u64) -> Result<JobRecord, E> {
+                let version = i64::try_from(version).map_err(E::custom)?;
+                self.visit_i64(version)
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<JobRecord, A::Error> {
+                let mut record = JobRecord {
+                    version: 0,
+                    expression: String::new(),
+                };
+                while let Some(key) = map.next_key::<String>()? {
+                    match key.as_str() {
+                        "version" => record.version = map.next_value()?,
+                        "expression" => record.expression = map.next_value()?,
+                        _ => map.next_value::<serde::de::IgnoredAny>().map(drop)?,
+                    }
+                }
+                Ok(record)
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
 }
 
 /// What the agent did with one edge stack, written on transitions only.
@@ -375,6 +424,33 @@ mod tests {
             )]),
             jobs: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn jobs_of_older_files_load_as_versions() {
+        let old = br#"{"edge_id":"e","jobs":{"2":5}}"#;
+        let state: State = serde_json::from_slice(old).unwrap();
+        assert_eq!(
+            state.jobs[&2],
+            JobRecord {
+                version: 5,
+                expression: String::new()
+            }
+        );
+        let mut new = state.clone();
+        new.jobs.insert(
+            3,
+            JobRecord {
+                version: 1,
+                expression: "*/5 * * * *".into(),
+            },
+        );
+        let text = serde_json::to_string(&new).unwrap();
+        assert!(
+            text.contains(r#""3":{"version":1,"expression":"*/5 * * * *"}"#),
+            "{text}"
+        );
+        assert_eq!(serde_json::from_str::<State>(&text).unwrap(), new);
     }
 
     #[test]

@@ -1,7 +1,8 @@
 //! The Portainer Server's agent-facing HTTP API, as the Go agent 2.23 calls it: the status poll,
-//! the global-key lookup, edge stack payloads and status reports. One ureq agent (keep-alive,
-//! small buffers, timeouts on every request) is reused for every call of a client; the edge
-//! stack threads have a client of their own, so they never hold up the poll.
+//! the global-key lookup, edge stack payloads and status reports, and edge job logs. One ureq
+//! agent (keep-alive, small buffers, timeouts on every request) is reused for every call of a
+//! client; the edge stack and job threads have clients of their own, so they never hold up the
+//! poll.
 
 pub mod poll_response;
 pub mod proxy;
@@ -21,6 +22,8 @@ pub const AGENT_PLATFORM: &str = "1";
 
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// An edge job log is up to 1 MiB.
+const UPLOAD_TIMEOUT: Duration = Duration::from_secs(120);
 /// A poll answer carries stack ids and job scripts; 1 MiB is far above any real one.
 const MAX_POLL_BODY: u64 = 1024 * 1024;
 const MAX_SMALL_BODY: u64 = 16 * 1024;
@@ -261,6 +264,36 @@ impl Client {
             .read_to_vec()
             .unwrap_or_default();
         Ok(answer.trim_ascii() != b"null")
+    }
+
+    /// `POST /api/endpoints/{id}/edge/jobs/{job}/logs` with `{"FileContent": <log>}`, when a poll
+    /// asked for an edge job's log (`CollectLogs`). Up to a few MiB: more time than a poll.
+    pub fn job_logs(&self, endpoint_id: i64, job_id: i64, log: &str) -> Result<(), Error> {
+        let url = format!(
+            "{}/api/endpoints/{endpoint_id}/edge/jobs/{job_id}/logs",
+            self.base
+        );
+        #[derive(serde::Serialize)]
+        struct Body<'a> {
+            #[serde(rename = "FileContent")]
+            file_content: &'a str,
+        }
+        let body = serde_json::to_vec(&Body { file_content: log })
+            .map_err(|e| Error::Body(format!("cannot encode the log of edge job {job_id}: {e}")))?;
+        let response = self
+            .agent
+            .post(&url)
+            .config()
+            .timeout_global(Some(UPLOAD_TIMEOUT))
+            .build()
+            .header("X-PortainerAgent-EdgeID", &self.edge_id)
+            .content_type("application/json")
+            .send(&body[..])
+            .map_err(|e| self.transport(&url, e))?;
+        match response.status().as_u16() {
+            200 | 204 => Ok(()),
+            _ => Err(status_error(response)),
+        }
     }
 
     /// `GET /api/system/status`, a public route: reachability for `edge-agent check`, without

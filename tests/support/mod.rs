@@ -2,7 +2,8 @@
 //! (`docs/edge-protocol.md`, `docs/edge-stacks.md` and the server sources cited there): the status poll with its 403s,
 //! 400 without the platform header, Edge ID binding and ETag/304; the global-key lookup; the
 //! public system status; edge stack payloads and status reports with the server's validation
-//! (`200 null` for an unknown stack). Served over plain HTTP or TLS (self-signed, CA-signed,
+//! (`200 null` for an unknown stack); edge jobs in the poll and their log route
+//! (`endpointedge_job_logs.go`). Served over plain HTTP or TLS (self-signed, CA-signed,
 //! CA-signed with client certificates required), with faults on demand. Every request is
 //! recorded, and every accepted status report kept in order.
 //!
@@ -79,11 +80,22 @@ impl Recorded {
     }
 }
 
+/// An edge job as the poll lists it (`Script` is sent as unpadded base64).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgeJob {
+    pub id: i64,
+    pub cron: String,
+    pub script: String,
+    pub version: i64,
+    pub collect_logs: bool,
+}
+
 #[derive(Default)]
 struct Endpoint {
     /// Bound on the first poll unless pre-set (Portainer's "enforce Edge ID").
     edge_id: Option<String>,
     stacks: Vec<(i64, i64)>,
+    jobs: Vec<EdgeJob>,
     /// Remote port and encrypted credentials while the tunnel is required.
     tunnel: Option<(u16, String)>,
     /// The ETag of the last 200 answer; cleared by every change, as Portainer's `cache.Del`.
@@ -119,6 +131,10 @@ struct World {
     requests: Vec<Recorded>,
     edge_stacks: BTreeMap<i64, EdgeStack>,
     reports: Vec<StackReport>,
+    /// Uploaded edge job logs: `(environment, job)` → `FileContent`, the last one kept.
+    job_logs: BTreeMap<(i64, i64), String>,
+    /// Status the job log route answers instead of storing the log.
+    job_log_fault: Option<u16>,
 }
 
 struct Inner {
@@ -160,6 +176,8 @@ impl FakePortainer {
                 requests: Vec::new(),
                 edge_stacks: BTreeMap::new(),
                 reports: Vec::new(),
+                job_logs: BTreeMap::new(),
+                job_log_fault: None,
             }),
             recorded: Condvar::new(),
             polls: AtomicUsize::new(0),
@@ -222,6 +240,25 @@ impl FakePortainer {
 
     pub fn set_stacks(&self, id: i64, stacks: &[(i64, i64)]) {
         self.change(id, |e| e.stacks = stacks.to_vec());
+    }
+
+    pub fn set_jobs(&self, id: i64, jobs: &[EdgeJob]) {
+        self.change(id, |e| e.jobs = jobs.to_vec());
+    }
+
+    /// The jobs of environment `id` as the server has them now (`CollectLogs` is cleared by an
+    /// upload, as Portainer does).
+    pub fn jobs(&self, id: i64) -> Vec<EdgeJob> {
+        self.inner.world().endpoints[&id].jobs.clone()
+    }
+
+    pub fn job_log(&self, env: i64, job: i64) -> Option<String> {
+        self.inner.world().job_logs.get(&(env, job)).cloned()
+    }
+
+    /// The job log route answers this status (Portainer's error body) while set.
+    pub fn set_job_log_fault(&self, status: Option<u16>) {
+        self.inner.world().job_log_fault = status;
     }
 
     /// `Some((port, credentials))`: the tunnel is required; `None`: idle.
@@ -453,8 +490,8 @@ fn record(inner: &Inner, request: &Request, status: u16) {
     inner.recorded.notify_all();
 }
 
-/// One HTTP/1.1 request head and its `Content-Length` body; `None` at EOF or on anything
-/// malformed, which ends the connection.
+/// One HTTP/1.1 request head and its `Content-Length` body (up to 8 MiB); `None` at EOF or on
+/// anything malformed, which ends the connection.
 fn read_request(reader: &mut impl BufRead) -> Option<Request> {
     let mut line = String::new();
     if reader.read_line(&mut line).ok()? == 0 {
@@ -486,7 +523,7 @@ fn read_request(reader: &mut impl BufRead) -> Option<Request> {
         .header("Content-Length")
         .map_or(Some(0), |v| v.parse().ok())?;
     reader
-        .take(length.min(1 << 20))
+        .take(length.min(8 << 20))
         .read_to_end(&mut request.body)
         .ok()?;
     Some(request)
@@ -535,6 +572,9 @@ fn route(request: &Request, inner: &Inner) -> Response {
             stack_payload(request, id, stack, inner)
         }
         ("PUT", ["api", "edge_stacks", stack, "status"]) => stack_status(request, stack, inner),
+        ("POST", ["api", "endpoints", id, "edge", "jobs", job, "logs"]) => {
+            job_logs(request, id, job, inner)
+        }
         ("GET", ["api", "system", "status"]) => Response::json(
             200,
             r#"{"Version":"2.23.0","InstanceID":"fake-portainer"}"#.into(),
@@ -615,6 +655,52 @@ fn status(request: &Request, id: &str, inner: &Inner) -> Response {
     response
 }
 
+/// `POST /api/endpoints/{id}/edge/jobs/{job}/logs`: stores `FileContent`, clears the job's
+/// `CollectLogs` and the environment's ETag, answers `200 null`.
+fn job_logs(request: &Request, id: &str, job: &str, inner: &Inner) -> Response {
+    let mut world = inner.world();
+    if let Some(status) = world.job_log_fault {
+        return Response::error(status, "Unexpected error", "Injected fault");
+    }
+    let Some((id, endpoint)) = id
+        .parse::<i64>()
+        .ok()
+        .and_then(|id| Some((id, world.endpoints.get_mut(&id)?)))
+    else {
+        return Response::error(
+            404,
+            "Unable to find an environment with the specified identifier inside the database",
+            "",
+        );
+    };
+    let edge_id = request.header("X-PortainerAgent-EdgeID").unwrap_or("");
+    if endpoint.edge_id.as_deref() != Some(edge_id) {
+        return Response::error(403, "Permission denied to access environment", edge_id);
+    }
+    let Ok(job) = job.parse::<i64>() else {
+        return Response::error(400, "Invalid edge job identifier route variable", job);
+    };
+    #[derive(serde::Deserialize)]
+    struct Payload {
+        #[serde(rename = "FileContent")]
+        file_content: String,
+    }
+    let Ok(payload) = serde_json::from_slice::<Payload>(&request.body) else {
+        return Response::error(400, "Invalid request payload", "");
+    };
+    let Some(found) = endpoint.jobs.iter_mut().find(|j| j.id == job) else {
+        return Response::error(
+            404,
+            "Unable to find an edge job with the specified identifier inside the database",
+            "",
+        );
+    };
+    found.collect_logs = false;
+    endpoint.etag = None;
+    world.job_logs.insert((id, job), payload.file_content);
+    Response::json(200, "null".into())
+}
+
 /// The JSON keys in the server's order, arrays never `null`, no trailing newline.
 fn status_body(endpoint: &Endpoint, checkin: f64) -> String {
     let (status, port, credentials) = match &endpoint.tunnel {
@@ -626,8 +712,23 @@ fn status_body(endpoint: &Endpoint, checkin: f64) -> String {
         .iter()
         .map(|(id, version)| format!(r#"{{"ID":{id},"Version":{version}}}"#))
         .collect();
+    let schedules: Vec<String> = endpoint
+        .jobs
+        .iter()
+        .map(|j| {
+            serde_json::json!({
+                "Id": j.id,
+                "CollectLogs": j.collect_logs,
+                "CronExpression": j.cron,
+                "Script": base64::engine::general_purpose::STANDARD_NO_PAD.encode(&j.script),
+                "Version": j.version,
+            })
+            .to_string()
+        })
+        .collect();
     format!(
-        r#"{{"status":"{status}","port":{port},"schedules":[],"checkin":{checkin},"credentials":"{credentials}","stacks":[{}]}}"#,
+        r#"{{"status":"{status}","port":{port},"schedules":[{}],"checkin":{checkin},"credentials":"{credentials}","stacks":[{}]}}"#,
+        schedules.join(","),
         stacks.join(",")
     )
 }

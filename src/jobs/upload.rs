@@ -1,0 +1,171 @@
+//! Edge job logs to Portainer, on a thread of their own so that neither the poll loop nor the
+//! scheduler waits on the network. One pending upload per job at most (a poll that asks again
+//! while one is pending adds nothing); transport errors and 5xx are retried with the poll's
+//! backoff, other refusals are logged and dropped (the next poll that asks queues it again).
+
+use super::runner::{LOG, MAX_LOG};
+use crate::poller::{backoff, DEFAULT_INTERVAL};
+use crate::portainer::{Client, Error};
+use std::collections::VecDeque;
+use std::io::Read;
+use std::path::PathBuf;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+/// What is read of a log: the log itself and a run's note line, with room to spare (a run in
+/// progress may have written up to twice [`MAX_LOG`] before it is cut back).
+const MAX_READ: u64 = 2 * MAX_LOG + 4096;
+
+#[derive(Default)]
+struct Queue {
+    /// `(endpoint id, job id)`, the first one being uploaded.
+    pending: VecDeque<(i64, i64)>,
+    stop: bool,
+}
+
+struct Shared {
+    queue: Mutex<Queue>,
+    wake: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, Queue> {
+        self.queue.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+pub struct Uploader {
+    shared: Arc<Shared>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Uploader {
+    /// Uploads logs of the jobs in `dir` (`<dir>/<id>/output.log`) through `client`.
+    pub fn start(client: Client, dir: PathBuf) -> std::io::Result<Uploader> {
+        let shared = Arc::new(Shared {
+            queue: Mutex::new(Queue::default()),
+            wake: Condvar::new(),
+        });
+        let worker = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("job-logs".into())
+            .stack_size(128 * 1024)
+            .spawn(move || work(&worker, &client, &dir))?;
+        Ok(Uploader {
+            shared,
+            thread: Some(thread),
+        })
+    }
+
+    /// Queues job `job`'s log for environment `endpoint`, unless it is already pending.
+    pub fn request(&self, endpoint: i64, job: i64) {
+        let mut queue = self.shared.lock();
+        if !queue.pending.contains(&(endpoint, job)) {
+            queue.pending.push_back((endpoint, job));
+            self.shared.wake.notify_all();
+        }
+    }
+}
+
+impl Drop for Uploader {
+    /// Stops at once; an upload in flight is abandoned with the thread.
+    fn drop(&mut self) {
+        self.shared.lock().stop = true;
+        self.shared.wake.notify_all();
+        drop(self.thread.take());
+    }
+}
+
+fn work(shared: &Shared, client: &Client, dir: &std::path::Path) {
+    let mut failures = 0u32;
+    let mut logged = crate::system::logging::Repeats::default();
+    loop {
+        let (endpoint, job) = {
+            let mut queue = shared.lock();
+            loop {
+                if queue.stop {
+                    return;
+                }
+                if let Some(first) = queue.pending.front() {
+                    break *first;
+                }
+                queue = shared.wake.wait(queue).unwrap_or_else(|p| p.into_inner());
+            }
+        };
+        let log = read_log(&dir.join(job.to_string()).join(LOG));
+        let retry = match client.job_logs(endpoint, job, &log) {
+            Ok(()) => {
+                log::info!(
+                    "edge job {job}: log sent to Portainer ({} bytes)",
+                    log.len()
+                );
+                None
+            }
+            Err(e) => {
+                let retry_after = match &e {
+                    Error::Status {
+                        status,
+                        retry_after,
+                        ..
+                    } if *status >= 500 || *status == 429 => Some(*retry_after),
+                    Error::Transport(_) => Some(None),
+                    _ => None,
+                };
+                match retry_after {
+                    Some(retry_after) => {
+                        failures += 1;
+                        let delay = backoff::delay(
+                            DEFAULT_INTERVAL,
+                            failures,
+                            retry_after,
+                            crate::system::random::u64(),
+                        );
+                        if logged.fresh(&e.to_string()) {
+                            log::warn!("edge job {job}: cannot send its log to Portainer ({e}); retrying with backoff");
+                        }
+                        Some(delay)
+                    }
+                    None => {
+                        log::warn!("edge job {job}: Portainer refused its log ({e}); it is sent again when Portainer asks again");
+                        None
+                    }
+                }
+            }
+        };
+        let mut queue = shared.lock();
+        match retry {
+            None => {
+                failures = 0;
+                logged = Default::default();
+                queue.pending.pop_front();
+            }
+            Some(delay) => {
+                let until = Instant::now() + delay;
+                while !queue.stop {
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    queue = shared
+                        .wake
+                        .wait_timeout(queue, left)
+                        .unwrap_or_else(|p| p.into_inner())
+                        .0;
+                }
+            }
+        }
+    }
+}
+
+/// The log as text (invalid UTF-8 replaced, as Go's `string(bytes)` in JSON); empty when the
+/// job never ran, as the Go agent sends.
+fn read_log(path: &std::path::Path) -> String {
+    let mut bytes = Vec::new();
+    if let Ok(file) = std::fs::File::open(path) {
+        if let Err(e) = file.take(MAX_READ).read_to_end(&mut bytes) {
+            log::warn!("cannot read {}: {e}; sending what was read", path.display());
+        }
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
