@@ -8,39 +8,8 @@ mod support;
 
 use std::io::{Read, Write};
 use std::time::{Duration, Instant};
-use support::agent::{Agent, Running};
 use support::api_client::{Answer, Connection, Signer};
-use support::chisel::{agent_with_tunnel, ChiselServer, WAIT};
-use support::FakePortainer;
-
-/// Everything between the test (playing Portainer) and Docker.
-struct Setup {
-    port: u16,
-    agent: Agent,
-    running: Running,
-    _chisel: ChiselServer,
-    _portainer: FakePortainer,
-}
-
-/// An agent whose tunnel is open.
-fn setup(env: &str) -> Setup {
-    support::docker::engine();
-    let chisel = ChiselServer::start(&[]);
-    let docker = format!("unix://{}", support::docker::socket().display());
-    let (portainer, port, agent, running) = agent_with_tunnel(
-        &chisel,
-        &chisel.fingerprint,
-        &format!("DOCKER_HOST={docker}\n{env}"),
-    );
-    chisel.wait_for("config ok", 1, WAIT);
-    Setup {
-        port,
-        agent,
-        running,
-        _chisel: chisel,
-        _portainer: portainer,
-    }
-}
+use support::chisel::{agent_through_tunnel, WAIT};
 
 fn portainer() -> Signer {
     Signer::new(7, "Portainer-App")
@@ -69,7 +38,7 @@ fn assert_agent_headers(answer: &Answer) {
 #[test]
 #[ignore = "needs the Docker Engine, busybox-static and Go (tests/run.sh)"]
 fn docker_through_the_tunnel_and_the_pin_is_kept() {
-    let s = setup("");
+    let s = agent_through_tunnel("");
     let signer = portainer();
     let mut c = Connection::open(s.port);
     // Portainer's snapshot calls, on one kept-alive connection.
@@ -108,7 +77,7 @@ fn docker_through_the_tunnel_and_the_pin_is_kept() {
 #[test]
 #[ignore = "needs the Docker Engine, busybox-static and Go (tests/run.sh)"]
 fn container_lifecycle_logs_stats_and_console() {
-    let s = setup("");
+    let s = agent_through_tunnel("");
     let signer = portainer();
     let mut c = Connection::open(s.port);
     let name = support::docker::unique("api");
@@ -270,7 +239,7 @@ fn read_frame(c: &mut Connection) -> (u8, Vec<u8>) {
 #[test]
 #[ignore = "needs the Docker Engine, busybox-static and Go (tests/run.sh)"]
 fn a_failed_pull_answers_as_docker_does() {
-    let s = setup("");
+    let s = agent_through_tunnel("");
     let path = "/images/create?fromImage=registry.invalid/edge-agent/none&tag=1";
     let mut c = Connection::open(s.port);
     let through = c.request("POST", &format!("/v1.41{path}"), Some(&portainer()), b"");
@@ -301,7 +270,7 @@ fn a_failed_pull_answers_as_docker_does() {
 #[test]
 #[ignore = "needs the Docker Engine, busybox-static and Go (tests/run.sh)"]
 fn the_agents_own_routes() {
-    let s = setup("");
+    let s = agent_through_tunnel("");
     let mut c = Connection::open(s.port);
     let ping = c.request("GET", "/ping", None, b"");
     assert_eq!(ping.status, 204);
@@ -329,7 +298,7 @@ fn the_agents_own_routes() {
 #[test]
 #[ignore = "needs the Docker Engine, busybox-static and Go (tests/run.sh)"]
 fn unsigned_forged_and_foreign_requests_are_refused() {
-    let s = setup("");
+    let s = agent_through_tunnel("");
     let mut c = Connection::open(s.port);
     let unsigned = c.request("GET", "/v1.41/containers/json", None, b"");
     assert_eq!(unsigned.status, 403);
@@ -373,7 +342,7 @@ fn unsigned_forged_and_foreign_requests_are_refused() {
 #[test]
 #[ignore = "needs the Docker Engine, busybox-static and Go (tests/run.sh)"]
 fn with_a_secret_only_its_signature_passes() {
-    let s = setup("AGENT_SECRET=s3cret\n");
+    let s = agent_through_tunnel("AGENT_SECRET=s3cret\n");
     let mut c = Connection::open(s.port);
     let default_message = portainer();
     assert_eq!(
@@ -396,7 +365,7 @@ fn with_a_secret_only_its_signature_passes() {
 #[test]
 #[ignore = "needs the Docker Engine, busybox-static and Go (tests/run.sh)"]
 fn an_oversized_or_dribbled_head_is_refused() {
-    let s = setup("");
+    let s = agent_through_tunnel("");
     let mut c = Connection::open(s.port);
     let big = format!("X-Filler: {}\r\n", "a".repeat(70 * 1024));
     c.send("GET", "/v1.41/_ping", Some(&portainer()), &big, b"");

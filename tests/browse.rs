@@ -12,38 +12,9 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::agent::{proc_kib, Agent, Running};
+use support::agent::proc_kib;
 use support::api_client::{Answer, Connection, Signer};
-use support::chisel::{agent_with_tunnel, ChiselServer, WAIT};
-use support::FakePortainer;
-
-struct Setup {
-    port: u16,
-    running: Running,
-    _agent: Agent,
-    _chisel: ChiselServer,
-    _portainer: FakePortainer,
-}
-
-/// An agent whose tunnel is open.
-fn setup(env: &str) -> Setup {
-    support::docker::engine();
-    let chisel = ChiselServer::start(&[]);
-    let docker = format!("unix://{}", support::docker::socket().display());
-    let (portainer, port, agent, running) = agent_with_tunnel(
-        &chisel,
-        &chisel.fingerprint,
-        &format!("DOCKER_HOST={docker}\n{env}"),
-    );
-    chisel.wait_for("config ok", 1, WAIT);
-    Setup {
-        port,
-        running,
-        _agent: agent,
-        _chisel: chisel,
-        _portainer: portainer,
-    }
-}
+use support::chisel::{agent_through_tunnel, WAIT};
 
 fn portainer() -> Signer {
     Signer::new(7, "Portainer-App")
@@ -153,7 +124,7 @@ fn relative_to(from: &Path, path: &Path) -> String {
 #[test]
 #[ignore = "needs the Docker Engine, busybox-static and Go (tests/run.sh)"]
 fn volume_browser_end_to_end() {
-    let s = setup("");
+    let s = agent_through_tunnel("");
     let volume = Volume::create();
     let data = &volume.mountpoint;
     let outside = tempfile::tempdir().unwrap();
@@ -304,7 +275,7 @@ fn volume_browser_end_to_end() {
         peak < before + 8 * 1024,
         "RSS grew from {before} KiB to {peak} KiB during a 20 MB upload"
     );
-    let staged: Vec<_> = fs::read_dir(s._agent.data.join("uploads"))
+    let staged: Vec<_> = fs::read_dir(s.agent.data.join("uploads"))
         .unwrap()
         .collect();
     assert!(staged.is_empty(), "no staging file left: {staged:?}");
@@ -453,7 +424,7 @@ fn volume_browser_end_to_end() {
 #[test]
 #[ignore = "needs the Docker Engine, busybox-static and Go (tests/run.sh)"]
 fn host_info_host_browser_and_dockerhub() {
-    let s = setup("");
+    let s = agent_through_tunnel("");
     let signer = portainer();
     let mut c = Connection::open(s.port);
 
@@ -575,7 +546,7 @@ fn the_host_browser_off_the_upload_limit_and_a_stalled_proxy() {
             held.push(stream);
         }
     });
-    let s = setup(&format!(
+    let s = agent_through_tunnel(&format!(
         "EDGE_HOST_BROWSER=false\nEDGE_UPLOAD_MAX=1K\nHTTPS_PROXY=http://127.0.0.1:{proxy_port}\nNO_PROXY=127.0.0.1\n"
     ));
     let volume = Volume::create();
@@ -606,7 +577,7 @@ fn the_host_browser_off_the_upload_limit_and_a_stalled_proxy() {
     assert!(!volume.mountpoint.join("big").exists());
     let small = upload(s.port, &target, "small", &[b'x'; 1000], "/");
     assert_eq!(small.status, 204, "{}", small.text());
-    let staged = fs::read_dir(s._agent.data.join("uploads")).unwrap().count();
+    let staged = fs::read_dir(s.agent.data.join("uploads")).unwrap().count();
     assert_eq!(staged, 0, "no staging file left");
 
     // Docker Hub behind the stalled proxy: `null` within 3 s; a second check

@@ -319,3 +319,33 @@ pub fn agent_with_tunnel(
     let running = agent.spawn(&mut agent.command(&[]));
     (portainer, port, agent, running)
 }
+
+/// An agent binary whose tunnel to a Go chisel server is open, its Docker socket the real
+/// engine's, `env` added to its env file: everything between a test (playing Portainer) and
+/// Docker.
+pub struct Setup {
+    pub port: u16,
+    pub agent: Agent,
+    pub running: Running,
+    _chisel: ChiselServer,
+    _portainer: FakePortainer,
+}
+
+pub fn agent_through_tunnel(env: &str) -> Setup {
+    super::docker::engine();
+    let chisel = ChiselServer::start(&[]);
+    let docker = format!("unix://{}", super::docker::socket().display());
+    let (portainer, port, agent, running) = agent_with_tunnel(
+        &chisel,
+        &chisel.fingerprint,
+        &format!("DOCKER_HOST={docker}\n{env}"),
+    );
+    chisel.wait_for("config ok", 1, WAIT);
+    Setup {
+        port,
+        agent,
+        running,
+        _chisel: chisel,
+        _portainer: portainer,
+    }
+}
