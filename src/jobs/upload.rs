@@ -5,7 +5,7 @@
 
 use super::runner::{LOG, MAX_LOG};
 use crate::poller::{backoff, DEFAULT_INTERVAL};
-use crate::portainer::{Client, Error};
+use crate::portainer::Client;
 use std::collections::VecDeque;
 use std::io::Read;
 use std::path::PathBuf;
@@ -102,36 +102,25 @@ fn work(shared: &Shared, client: &Client, dir: &std::path::Path) {
                 );
                 None
             }
-            Err(e) => {
-                let retry_after = match &e {
-                    Error::Status {
-                        status,
+            Err(e) => match e.retry() {
+                Some(retry_after) => {
+                    failures += 1;
+                    let delay = backoff::delay(
+                        DEFAULT_INTERVAL,
+                        failures,
                         retry_after,
-                        ..
-                    } if *status >= 500 || *status == 429 => Some(*retry_after),
-                    Error::Transport(_) => Some(None),
-                    _ => None,
-                };
-                match retry_after {
-                    Some(retry_after) => {
-                        failures += 1;
-                        let delay = backoff::delay(
-                            DEFAULT_INTERVAL,
-                            failures,
-                            retry_after,
-                            crate::system::random::u64(),
-                        );
-                        if logged.fresh(&e.to_string()) {
-                            log::warn!("edge job {job}: cannot send its log to Portainer ({e}); retrying with backoff");
-                        }
-                        Some(delay)
+                        crate::system::random::u64(),
+                    );
+                    if logged.fresh(&e.to_string()) {
+                        log::warn!("edge job {job}: cannot send its log to Portainer ({e}); retrying with backoff");
                     }
-                    None => {
-                        log::warn!("edge job {job}: Portainer refused its log ({e}); it is sent again when Portainer asks again");
-                        None
-                    }
+                    Some(delay)
                 }
-            }
+                None => {
+                    log::warn!("edge job {job}: Portainer refused its log ({e}); it is sent again when Portainer asks again");
+                    None
+                }
+            },
         };
         let mut queue = shared.lock();
         match retry {

@@ -61,6 +61,22 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
+impl Error {
+    /// Worth trying again later (no answer, 5xx, 429), with the server's `Retry-After` if it
+    /// sent one; `None` for a refusal that a retry would not change.
+    pub fn retry(&self) -> Option<Option<Duration>> {
+        match self {
+            Error::Transport(_) => Some(None),
+            Error::Status {
+                status,
+                retry_after,
+                ..
+            } if *status >= 500 || *status == 429 => Some(*retry_after),
+            Error::Status { .. } | Error::Body(_) => None,
+        }
+    }
+}
+
 pub enum Poll {
     Fresh {
         response: PollResponse,
@@ -384,6 +400,22 @@ fn go_time_zone(tz: Option<String>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn transport_errors_5xx_and_429_are_retried_other_refusals_not() {
+        let status = |status, retry_after| Error::Status {
+            status,
+            message: String::new(),
+            retry_after,
+        };
+        let minute = Some(Duration::from_secs(60));
+        assert_eq!(Error::Transport("reset".into()).retry(), Some(None));
+        assert_eq!(status(503, minute).retry(), Some(minute));
+        assert_eq!(status(429, None).retry(), Some(None));
+        assert_eq!(status(403, None).retry(), None);
+        assert_eq!(status(404, minute).retry(), None);
+        assert_eq!(Error::Body("garbage".into()).retry(), None);
+    }
 
     #[test]
     fn time_zone_like_go() {

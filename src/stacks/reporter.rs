@@ -7,7 +7,7 @@
 
 use super::status::{self, Status};
 use crate::poller::backoff;
-use crate::portainer::{Client, Error};
+use crate::portainer::Client;
 use crate::state::Persisted;
 use crate::system::logging::Repeats;
 use std::collections::{BTreeMap, VecDeque};
@@ -167,7 +167,7 @@ fn send_loop(shared: &Shared, client: &Client, persisted: &Persisted) {
                 });
                 shared.lock().done(&report);
             }
-            Err(e) if retryable(&e) => {
+            Err(e) if e.retry().is_some() => {
                 failures += 1;
                 let delay = RETRY_BASE
                     + backoff::full_jitter(
@@ -195,14 +195,6 @@ fn send_loop(shared: &Shared, client: &Client, persisted: &Persisted) {
                 shared.lock().done(&report);
             }
         }
-    }
-}
-
-fn retryable(e: &Error) -> bool {
-    match e {
-        Error::Transport(_) => true,
-        Error::Status { status, .. } => *status >= 500 || *status == 429,
-        Error::Body(_) => false,
     }
 }
 
