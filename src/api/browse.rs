@@ -13,7 +13,7 @@
 use super::confine::{self, Resolver, Root, Scope};
 use super::conn::{Body, Conn};
 use super::multipart::{self, Event, Parser};
-use super::{blocking, reply, respond, Next, PORTAINER_HEADERS};
+use super::{blocking, method_not_allowed, reply, respond, Next, PORTAINER_HEADERS};
 use crate::docker::{Client, Limits};
 use crate::http1::{self, Framing, RequestHead};
 use nix::errno::Errno;
@@ -169,14 +169,7 @@ pub async fn serve(
         }
     };
     if head.method != method {
-        return reply(
-            conn,
-            405,
-            "Method not allowed",
-            "Method not allowed",
-            after_error,
-        )
-        .await;
+        return method_not_allowed(conn, after_error).await;
     }
     if v1 && volume.is_none() {
         let details = "Invalid volume identifier route variable";

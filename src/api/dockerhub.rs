@@ -7,7 +7,7 @@
 //! one check runs at a time, a second request meanwhile gets `null` at once.
 
 use super::conn::{Body, Conn};
-use super::{blocking_within, reply, respond, Next};
+use super::{blocking_within, method_not_allowed, reply, respond, Next};
 use crate::config::Proxies;
 use crate::http1;
 use serde::Deserialize;
@@ -105,7 +105,7 @@ pub async fn serve(
         } else {
             Next::Close
         };
-        return reply(conn, 405, "Method not allowed", "Method not allowed", after).await;
+        return method_not_allowed(conn, after).await;
     }
     let payload = match Body::new(framing).read_all(conn, MAX_BODY).await {
         Ok(body) => serde_json::from_slice::<Payload>(&body).map_err(|e| e.to_string()),

@@ -170,16 +170,7 @@ async fn route(api: &Api, conn: &mut Conn, head: &RequestHead) -> io::Result<Nex
     if path == "/ping" || path == "/v2/ping" {
         return match head.method.as_str() {
             "GET" | "HEAD" => respond(conn, 204, "", after_error).await,
-            _ => {
-                reply(
-                    conn,
-                    405,
-                    "Method not allowed",
-                    "Method not allowed",
-                    after_error,
-                )
-                .await
-            }
+            _ => method_not_allowed(conn, after_error).await,
         };
     }
     match api.verifier.check(
@@ -268,14 +259,7 @@ async fn route(api: &Api, conn: &mut Conn, head: &RequestHead) -> io::Result<Nex
 /// `GET /host/info` from the host's sysfs; a disk listing error is Go's `500`.
 async fn host_info(conn: &mut Conn, head: &RequestHead, after_error: Next) -> io::Result<Next> {
     if head.method != "GET" {
-        return reply(
-            conn,
-            405,
-            "Method not allowed",
-            "Method not allowed",
-            after_error,
-        )
-        .await;
+        return method_not_allowed(conn, after_error).await;
     }
     let info = blocking(|| host::info(std::path::Path::new("/")))
         .await
@@ -357,6 +341,11 @@ async fn reply(
     next: Next,
 ) -> io::Result<Next> {
     respond(conn, status, &error_body(message, details), next).await
+}
+
+/// `405`, for a route asked with a method it does not serve.
+async fn method_not_allowed(conn: &mut Conn, next: Next) -> io::Result<Next> {
+    reply(conn, 405, "Method not allowed", "Method not allowed", next).await
 }
 
 /// An answer with the agent headers and, unless empty, a JSON body.
