@@ -726,20 +726,21 @@ pub fn report(data_path: &Path, state: &State) -> Vec<String> {
             Ok(Spec::Reboot) => "at each boot".into(),
         };
         let dir = data_path.join("jobs").join(id.to_string());
-        let last = fs::read_to_string(dir.join(LAST_RUN))
-            .ok()
-            .and_then(|line| {
-                let mut parts = line.trim_end().splitn(3, ' ');
-                let started: i64 = parts.next()?.parse().ok()?;
-                let ms: u64 = parts.next()?.parse().ok()?;
-                Some(format!(
-                    "last run {} {}: {} after {}",
-                    local(started),
-                    zone.name,
-                    parts.next()?,
-                    display(Duration::from_millis(ms))
-                ))
-            });
+        let mut line = String::new();
+        let read =
+            fs::File::open(dir.join(LAST_RUN)).and_then(|f| f.take(4096).read_to_string(&mut line));
+        let last = read.ok().and_then(|_| {
+            let mut parts = line.trim_end().splitn(3, ' ');
+            let started: i64 = parts.next()?.parse().ok()?;
+            let ms: u64 = parts.next()?.parse().ok()?;
+            Some(format!(
+                "last run {} {}: {} after {}",
+                local(started),
+                zone.name,
+                parts.next()?,
+                display(Duration::from_millis(ms))
+            ))
+        });
         lines.push(format!(
             "job {id} v{} ({}): {next}; {}",
             record.version,
