@@ -405,3 +405,51 @@ fn an_oversized_or_dribbled_head_is_refused() {
         .unwrap();
     assert_eq!(junk.answer("GET").status, 400);
 }
+
+#[test]
+#[ignore = "needs the Docker Engine, busybox-static and Go (tests/run.sh)"]
+fn refusals_alternating_between_two_reasons_log_each_reason_once() {
+    let s = agent_through_tunnel("");
+    let mut c = Connection::open(s.port);
+    let real = portainer();
+    assert_eq!(
+        c.request("GET", "/v1.41/_ping", Some(&real), b"").status,
+        200
+    );
+    let other = Signer::new(9, "Portainer-App");
+    let forged = Signer {
+        key: real.key.clone(),
+        signature: other.signature.clone(),
+    };
+    // A minute of refusals, ten a second, alternating: another key than the pinned one, then a
+    // signature that does not verify.
+    let start = Instant::now();
+    let mut refused = 0;
+    while start.elapsed() < Duration::from_secs(60) {
+        for signer in [&other, &forged] {
+            assert_eq!(
+                c.request("GET", "/v1.41/_ping", Some(signer), b"").status,
+                403
+            );
+            refused += 1;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let log = s.running.log();
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains("refused a request"))
+        .collect();
+    assert!(refused > 500, "{refused} refusals sent");
+    assert_eq!(
+        lines.len(),
+        2,
+        "{refused} refusals logged as:\n{}",
+        lines.join("\n")
+    );
+    assert!(
+        lines[0].contains("a public key other than the pinned one"),
+        "{lines:?}"
+    );
+    assert!(lines[1].contains("does not verify"), "{lines:?}");
+}

@@ -9,6 +9,7 @@
 
 use std::fmt;
 use std::io::Read;
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 /// An env file larger than this is certainly not ours; refusing it bounds memory.
@@ -53,14 +54,33 @@ impl fmt::Display for Error {
 
 impl std::error::Error for Error {}
 
-/// Reads and parses `path`: its entries and the errors of its bad lines, or `Ok(None)` when the
-/// file does not exist.
-pub fn load(path: &Path) -> Result<Option<Vec<Result<Entry, Error>>>, Error> {
+/// A file as read: its entries and the errors of its bad lines, and its permission bits.
+#[derive(Debug)]
+pub struct Loaded {
+    pub entries: Vec<Result<Entry, Error>>,
+    pub mode: u32,
+}
+
+impl Loaded {
+    /// Whether people other than its owner can read it (group or others).
+    pub fn readable_by_others(&self) -> bool {
+        self.mode & 0o044 != 0
+    }
+}
+
+/// Reads and parses `path`, or `Ok(None)` when the file does not exist.
+pub fn load(path: &Path) -> Result<Option<Loaded>, Error> {
     let file = match std::fs::File::open(path) {
         Ok(file) => file,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(Error::Read(path.to_owned(), e)),
     };
+    let mode = file
+        .metadata()
+        .map_err(|e| Error::Read(path.to_owned(), e))?
+        .permissions()
+        .mode()
+        & 0o7777;
     let mut text = String::new();
     file.take(MAX_FILE_BYTES + 1)
         .read_to_string(&mut text)
@@ -73,12 +93,13 @@ pub fn load(path: &Path) -> Result<Option<Vec<Result<Entry, Error>>>, Error> {
         line,
         problem,
     };
-    Ok(Some(
-        parse(&text)
+    Ok(Some(Loaded {
+        entries: parse(&text)
             .into_iter()
             .map(|entry| entry.map_err(syntax))
             .collect(),
-    ))
+        mode,
+    }))
 }
 
 /// Parses env-file text: each line is an entry or, with its 1-based number, what is wrong with it.
@@ -279,7 +300,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("edge-agent.env");
         std::fs::write(&path, "A=1\nB=\"v\" # note\n").unwrap();
-        let lines = load(&path).unwrap().unwrap();
+        let lines = load(&path).unwrap().unwrap().entries;
         let message = lines[1].as_ref().unwrap_err().to_string();
         assert!(
             message.starts_with(&format!(

@@ -166,6 +166,10 @@ pub const VARS: &[Var] = &[
 const IGNORED_GO_SETTINGS: &[&str] =
     &["EDGE", "EDGE_ASYNC", "EDGE_SERVER_HOST", "EDGE_SERVER_PORT"];
 
+/// Settings that give access to this device or its Portainer: the env file holding one should be
+/// its owner's alone.
+const SECRETS: &[&str] = &["EDGE_KEY", "AGENT_SECRET"];
+
 /// Where a value came from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
@@ -298,13 +302,15 @@ impl Config {
             EnvFileChoice::Default => (PathBuf::from(DEFAULT_ENV_FILE), false),
             EnvFileChoice::Named(path) => (path, true),
         };
-        let lines = envfile::load(&env_file).map_err(|e| vec![Error::EnvFile(e)])?;
-        let env_file_read = lines.is_some();
-        match lines {
+        let loaded = envfile::load(&env_file).map_err(|e| vec![Error::EnvFile(e)])?;
+        let env_file_read = loaded.is_some();
+        match loaded {
             None if must_exist => return Err(vec![Error::EnvFileMissing(env_file)]),
             None => {}
-            Some(lines) => {
-                for line in lines {
+            Some(loaded) => {
+                let mut secrets = Vec::new();
+                let readable = loaded.readable_by_others();
+                for line in loaded.entries {
                     let Some(entry) = problems.take(line.map_err(Error::EnvFile)) else {
                         continue;
                     };
@@ -314,6 +320,9 @@ impl Config {
                     };
                     match VARS.iter().find(|v| v.env == entry.key) {
                         Some(var) => {
+                            if SECRETS.contains(&var.env) && !entry.value.trim().is_empty() {
+                                secrets.push(var.env);
+                            }
                             raw.insert(var.env, (entry.value, source));
                         }
                         None if entry.key == "EDGE" => {}
@@ -334,6 +343,15 @@ impl Config {
                         )),
                         None => {}
                     }
+                }
+                if readable && !secrets.is_empty() {
+                    warnings.push(format!(
+                        "{} holds {} but group or others can read it (mode {:04o}); make it the owner's alone: chmod 600 {}",
+                        env_file.display(),
+                        secrets.join(" and "),
+                        loaded.mode,
+                        env_file.display()
+                    ));
                 }
             }
         }
@@ -670,6 +688,28 @@ mod tests {
         assert_eq!(c.log_level, LevelFilter::Info);
         assert_eq!(c.data_path, PathBuf::from("/var/lib/edge-agent"));
         assert_eq!(c.docker_socket, PathBuf::from("/var/run/docker.sock"));
+    }
+
+    #[test]
+    fn an_env_file_holding_a_secret_that_others_can_read_is_warned_about() {
+        use std::os::unix::fs::PermissionsExt;
+        let warnings = |text: &str, mode: u32| {
+            let (f, choice) = file(text);
+            std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(mode)).unwrap();
+            Config::load(choice, env_of(&[]), &[]).unwrap().warnings
+        };
+        let w = warnings(&format!("EDGE_KEY={KEY}\nAGENT_SECRET=s3cret\n"), 0o644);
+        assert_eq!(w.len(), 1, "{w:?}");
+        assert!(
+            w[0].contains(
+                "holds EDGE_KEY and AGENT_SECRET but group or others can read it (mode 0644)"
+            ) && w[0].contains("chmod 600"),
+            "{w:?}"
+        );
+        assert!(!w[0].contains(KEY) && !w[0].contains("s3cret"), "{w:?}");
+        assert_eq!(warnings(&format!("EDGE_KEY={KEY}\n"), 0o640).len(), 1);
+        assert!(warnings(&format!("EDGE_KEY={KEY}\n"), 0o600).is_empty());
+        assert!(warnings("EDGE_KEY=\nEDGE_ID=gw-1\n", 0o644).is_empty());
     }
 
     #[test]

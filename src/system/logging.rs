@@ -9,22 +9,39 @@ use std::time::{Duration, Instant};
 /// A failure that keeps happening is logged again at this pace, not at every attempt.
 const REPEAT_EVERY: Duration = Duration::from_secs(3600);
 
-/// Decides whether a failure deserves a log line: a message different from the last one, or
-/// the same an hour after it was last logged. The caller logs repeats in between at DEBUG, so a
-/// link that stays down does not fill a small flash disk.
+/// How many different messages [`Repeats`] remembers; beyond that the one logged longest ago
+/// is forgotten (and logged again when it comes back).
+const REMEMBERED: usize = 8;
+
+/// Decides whether a failure deserves a log line: a message not logged in the last hour. Each
+/// message is remembered on its own, so failures that alternate between reasons (a request
+/// signed with another key, then one whose signature does not verify) still log each reason
+/// once an hour. The caller logs repeats in between at DEBUG, so a link that stays down does
+/// not fill a small flash disk.
 #[derive(Debug, Default)]
 pub struct Repeats {
-    last: String,
-    at: Option<Instant>,
+    logged: Vec<(String, Instant)>,
 }
 
 impl Repeats {
     pub fn fresh(&mut self, message: &str) -> bool {
-        if message == self.last && self.at.is_some_and(|t| t.elapsed() < REPEAT_EVERY) {
-            return false;
+        self.fresh_at(message, Instant::now())
+    }
+
+    fn fresh_at(&mut self, message: &str, now: Instant) -> bool {
+        if let Some(entry) = self.logged.iter_mut().find(|(m, _)| m == message) {
+            if now.saturating_duration_since(entry.1) < REPEAT_EVERY {
+                return false;
+            }
+            entry.1 = now;
+            return true;
         }
-        message.clone_into(&mut self.last);
-        self.at = Some(Instant::now());
+        if self.logged.len() == REMEMBERED {
+            if let Some(oldest) = (0..self.logged.len()).min_by_key(|&i| self.logged[i].1) {
+                self.logged.swap_remove(oldest);
+            }
+        }
+        self.logged.push((message.to_owned(), now));
         true
     }
 }
@@ -52,12 +69,42 @@ pub fn init(level: LevelFilter) {
 
 #[cfg(test)]
 mod tests {
+    use super::{Repeats, REMEMBERED, REPEAT_EVERY};
+    use std::time::{Duration, Instant};
+
     #[test]
-    fn repeats_are_suppressed_until_the_message_changes() {
-        let mut repeats = super::Repeats::default();
-        assert!(repeats.fresh("down"));
-        assert!(!repeats.fresh("down"));
-        assert!(repeats.fresh("refused"));
-        assert!(repeats.fresh("down"));
+    fn alternating_reasons_are_each_logged_once_an_hour() {
+        let mut repeats = Repeats::default();
+        let start = Instant::now();
+        let mut lines = 0;
+        // Two refusals a second, alternating, for two hours.
+        for tick in 0..2 * 3600 * 2 {
+            let reason = if tick % 2 == 0 {
+                "other key"
+            } else {
+                "bad signature"
+            };
+            if repeats.fresh_at(reason, start + Duration::from_millis(500 * tick)) {
+                lines += 1;
+            }
+        }
+        assert_eq!(lines, 4, "each reason at 0 h and at 1 h");
+    }
+
+    #[test]
+    fn a_message_comes_back_after_the_hour_or_when_forgotten() {
+        let mut repeats = Repeats::default();
+        let t = Instant::now();
+        assert!(repeats.fresh_at("down", t));
+        assert!(!repeats.fresh_at("down", t + REPEAT_EVERY - Duration::from_secs(1)));
+        assert!(repeats.fresh_at("down", t + REPEAT_EVERY));
+        for n in 0..REMEMBERED {
+            assert!(repeats.fresh_at(&format!("other {n}"), t + REPEAT_EVERY));
+        }
+        assert_eq!(repeats.logged.len(), REMEMBERED);
+        assert!(
+            repeats.fresh_at("down", t + REPEAT_EVERY + Duration::from_secs(1)),
+            "the oldest of more than {REMEMBERED} reasons is forgotten"
+        );
     }
 }
