@@ -105,8 +105,11 @@ impl Agent {
         )
     }
 
+    /// Writes the env file, mode 0600 as README's `install -m 600` makes it.
     pub fn write_env(&self, text: &str) {
+        use std::os::unix::fs::PermissionsExt;
         fs::write(&self.env_file, text).unwrap();
+        fs::set_permissions(&self.env_file, fs::Permissions::from_mode(0o600)).unwrap();
     }
 
     /// `edge-agent --env-file <ours> --data <ours> <args>` with an environment holding nothing
