@@ -315,7 +315,13 @@ impl Decoder {
             127 => {
                 let mut b = [0u8; 8];
                 b.copy_from_slice(&self.head[2..10]);
-                (u64::from_be_bytes(b), 10)
+                let len = u64::from_be_bytes(b);
+                if len >> 63 != 0 {
+                    return Err(Error::Protocol(
+                        "a frame's 64-bit length has its most significant bit set (RFC 6455 §5.2)",
+                    ));
+                }
+                (len, 10)
             }
             n => (u64::from(n), 2),
         };
@@ -437,6 +443,45 @@ mod tests {
         let controls = Decoder::new(Role::Client).decode(&wire, &mut data).unwrap();
         assert_eq!(data, b"hello world");
         assert_eq!(controls, [Control::Close]);
+    }
+
+    #[test]
+    fn frames_announcing_2_63_bytes_are_refused_and_2_63_minus_1_streams() {
+        let head = |role: Role, len: u64| {
+            let mut h = vec![0x82, 127 | if role == Role::Server { 0x80 } else { 0 }];
+            h.extend_from_slice(&len.to_be_bytes());
+            if role == Role::Server {
+                h.extend_from_slice(&[0; 4]);
+            }
+            h
+        };
+        for role in [Role::Client, Role::Server] {
+            for len in [1 << 63, u64::MAX, (1 << 63) | 5] {
+                let mut data = Vec::new();
+                let err = Decoder::new(role)
+                    .decode(&head(role, len), &mut data)
+                    .unwrap_err();
+                assert_eq!(
+                    err.to_string(),
+                    "WebSocket protocol error: a frame's 64-bit length has its most significant bit set (RFC 6455 §5.2)",
+                    "{role:?} {len}"
+                );
+            }
+            // The largest legal length: its payload is passed on as it arrives, so memory is
+            // what arrived, never what was announced.
+            let mut decoder = Decoder::new(role);
+            let mut data = Vec::new();
+            assert_eq!(
+                decoder.decode(&head(role, (1 << 63) - 1), &mut data),
+                Ok(vec![])
+            );
+            for _ in 0..64 {
+                data.clear();
+                assert_eq!(decoder.decode(&[7; 16 * 1024], &mut data), Ok(vec![]));
+                assert_eq!(data.len(), 16 * 1024);
+                assert!(data.capacity() <= 32 * 1024);
+            }
+        }
     }
 
     #[test]

@@ -346,3 +346,117 @@ fn a_one_shot_stack_completes() {
     let running = agent.spawn(&mut agent.command(&[]));
     wait_history(&server, &running, 30, &[3, 8, 1, 13]);
 }
+
+#[test]
+#[ignore = "needs the Docker Engine and busybox-static (tests/run.sh)"]
+fn a_deploy_converges_through_409_and_404_races_on_the_real_engine() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let _client = engine();
+    let server = server();
+    let name = unique("races");
+    let project = Project::for_stack(&name);
+    let p = project.0.clone();
+    // Each race once, made real on the engine just before the agent's call reaches it.
+    let done: Arc<[AtomicBool; 4]> = Arc::new(Default::default());
+    let (flags, q) = (done.clone(), p.clone());
+    let proxy = support::docker::RacingProxy::start(move |method, path| {
+        let first = |i: usize| !flags[i].swap(true, Ordering::SeqCst);
+        let (path, query) = path.split_once('?').unwrap_or((path, ""));
+        let id = |path: &str| path.split('/').nth(3).unwrap_or("").to_owned();
+        if method == "POST"
+            && path.ends_with("/containers/create")
+            && query == format!("name={q}-web-1")
+            && first(0)
+        {
+            // Someone else (a second compose) creates web-1, running, with a stale hash: 409.
+            docker(&[
+                "run",
+                "-d",
+                "--name",
+                &format!("{q}-web-1"),
+                "--label",
+                &format!("com.docker.compose.project={q}"),
+                "--label",
+                "com.docker.compose.service=web",
+                "--label",
+                "com.docker.compose.container-number=1",
+                "--label",
+                "com.docker.compose.oneoff=False",
+                "--label",
+                "com.docker.compose.config-hash=stale",
+                IMAGE,
+                "busybox",
+                "sleep",
+                "3600",
+            ]);
+        } else if method == "POST" && path.ends_with("/stop") && first(1) {
+            // Gone between the agent's listing and its stop (and its remove): 404, 404.
+            docker(&["rm", "-f", &id(path)]);
+        } else if method == "POST"
+            && (path.ends_with("/connect") || path.ends_with("/start"))
+            && first(2)
+        {
+            // A network of the created web-1 removed while connecting it (engines below API
+            // 1.44 connect all but the first network after the create) or before its start:
+            // the start fails with 404 "network ... not found".
+            docker(&["network", "rm", &format!("{q}_front")]);
+        }
+    });
+    let compose = format!(
+        r#"services:
+  web:
+    image: {IMAGE}
+    command: ["busybox", "sleep", "3600"]
+    stop_grace_period: 1s
+    networks: [back, front]
+  worker:
+    image: {IMAGE}
+    command: ["busybox", "sleep", "3600"]
+    stop_grace_period: 1s
+    networks: [back]
+networks:
+  back: {{}}
+  front: {{}}
+"#
+    );
+    server.put_edge_stack(1, &name, &[("docker-compose.yml", &compose)]);
+    server.set_stacks(ENDPOINT, &[(1, 1)]);
+    let agent = Agent::new();
+    agent.write_env(&format!(
+        "EDGE_KEY={}\nEDGE_ID=stacks-test-device\nEDGE_TUNNEL=false\nLOG_LEVEL=DEBUG\nDOCKER_HOST=unix://{}\n",
+        agent.key(&server, ENDPOINT),
+        proxy.path.display()
+    ));
+    let running = agent.spawn(&mut agent.command(&[]));
+    // Converged in one deploy, reported as Portainer expects: 3, 8, 1, 7, no error.
+    wait_history(&server, &running, 1, &[3, 8, 1, 7]);
+    assert!(
+        done.iter().take(3).all(|d| d.load(Ordering::SeqCst)),
+        "every race happened"
+    );
+    assert!(
+        running.log().contains(&format!(
+            "container {p}-web-1 cannot start (Docker refused POST /v1."
+        )),
+        "{}",
+        running.log()
+    );
+    // Nothing half-done: web-1 is ours (not the stale one), running, on both networks.
+    let web = format!("{p}-web-1");
+    assert_eq!(inspect(&web, "{{.State.Status}}"), "running");
+    assert_ne!(
+        inspect(
+            &web,
+            "{{index .Config.Labels \"com.docker.compose.config-hash\"}}"
+        ),
+        "stale"
+    );
+    let networks = inspect(
+        &web,
+        "{{range $k, $v := .NetworkSettings.Networks}}{{$k}} {{end}}",
+    );
+    assert_eq!(networks, format!("{p}_back {p}_front"));
+    let names: Vec<String> = project.containers().into_iter().map(|(n, _)| n).collect();
+    assert_eq!(names, [web.clone(), format!("{p}-worker-1")]);
+}

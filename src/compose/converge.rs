@@ -478,8 +478,16 @@ impl Up {
                 log::info!("started container {name}");
                 self.observed[at].running = true;
             }
-            // Removed meanwhile: observe again.
-            Err(e) if is_not_found(&e) => self.phase = Phase::Observe,
+            // Removed meanwhile, or something it needs is gone (a network removed since it
+            // was created): observe again, and in the second case make networks and volumes
+            // again first.
+            Err(e) if is_not_found(&e) => {
+                if self.call(false, || docker.inspect_container(&id)).is_ok() {
+                    log::info!("container {name} cannot start ({e}): checking the project's networks and volumes again");
+                    self.prepared = false;
+                }
+                self.phase = Phase::Observe;
+            }
             Err(e) => return Err(e.into()),
         }
         Ok(())

@@ -232,6 +232,7 @@ pub async fn run(
         activity: activity.clone(),
         awaiting_pong: false,
         ready: false,
+        peer: params.target.url(),
     };
     session.received(&leftover)?;
     session.flush().await?;
@@ -395,6 +396,8 @@ struct Session {
     activity: Arc<Activity>,
     awaiting_pong: bool,
     ready: bool,
+    /// The server's URL, for log lines.
+    peer: String,
 }
 
 impl Session {
@@ -489,7 +492,7 @@ impl Session {
                 let (ours, theirs) = tokio::io::duplex(CHANNEL_BUFFER);
                 let (reader, writer) = tokio::io::split(ours);
                 let (inbound, inbound_rx) = mpsc::unbounded_channel();
-                let window = Arc::new(Semaphore::new(window as usize));
+                let window = Arc::new(Semaphore::new(permits(0, window)));
                 tokio::spawn(inbound_pump(id, inbound_rx, writer, self.commands.clone()));
                 tokio::spawn(outbound_pump(
                     id,
@@ -515,7 +518,8 @@ impl Session {
             }
             Event::Window { id, bytes } => {
                 if let Some(c) = self.channels.get(&id) {
-                    c.window.add_permits(bytes as usize);
+                    c.window
+                        .add_permits(permits(c.window.available_permits(), bytes));
                 }
             }
             Event::Eof { id } => {
@@ -529,6 +533,10 @@ impl Session {
                 }
             }
             Event::Pong => self.awaiting_pong = false,
+            Event::TooManyChannels { max } => log::warn!(
+                "tunnel to {}: the server opened more than {max} channels at once (the agent's limit): refusing more until some close",
+                self.peer
+            ),
         }
     }
 
@@ -568,6 +576,14 @@ impl Session {
         })
         .await;
     }
+}
+
+/// The permits to add to a window semaphore holding `available` for `bytes` more of the
+/// server's window. The client keeps windows within 2^32-1, which a semaphore holds on 64-bit
+/// targets; on 32-bit ones it holds 2^29-1 at most (and panics beyond), so a larger window
+/// is used up to that (chisel's server grants 2 MiB).
+fn permits(available: usize, bytes: u32) -> usize {
+    (bytes as usize).min(Semaphore::MAX_PERMITS - available)
 }
 
 /// Server data → handler, acknowledging what was delivered so the server may send more.
@@ -658,6 +674,14 @@ mod tests {
         assert_eq!(remote["LocalPort"], "51234");
         assert_eq!(remote["Reverse"], true);
         assert_eq!(json["Version"], "0.0.0-src");
+    }
+
+    #[test]
+    fn window_permits_stop_at_what_a_semaphore_holds() {
+        assert_eq!(permits(0, u32::MAX), u32::MAX as usize);
+        let almost = Semaphore::MAX_PERMITS - 10;
+        assert_eq!(permits(almost, u32::MAX), 10);
+        Semaphore::new(almost).add_permits(permits(almost, u32::MAX));
     }
 
     #[test]

@@ -219,3 +219,64 @@ impl Drop for Project {
         }
     }
 }
+
+/// A Unix socket in front of the engine's that calls `before(method, path)` (path as sent,
+/// query included) ahead of forwarding each request, so a test can change the engine between
+/// two of the agent's calls and make a race real: the agent's Docker client makes one
+/// connection per call.
+pub struct RacingProxy {
+    _dir: tempfile::TempDir,
+    pub path: PathBuf,
+}
+
+type Before = dyn Fn(&str, &str) + Send + Sync;
+
+impl RacingProxy {
+    pub fn start(before: impl Fn(&str, &str) + Send + Sync + 'static) -> RacingProxy {
+        use std::os::unix::net::UnixListener;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("docker.sock");
+        let listener = UnixListener::bind(&path).unwrap();
+        let before: std::sync::Arc<Before> = std::sync::Arc::new(before);
+        std::thread::spawn(move || {
+            for client in listener.incoming().flatten() {
+                let before = before.clone();
+                std::thread::spawn(move || race_and_forward(client, &*before));
+            }
+        });
+        RacingProxy { _dir: dir, path }
+    }
+}
+
+fn race_and_forward(mut client: std::os::unix::net::UnixStream, before: &Before) {
+    use std::io::{Read, Write};
+    // The request head (the agent writes it, then the body, if any).
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        match client.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return,
+        }
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let mut parts = text.split_whitespace();
+    let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+    before(method, path);
+    let Ok(mut docker) = std::os::unix::net::UnixStream::connect(socket()) else {
+        return;
+    };
+    if docker.write_all(&head).is_err() {
+        return;
+    }
+    let (Ok(mut from_docker), Ok(mut to_client)) = (docker.try_clone(), client.try_clone()) else {
+        return;
+    };
+    let back = std::thread::spawn(move || {
+        let _ = std::io::copy(&mut from_docker, &mut to_client);
+        let _ = to_client.shutdown(std::net::Shutdown::Write);
+    });
+    let _ = std::io::copy(&mut client, &mut docker);
+    let _ = docker.shutdown(std::net::Shutdown::Write);
+    let _ = back.join();
+}

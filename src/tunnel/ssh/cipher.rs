@@ -152,9 +152,10 @@ pub enum Error {
 impl std::fmt::Display for Error {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Error::TooLarge(n) => {
-                write!(f, "the server sent a packet of {n} bytes, over the limit")
-            }
+            Error::TooLarge(n) => write!(
+                f,
+                "the server sent an SSH packet of {n} bytes, over the limit of {MAX_PACKET} (RFC 4253 §6.1)"
+            ),
             Error::BadLength => f.write_str("the server sent a packet with an invalid length"),
             Error::Integrity => f.write_str(
                 "a packet from the server failed its integrity check (corrupted or tampered with)",

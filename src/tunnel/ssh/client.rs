@@ -9,29 +9,29 @@ use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::time::Instant;
 
-const MSG_SERVICE_REQUEST: u8 = 5;
-const MSG_SERVICE_ACCEPT: u8 = 6;
-const MSG_USERAUTH_REQUEST: u8 = 50;
+pub(super) const MSG_SERVICE_REQUEST: u8 = 5;
+pub(super) const MSG_SERVICE_ACCEPT: u8 = 6;
+pub(super) const MSG_USERAUTH_REQUEST: u8 = 50;
 const MSG_USERAUTH_FAILURE: u8 = 51;
-const MSG_USERAUTH_SUCCESS: u8 = 52;
+pub(super) const MSG_USERAUTH_SUCCESS: u8 = 52;
 const MSG_USERAUTH_BANNER: u8 = 53;
-const MSG_GLOBAL_REQUEST: u8 = 80;
-const MSG_REQUEST_SUCCESS: u8 = 81;
+pub(super) const MSG_GLOBAL_REQUEST: u8 = 80;
+pub(super) const MSG_REQUEST_SUCCESS: u8 = 81;
 const MSG_REQUEST_FAILURE: u8 = 82;
-const MSG_CHANNEL_OPEN: u8 = 90;
-const MSG_CHANNEL_OPEN_CONFIRMATION: u8 = 91;
-const MSG_CHANNEL_OPEN_FAILURE: u8 = 92;
-const MSG_CHANNEL_WINDOW_ADJUST: u8 = 93;
-const MSG_CHANNEL_DATA: u8 = 94;
-const MSG_CHANNEL_EXTENDED_DATA: u8 = 95;
-const MSG_CHANNEL_EOF: u8 = 96;
-const MSG_CHANNEL_CLOSE: u8 = 97;
-const MSG_CHANNEL_REQUEST: u8 = 98;
+pub(super) const MSG_CHANNEL_OPEN: u8 = 90;
+pub(super) const MSG_CHANNEL_OPEN_CONFIRMATION: u8 = 91;
+pub(super) const MSG_CHANNEL_OPEN_FAILURE: u8 = 92;
+pub(super) const MSG_CHANNEL_WINDOW_ADJUST: u8 = 93;
+pub(super) const MSG_CHANNEL_DATA: u8 = 94;
+pub(super) const MSG_CHANNEL_EXTENDED_DATA: u8 = 95;
+pub(super) const MSG_CHANNEL_EOF: u8 = 96;
+pub(super) const MSG_CHANNEL_CLOSE: u8 = 97;
+pub(super) const MSG_CHANNEL_REQUEST: u8 = 98;
 const MSG_CHANNEL_FAILURE: u8 = 100;
 
 const OPEN_ADMINISTRATIVELY_PROHIBITED: u32 = 1;
 const OPEN_UNKNOWN_CHANNEL_TYPE: u32 = 3;
-const OPEN_RESOURCE_SHORTAGE: u32 = 4;
+pub(super) const OPEN_RESOURCE_SHORTAGE: u32 = 4;
 
 /// The channel type chisel's server opens for each connection to the reverse port.
 const CHISEL_CHANNEL: &[u8] = b"chisel";
@@ -123,6 +123,11 @@ pub enum Event {
     },
     /// The answer to our keepalive.
     Pong,
+    /// The server opened more channels than `max_channels` at once: the first refusal of
+    /// the connection (the others are refused silently).
+    TooManyChannels {
+        max: usize,
+    },
 }
 
 /// A busy channel's window adjustment, half of its window `limit` having been `consumed`: the
@@ -152,6 +157,8 @@ enum Pending {
 
 struct Channel {
     remote: u32,
+    /// What we may still send: the server's window, never above 2^32-1 (RFC 4254 §5.2).
+    send_window: u32,
     /// What the server may still send before we adjust the window.
     window: u32,
     /// Read by the consumer since the last adjustment.
@@ -173,6 +180,7 @@ pub struct Client {
     max_channels: usize,
     pending: VecDeque<Pending>,
     events: VecDeque<Event>,
+    refused_for_limit: bool,
 }
 
 impl Client {
@@ -195,6 +203,7 @@ impl Client {
             max_channels,
             pending: VecDeque::new(),
             events: VecDeque::new(),
+            refused_for_limit: false,
         })
     }
 
@@ -237,7 +246,8 @@ impl Client {
     /// Sends `data` on channel `id`; the caller keeps within the window and packet size it
     /// was given. Data for a channel that is gone is dropped.
     pub fn send_data(&mut self, id: u32, data: &[u8]) {
-        if let Some(ch) = self.channels.get(&id).filter(|c| !c.sent_eof) {
+        if let Some(ch) = self.channels.get_mut(&id).filter(|c| !c.sent_eof) {
+            ch.send_window = ch.send_window.saturating_sub(data.len() as u32);
             let msg = Writer::new(MSG_CHANNEL_DATA)
                 .u32(ch.remote)
                 .string(data)
@@ -374,54 +384,64 @@ impl Client {
             (MSG_CHANNEL_DATA, Stage::Running) => {
                 let id = r.u32()?;
                 let data = r.string()?;
-                if let Some(ch) = self.channels.get_mut(&id) {
-                    ch.window = ch.window.checked_sub(data.len() as u32).ok_or_else(|| {
-                        Error::Protocol("the server sent more than the channel window".into())
-                    })?;
-                    self.events.push_back(Event::Data {
-                        id,
-                        data: data.to_vec(),
-                    });
-                }
+                take_window(
+                    channel(&mut self.channels, id, "CHANNEL_DATA")?,
+                    id,
+                    data.len(),
+                )?;
+                self.events.push_back(Event::Data {
+                    id,
+                    data: data.to_vec(),
+                });
             }
             (MSG_CHANNEL_EXTENDED_DATA, Stage::Running) => {
                 // Not part of chisel's protocol: give the window back and drop it.
                 let id = r.u32()?;
                 r.u32()?;
-                let len = r.string()?.len() as u32;
-                self.consumed(id, len);
+                let len = r.string()?.len();
+                take_window(
+                    channel(&mut self.channels, id, "CHANNEL_EXTENDED_DATA")?,
+                    id,
+                    len,
+                )?;
+                self.consumed(id, len as u32);
             }
             (MSG_CHANNEL_WINDOW_ADJUST, Stage::Running) => {
                 let id = r.u32()?;
                 let bytes = r.u32()?;
-                if self.channels.contains_key(&id) {
-                    self.events.push_back(Event::Window { id, bytes });
-                }
+                let ch = channel(&mut self.channels, id, "CHANNEL_WINDOW_ADJUST")?;
+                ch.send_window = ch.send_window.checked_add(bytes).ok_or_else(|| {
+                    Error::Protocol(format!(
+                        "the server's WINDOW_ADJUST of {bytes} bytes on channel {id} pushes its window of {} bytes past 2^32-1 (RFC 4254 §5.2)",
+                        ch.send_window
+                    ))
+                })?;
+                self.events.push_back(Event::Window { id, bytes });
             }
             (MSG_CHANNEL_EOF, Stage::Running) => {
                 let id = r.u32()?;
-                if self.channels.contains_key(&id) {
-                    self.events.push_back(Event::Eof { id });
-                }
+                channel(&mut self.channels, id, "CHANNEL_EOF")?;
+                self.events.push_back(Event::Eof { id });
             }
             (MSG_CHANNEL_CLOSE, Stage::Running) => {
                 let id = r.u32()?;
-                if let Some(ch) = self.channels.remove(&id) {
-                    if !ch.sent_close {
-                        self.transport
-                            .send(Writer::new(MSG_CHANNEL_CLOSE).u32(ch.remote).finish());
-                    }
-                    self.events.push_back(Event::Closed { id });
+                let ch = self
+                    .channels
+                    .remove(&id)
+                    .ok_or_else(|| not_open("CHANNEL_CLOSE", id))?;
+                if !ch.sent_close {
+                    self.transport
+                        .send(Writer::new(MSG_CHANNEL_CLOSE).u32(ch.remote).finish());
                 }
+                self.events.push_back(Event::Closed { id });
             }
             (MSG_CHANNEL_REQUEST, Stage::Running) => {
                 let id = r.u32()?;
                 r.string()?;
+                let remote = channel(&mut self.channels, id, "CHANNEL_REQUEST")?.remote;
                 if r.bool()? {
-                    if let Some(ch) = self.channels.get(&id) {
-                        self.transport
-                            .send(Writer::new(MSG_CHANNEL_FAILURE).u32(ch.remote).finish());
-                    }
+                    self.transport
+                        .send(Writer::new(MSG_CHANNEL_FAILURE).u32(remote).finish());
                 }
             }
             _ => {
@@ -444,6 +464,11 @@ impl Client {
         } else if self.stage != Stage::Running {
             Some((OPEN_ADMINISTRATIVELY_PROHIBITED, "not configured yet"))
         } else if self.channels.len() >= self.max_channels {
+            if !std::mem::replace(&mut self.refused_for_limit, true) {
+                self.events.push_back(Event::TooManyChannels {
+                    max: self.max_channels,
+                });
+            }
             Some((OPEN_RESOURCE_SHORTAGE, "too many connections at once"))
         } else {
             None
@@ -469,6 +494,7 @@ impl Client {
             id,
             Channel {
                 remote,
+                send_window: window,
                 window: WINDOW,
                 consumed: 0,
                 limit: WINDOW,
@@ -491,6 +517,36 @@ impl Client {
         });
         Ok(())
     }
+}
+
+/// The open channel `id` a message names: naming another is a protocol error (a server
+/// sends nothing on a channel after its CLOSE, and only on channels it opened).
+fn channel<'a>(
+    channels: &'a mut HashMap<u32, Channel>,
+    id: u32,
+    message: &str,
+) -> Result<&'a mut Channel, Error> {
+    channels.get_mut(&id).ok_or_else(|| not_open(message, id))
+}
+
+fn not_open(message: &str, id: u32) -> Error {
+    Error::Protocol(format!(
+        "the server sent {message} for channel {id}, which is not open"
+    ))
+}
+
+/// `len` bytes arrived on channel `id`: within the window we granted, or a protocol error.
+fn take_window(ch: &mut Channel, id: u32, len: usize) -> Result<(), Error> {
+    ch.window = u32::try_from(len)
+        .ok()
+        .and_then(|len| ch.window.checked_sub(len))
+        .ok_or_else(|| {
+            Error::Protocol(format!(
+                "the server sent {len} bytes on channel {id}, more than its window of {} bytes",
+                ch.window
+            ))
+        })?;
+    Ok(())
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 mod cipher;
 mod client;
 mod kex;
+#[cfg(test)]
+mod scripted;
 mod transport;
 mod wire;
 

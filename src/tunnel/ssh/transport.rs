@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 pub const CLIENT_VERSION: &str = "SSH-chisel-v3-client";
 
 const MSG_DISCONNECT: u8 = 1;
-const MSG_IGNORE: u8 = 2;
+pub(super) const MSG_IGNORE: u8 = 2;
 const MSG_UNIMPLEMENTED: u8 = 3;
 const MSG_DEBUG: u8 = 4;
 /// RFC 4253 §11.1 reason "by application".
@@ -29,6 +29,16 @@ const MAX_LINE: usize = 255;
 /// We start a new key exchange after this much traffic or time (RFC 4253 §9).
 const REKEY_BYTES: u64 = 1 << 30;
 const REKEY_AFTER: Duration = Duration::from_secs(3600);
+/// A key exchange the server starts before this much traffic and time passed since the last
+/// one is early; more than [`MAX_EARLY_KEX`] early ones in a row are a re-key storm, each
+/// costing us a key agreement and a signature check for nothing: the connection is closed.
+/// (Go re-keys after 1 GiB, or `RekeyThreshold` bytes, never sooner than 256.)
+const EARLY_KEX_BYTES: u64 = 16 * 1024;
+const EARLY_KEX_AFTER: Duration = Duration::from_secs(10);
+const MAX_EARLY_KEX: u32 = 3;
+/// Answers held while the server has not answered our KEXINIT (it may still send requests
+/// until it does); beyond this the server is not exchanging keys at all.
+const MAX_HELD: usize = 256 * 1024;
 
 #[derive(Debug)]
 pub enum Error {
@@ -137,12 +147,15 @@ pub struct Transport {
     established: bool,
     strict: bool,
     skip_next: bool,
-    /// Payloads from the layer above, held while keys change.
+    /// Payloads from the layer above, held while keys change, and their bytes.
     held: VecDeque<Vec<u8>>,
+    held_bytes: usize,
     /// Payloads for the layer above.
     received: VecDeque<Vec<u8>>,
     bytes_since_kex: u64,
     kex_at: Instant,
+    /// Early key exchanges the server started in a row.
+    early_kex: u32,
 }
 
 impl Transport {
@@ -168,9 +181,11 @@ impl Transport {
             strict: false,
             skip_next: false,
             held: VecDeque::new(),
+            held_bytes: 0,
             received: VecDeque::new(),
             bytes_since_kex: 0,
             kex_at: Instant::now(),
+            early_kex: 0,
         };
         t.start_kex()?;
         Ok(t)
@@ -199,6 +214,7 @@ impl Transport {
     /// Queues a payload from the layer above (held during a key exchange).
     pub fn send(&mut self, payload: Vec<u8>) {
         if self.exchanging_keys() || !self.established() {
+            self.held_bytes += payload.len();
             self.held.push_back(payload);
         } else {
             self.write_packet(&payload);
@@ -241,6 +257,13 @@ impl Transport {
         }
         while let Some(payload) = self.read_packet()? {
             self.dispatch(payload)?;
+            if self.held_bytes > MAX_HELD {
+                return Err(Error::Protocol(format!(
+                    "the server kept sending requests without answering our key exchange ({} KiB of answers held, limit {} KiB)",
+                    self.held_bytes / 1024,
+                    MAX_HELD / 1024
+                )));
+            }
         }
         if self.consumed > 64 * 1024 {
             self.input.drain(..self.consumed);
@@ -327,6 +350,8 @@ impl Transport {
             return Ok(());
         }
         let first_kex = !self.established();
+        // Once the server sent its KEXINIT, only the exchange itself until its NEWKEYS.
+        let theirs_sent = matches!(self.kex, Kex::Exchanging { .. } | Kex::NewKeysSent { .. });
         match number {
             MSG_DISCONNECT => {
                 let mut r = Reader::new(&payload[1..]);
@@ -345,6 +370,9 @@ impl Transport {
             _ if first_kex => Err(Error::Protocol(format!(
                 "message {number} before the key exchange finished"
             ))),
+            _ if theirs_sent => Err(Error::Protocol(format!(
+                "message {number} in the middle of a key exchange (RFC 4253 §7.1)"
+            ))),
             _ => {
                 self.received.push_back(payload);
                 Ok(())
@@ -357,6 +385,7 @@ impl Transport {
             Kex::SentInit { ours } => ours,
             // The server starts a re-exchange: answer with ours.
             Kex::Idle if self.established() => {
+                self.count_early_kex()?;
                 let ours = kex::client_kexinit(false)?;
                 self.write_packet(&ours);
                 ours
@@ -384,6 +413,28 @@ impl Transport {
             negotiated,
             exchange,
         };
+        Ok(())
+    }
+
+    /// Refuses a re-key storm (see [`EARLY_KEX_BYTES`]).
+    fn count_early_kex(&mut self) -> Result<(), Error> {
+        let since = self.kex_at.elapsed();
+        if self.bytes_since_kex >= EARLY_KEX_BYTES || since >= EARLY_KEX_AFTER {
+            self.early_kex = 0;
+            return Ok(());
+        }
+        self.early_kex += 1;
+        if self.early_kex > MAX_EARLY_KEX {
+            return Err(Error::Protocol(format!(
+                "re-key storm: the server started {} key exchanges in a row, the last {} bytes and {} ms after the previous one (at least {} KiB or {} s apart are accepted, {} in a row sooner)",
+                self.early_kex,
+                self.bytes_since_kex,
+                since.as_millis(),
+                EARLY_KEX_BYTES / 1024,
+                EARLY_KEX_AFTER.as_secs(),
+                MAX_EARLY_KEX
+            )));
+        }
         Ok(())
     }
 
@@ -430,6 +481,7 @@ impl Transport {
         while let Some(payload) = self.held.pop_front() {
             self.write_packet(&payload);
         }
+        self.held_bytes = 0;
         Ok(())
     }
 }
