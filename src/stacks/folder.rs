@@ -437,10 +437,9 @@ mod tests {
             ]),
             payload(&[("docker-compose.yml", 0o600, Some("services: {b: {}}\n"))]),
         ];
-        let leftovers = [".7.new", ".7.old", ".7.files.new"];
-        let check = |image: &Path, cut: &power_cut::Cut, choices: &[Option<&Payload>]| {
-            recover(image, 7).unwrap_or_else(|e| panic!("{cut}: {e}"));
-            for name in leftovers {
+        // After a cut and `recover`: the old version or the new one (`None`: no folder).
+        fn verify(image: &Path, cut: &dyn fmt::Display, choices: &[Option<&Payload>]) {
+            for name in [".7.new", ".7.old", ".7.files.new"] {
                 assert!(!image.join(name).exists(), "{cut}: {name} left");
             }
             let listed = fs::read_to_string(image.join("7.files")).ok();
@@ -456,15 +455,31 @@ mod tests {
                 }
             });
             assert!(ok, "{cut}: {found:#?} listed {listed:?}");
-        };
+        }
+        // The recovery itself is cut at every step too (a second cut while putting the first
+        // right), and recovered again. Counts the second cuts.
+        fn check(image: &Path, cut: &power_cut::Cut, choices: &[Option<&Payload>]) -> usize {
+            let mut again = Recorder::new();
+            power_cut::copy_tree(image, again.root());
+            again.start();
+            let root = again.root().to_owned();
+            recover_on(&mut again, &root, 7).unwrap_or_else(|e| panic!("{cut}: {e}"));
+            verify(&root, cut, choices);
+            power_cut::each_image(&again, |image, second| {
+                recover_on(&mut power_cut::Unsynced::default(), image, 7)
+                    .unwrap_or_else(|e| panic!("{cut}, then {second}: {e}"));
+                verify(image, &format!("{cut}, then {second}"), choices);
+            })
+        }
 
         // The first deploy.
         let mut recorder = Recorder::new();
         recorder.start();
         let root = recorder.root().to_owned();
         write_on(&mut recorder, &root, 7, &versions[0]).unwrap();
+        let mut second = 0;
         let first = power_cut::each_image(&recorder, |image, cut| {
-            check(image, cut, &[None, Some(&versions[0])])
+            second += check(image, cut, &[None, Some(&versions[0])]);
         });
 
         // Two updates over Docker's data.
@@ -480,10 +495,11 @@ mod tests {
         write_on(&mut recorder, &root, 7, &versions[2]).unwrap();
         let updates = power_cut::each_image(&recorder, |image, cut| {
             let v = if cut.after <= end_of_first { 0 } else { 1 };
-            check(image, cut, &[Some(&versions[v]), Some(&versions[v + 1])])
+            second += check(image, cut, &[Some(&versions[v]), Some(&versions[v + 1])]);
         });
         eprintln!(
-            "stack folder: {first} power cuts of a first deploy, {updates} of two updates ({} steps)",
+            "stack folder: {first} power cuts of a first deploy, {updates} of two updates ({} steps), \
+             {second} second cuts during the recoveries",
             recorder.steps()
         );
         assert!(first > 20 && updates > 50, "{first} {updates}");

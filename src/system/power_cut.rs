@@ -87,9 +87,38 @@ enum Entry {
     File(PathBuf, Vec<u8>, u32),
 }
 
+/// The real file system without its fsyncs (they only check that the path is there), for
+/// scratch folders whose own durability does not matter: images and the recorder's folder.
+#[derive(Default)]
+pub struct Unsynced(Real);
+
+impl Disk for Unsynced {
+    fn write(&mut self, path: &Path, content: &[u8], mode: u32) -> io::Result<()> {
+        self.0.write(path, content, mode)
+    }
+    fn sync(&mut self, path: &Path) -> io::Result<()> {
+        fs::metadata(path).map(drop)
+    }
+    fn rename(&mut self, from: &Path, to: &Path) -> io::Result<()> {
+        self.0.rename(from, to)
+    }
+    fn mkdir(&mut self, path: &Path, mode: u32) -> io::Result<()> {
+        self.0.mkdir(path, mode)
+    }
+    fn set_mode(&mut self, path: &Path, mode: u32) -> io::Result<()> {
+        self.0.set_mode(path, mode)
+    }
+    fn remove(&mut self, path: &Path) -> io::Result<()> {
+        self.0.remove(path)
+    }
+    fn sync_dir(&mut self, path: &Path) -> io::Result<()> {
+        fs::metadata(path).map(drop)
+    }
+}
+
 pub struct Recorder {
     dir: tempfile::TempDir,
-    real: Real,
+    real: Unsynced,
     /// What was on disk at [`Recorder::start`], all of it durable.
     baseline: Vec<Entry>,
     /// Live paths (relative; the root is "") and their inode numbers.
@@ -108,7 +137,7 @@ impl Recorder {
     pub fn new() -> Recorder {
         Recorder {
             dir: tempfile::tempdir().unwrap(),
-            real: Real::default(),
+            real: Unsynced::default(),
             baseline: Vec::new(),
             ids: BTreeMap::new(),
             next: 1,
@@ -270,6 +299,23 @@ impl Disk for Recorder {
     }
 }
 
+/// Copies the files and folders of `from` into `to` (an image into a [`Recorder`], to cut the
+/// power again during what runs on it).
+pub fn copy_tree(from: &Path, to: &Path) {
+    for child in fs::read_dir(from).unwrap() {
+        let child = child.unwrap();
+        let target = to.join(child.file_name());
+        let meta = fs::symlink_metadata(child.path()).unwrap();
+        if meta.is_dir() {
+            fs::create_dir(&target).unwrap();
+            copy_tree(&child.path(), &target);
+        } else {
+            fs::copy(child.path(), &target).unwrap();
+        }
+        fs::set_permissions(&target, meta.permissions()).unwrap();
+    }
+}
+
 /// What an unsynced write left: the first `n` bytes, or (`None`) the old content untouched.
 type Torn = Option<usize>;
 
@@ -368,7 +414,7 @@ fn build(
             }
         }
     }
-    let mut disk = Real::default();
+    let mut disk = Unsynced::default();
     for (i, op) in prefix.iter().enumerate() {
         if !survives(i) {
             continue;
