@@ -3,9 +3,9 @@
 //! new one. What was in the old folder without coming from the payload (the host side of a
 //! relative bind such as `./data`, made by Docker) is then moved into the new one, so an update
 //! keeps a stack's data; a cut during that move is finished by [`recover`] (run before each
-//! write and when the stacks thread starts). The list of what came from the payload is kept
-//! beside the folder as `<id>.files`. Every step goes through [`Disk`] (the durable writes'
-//! seam), so the tests cut the power after each one.
+//! write and when the stacks thread gets its first poll answer). The list of what came from the
+//! payload is kept beside the folder as `<id>.files`. Every step goes through [`Disk`] (the
+//! durable writes' seam), so the tests cut the power after each one.
 
 use super::payload::Payload;
 use crate::system::durable::{self, Disk, Real};
