@@ -8,12 +8,13 @@
 //! Nothing is written when nothing changed (flash wear).
 
 use crate::stacks::Status;
+use crate::system::durable::{self, Disk};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
-use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::fs::{self, File};
+use std::io::{self, Read};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
@@ -175,10 +176,8 @@ enum Damage {
 }
 
 pub struct Store {
-    dir: PathBuf,
     path: PathBuf,
     backup: PathBuf,
-    temp: PathBuf,
     /// What is on disk, to skip writes that change nothing.
     saved: State,
 }
@@ -199,9 +198,7 @@ impl Store {
         .map_err(|e| Error::NotWritable(dir.to_owned(), e))?;
         let path = dir.join(FILE_NAME);
         let store = Store {
-            dir: dir.to_owned(),
             backup: dir.join(format!("{FILE_NAME}.bak")),
-            temp: dir.join(format!("{FILE_NAME}.tmp")),
             path,
             saved: State::default(),
         };
@@ -222,10 +219,8 @@ impl Store {
     /// Reads the state without creating anything (for `edge-agent check`).
     pub fn peek(dir: &Path) -> Result<State, Error> {
         let store = Store {
-            dir: dir.to_owned(),
             path: dir.join(FILE_NAME),
             backup: dir.join(format!("{FILE_NAME}.bak")),
-            temp: dir.join(format!("{FILE_NAME}.tmp")),
             saved: State::default(),
         };
         store.read_best()
@@ -265,34 +260,21 @@ impl Store {
 
     /// Persists `state` if it differs from what is on disk.
     pub fn save(&mut self, state: &State) -> Result<(), Error> {
+        self.save_on(&mut durable::Real::default(), state)
+    }
+
+    fn save_on(&mut self, disk: &mut impl Disk, state: &State) -> Result<(), Error> {
         if *state == self.saved {
             return Ok(());
         }
         let body = serde_json::to_vec(state)
             .map_err(|e| Error::Write(self.path.clone(), io::Error::other(e)))?;
-        let header = format!("{MAGIC} {FORMAT} {:08x} {}\n", crc32(&body), body.len());
-        let write = |path: &Path| -> io::Result<()> {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .mode(0o600)
-                .open(path)?;
-            file.write_all(header.as_bytes())?;
-            file.write_all(&body)?;
-            file.sync_all()
-        };
-        write(&self.temp).map_err(|e| Error::Write(self.temp.clone(), e))?;
-        // A crash between these renames leaves the previous state as the backup: still good.
-        match fs::rename(&self.path, &self.backup) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-            Err(e) => return Err(Error::Write(self.backup.clone(), e)),
-        }
-        fs::rename(&self.temp, &self.path).map_err(|e| Error::Write(self.path.clone(), e))?;
-        File::open(&self.dir)
-            .and_then(|d| d.sync_all())
-            .map_err(|e| Error::Write(self.dir.clone(), e))?;
+        let mut file =
+            format!("{MAGIC} {FORMAT} {:08x} {}\n", crc32(&body), body.len()).into_bytes();
+        file.extend_from_slice(&body);
+        // A cut between the renames leaves the previous state as the backup: still good.
+        durable::replace_keeping(disk, &self.path, Some(&self.backup), &file, 0o600)
+            .map_err(|e| Error::Write(self.path.clone(), e))?;
         self.saved = state.clone();
         Ok(())
     }
@@ -527,6 +509,56 @@ mod tests {
         // Intact again: the newest copy wins.
         fs::write(&path, &good).unwrap();
         assert_eq!(Store::open(dir.path()).unwrap().1, second);
+    }
+
+    /// Four saves from first boot (a torn temporary file of an earlier cut lying about), cut
+    /// at every step: loading gives the state before the save in progress or after it.
+    #[test]
+    fn every_power_cut_during_saves_loads_the_previous_or_the_new_state() {
+        use crate::system::power_cut::{self, Recorder};
+        let mut states = vec![State::default(), sample()];
+        let mut next = sample();
+        next.server_key = Some("3059301306072a8648ce3d0201".into());
+        states.push(next.clone());
+        next.stacks.clear();
+        next.endpoint_id = Some(7);
+        states.push(next.clone());
+        next.jobs.insert(
+            1,
+            JobRecord {
+                version: 2,
+                expression: "@hourly".into(),
+            },
+        );
+        states.push(next);
+
+        let mut recorder = Recorder::new();
+        fs::write(recorder.root().join(format!("{FILE_NAME}.tmp")), b"edge-ag").unwrap();
+        recorder.start();
+        let (mut store, first) = Store::open(recorder.root()).unwrap();
+        assert_eq!(first, State::default());
+        let mut ends = Vec::new();
+        for state in &states[1..] {
+            store.save_on(&mut recorder, state).unwrap();
+            ends.push(recorder.steps());
+        }
+        let points = power_cut::each_image(&recorder, |image, at| {
+            let save = ends.iter().position(|end| at.after <= *end).unwrap();
+            let loaded = match Store::open(image) {
+                Ok((_, state)) => state,
+                Err(e) => panic!("{at}: {e}"),
+            };
+            assert!(
+                loaded == states[save] || loaded == states[save + 1],
+                "{at}: loaded {loaded:?}"
+            );
+        });
+        eprintln!(
+            "state file: {points} power cuts over {} steps of {} saves",
+            recorder.steps(),
+            ends.len()
+        );
+        assert!(points > 1000, "{points}");
     }
 
     #[test]

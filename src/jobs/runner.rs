@@ -3,10 +3,11 @@
 //! and capped at [`MAX_LOG`] (the tail is kept, the cut noted in one line). A thread per run
 //! copies the output, waits for the shell and reports the outcome.
 
+use crate::system::durable;
 use nix::sys::signal::{killpg, pthread_sigmask, SigSet, SigmaskHow, Signal};
 use nix::sys::wait::{waitid, Id, WaitPidFlag};
 use nix::unistd::Pid;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -204,20 +205,18 @@ fn keep_tail(path: &Path, total_cut: u64) -> io::Result<(File, u64)> {
         None => 0,
     };
     let dropped = total_cut + start as u64;
-    let temp = path.with_extension("log.tmp");
-    let mut file = File::create(&temp)?;
-    writeln!(
-        file,
-        "[edge-agent: output over 1 MiB; the first {dropped} bytes were cut]"
-    )?;
-    file.write_all(&tail[start..])?;
-    fs::rename(&temp, path)?;
+    let mut kept = format!("[edge-agent: output over 1 MiB; the first {dropped} bytes were cut]\n")
+        .into_bytes();
+    kept.extend_from_slice(&tail[start..]);
+    durable::replace(&mut durable::Real::default(), path, &kept, 0o644)?;
+    let file = OpenOptions::new().append(true).open(path)?;
     Ok((file, (tail.len() - start) as u64))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
     use std::sync::mpsc;
 
     fn run(script: &str) -> (tempfile::TempDir, Outcome, String) {

@@ -138,6 +138,12 @@ fn run(mut shell: Shell, mailbox: &Mailbox, persisted: &Persisted, reporter: &Re
             let m = machine.get_or_insert_with(|| {
                 let records = persisted.read(|s| s.stacks.clone());
                 let root = shell.root.clone();
+                // A write cut by a crash or power cut is put right before anything uses it.
+                for id in records.keys() {
+                    if let Err(e) = folder::recover(&root, *id) {
+                        log::warn!("edge stack {id}: {e}; it is written again");
+                    }
+                }
                 Reconciler::new(
                     records,
                     |id| folder::path(&root, id).is_dir(),

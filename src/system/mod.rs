@@ -1,9 +1,12 @@
 //! Process and OS plumbing: signals, systemd notifications, clock, randomness, log format,
-//! command output.
+//! command output, durable file writes.
 
 pub mod clock;
+pub mod durable;
 pub mod logging;
 pub mod output;
+#[cfg(test)]
+pub mod power_cut;
 pub mod random;
 pub mod signals;
 pub mod systemd;

@@ -1,0 +1,222 @@
+//! The agent killed with SIGKILL at random moments while it saves its state rapidly: every
+//! restart finds a valid state file with the pinned Portainer key, the Edge key and ID, and
+//! the endpoint id once learned.
+//!
+//! The fake server makes the agent write often: a global key (endpoint id 0) that it resolves
+//! and saves, a check-in of 10 ms, and a list of edge jobs and stacks that changes every 20 ms
+//! (each change is a job script and a state write; a stack with an invalid compose file is
+//! fetched, written and reported as an error, three state writes, without Docker). The
+//! Portainer key is pinned in the state file the agent starts from, as a signed request
+//! through the tunnel would have left it (that needs the chisel server, tests/tunnel.rs); each
+//! save rewrites the whole state, so losing it would show.
+//!
+//! `EDGE_AGENT_KILLS` (default 1000) sets the number of kills; the figures are printed
+//! (`cargo test --test sigkill -- --nocapture`).
+
+mod support;
+
+use nix::sys::signal::Signal;
+use std::fs;
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::agent::Agent;
+use support::{EdgeJob, FakePortainer, Transport};
+
+const EDGE_ID: &str = "5e0a3c1f-sigkill";
+const PINNED: &str = "3059301306072a8648ce3d020106082a8648ce3d03010703420004aabbccdd";
+const STATE: &str = "edge-agent.state";
+
+/// CRC-32 (IEEE), as the state file's header carries it.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for byte in data {
+        crc ^= u32::from(*byte);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
+}
+
+fn encode(body: &serde_json::Value) -> Vec<u8> {
+    let body = body.to_string();
+    let mut file = format!(
+        "edge-agent-state 2 {:08x} {}\n",
+        crc32(body.as_bytes()),
+        body.len()
+    )
+    .into_bytes();
+    file.extend_from_slice(body.as_bytes());
+    file
+}
+
+/// The state a file holds, or why it is not one.
+fn decode(path: &Path) -> Result<serde_json::Value, String> {
+    let bytes = fs::read(path).map_err(|e| e.to_string())?;
+    let newline = bytes.iter().position(|b| *b == b'\n').ok_or("no header")?;
+    let header = std::str::from_utf8(&bytes[..newline]).map_err(|e| e.to_string())?;
+    let body = &bytes[newline + 1..];
+    let fields: Vec<&str> = header.split(' ').collect();
+    let ["edge-agent-state", "2", crc, len] = fields[..] else {
+        return Err(format!("header {header:?}"));
+    };
+    if len.parse::<usize>().ok() != Some(body.len()) {
+        return Err(format!("length {len} for {} bytes", body.len()));
+    }
+    if u32::from_str_radix(crc, 16).ok() != Some(crc32(body)) {
+        return Err("checksum".into());
+    }
+    serde_json::from_slice(body).map_err(|e| e.to_string())
+}
+
+/// xorshift64*, seeded from the clock (the seed is printed).
+struct Random(u64);
+
+impl Random {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
+    }
+}
+
+#[test]
+fn every_restart_after_a_sigkill_finds_a_valid_state() {
+    let kills: usize = std::env::var("EDGE_AGENT_KILLS")
+        .ok()
+        .map(|v| v.parse().expect("EDGE_AGENT_KILLS is a number"))
+        .unwrap_or(1000);
+    let server = Arc::new(FakePortainer::start(Transport::Plain));
+    server.add_endpoint(3, Some(EDGE_ID));
+    server.set_checkin(0.01);
+    server.put_edge_stack(
+        1,
+        "web",
+        &[("docker-compose.yml", "services:\n  web:\n    portz: 80\n")],
+    );
+    let agent = Agent::new();
+    let key = support::agent::key_for(&server.url(), 0);
+    agent.write_env(&format!(
+        "EDGE_KEY={key}\nEDGE_ID={EDGE_ID}\nDOCKER_HOST=unix://{}/no-docker.sock\n",
+        agent.dir.path().display()
+    ));
+    fs::create_dir_all(&agent.data).unwrap();
+    let seeded = serde_json::json!({
+        "edge_key": key, "edge_id": EDGE_ID, "endpoint_id": null, "server_key": PINNED,
+        "stacks": {}, "jobs": {},
+    });
+    fs::write(agent.data.join(STATE), encode(&seeded)).unwrap();
+
+    // The server's lists change every 20 ms: jobs and the stack come and go, versions rise.
+    let stop = Arc::new(AtomicBool::new(false));
+    let churn = {
+        let (server, stop) = (server.clone(), stop.clone());
+        std::thread::spawn(move || {
+            let mut version = 1;
+            while !stop.load(Ordering::Relaxed) {
+                let job = |id, version| EdgeJob {
+                    id,
+                    cron: "0 0 1 1 *".into(),
+                    script: format!("echo {version}\n"),
+                    version,
+                    collect_logs: false,
+                };
+                let jobs = match version % 3 {
+                    0 => vec![],
+                    1 => vec![job(1, version)],
+                    _ => vec![job(1, version), job(2, version)],
+                };
+                server.set_jobs(3, &jobs);
+                let stacks = if version % 4 < 2 {
+                    vec![(1, version)]
+                } else {
+                    vec![]
+                };
+                server.set_stacks(3, &stacks);
+                version += 1;
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        })
+    };
+
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut random = Random(seed);
+    let temp = agent.data.join(format!("{STATE}.tmp"));
+    let backup = agent.data.join(format!("{STATE}.bak"));
+    let (mut mid_save, mut between_renames, mut changed, mut from_backup) = (0, 0, 0, 0);
+    let mut endpoint_learned = false;
+    let mut before = fs::read(agent.data.join(STATE)).unwrap();
+    let started = Instant::now();
+    for kill in 1..=kills {
+        let mut running = agent.spawn(&mut agent.command(&[]));
+        std::thread::sleep(Duration::from_micros(random.below(150_000)));
+        running.signal(Signal::SIGKILL);
+        running.wait_exit(Duration::from_secs(10)).expect("killed");
+        let log = running.log();
+        for bad in [
+            "is damaged",
+            "empty state",
+            "cannot read state file",
+            "newer",
+        ] {
+            assert!(!log.contains(bad), "start {kill} found a bad state:\n{log}");
+        }
+        from_backup += usize::from(log.contains("using the last good copy"));
+
+        mid_save += usize::from(temp.exists());
+        let main = agent.data.join(STATE);
+        let state = if main.exists() {
+            decode(&main)
+        } else {
+            between_renames += 1;
+            decode(&backup)
+        }
+        .unwrap_or_else(|e| panic!("after kill {kill} (seed {seed}): {e}"));
+        assert_eq!(state["server_key"], PINNED, "after kill {kill}: {state}");
+        assert_eq!(
+            state["edge_key"],
+            key.as_str(),
+            "after kill {kill}: {state}"
+        );
+        assert_eq!(state["edge_id"], EDGE_ID, "after kill {kill}: {state}");
+        if state["endpoint_id"] == 3 {
+            endpoint_learned = true;
+        } else {
+            assert!(
+                !endpoint_learned,
+                "after kill {kill}: endpoint id lost: {state}"
+            );
+        }
+        let now = fs::read(&main).unwrap_or_default();
+        changed += usize::from(now != before);
+        before = now;
+    }
+    let took = started.elapsed();
+
+    // One more start, stopped properly: it polls with what it saved.
+    let polls = server.poll_count();
+    let mut running = agent.spawn(&mut agent.command(&[]));
+    assert!(server.wait_until(Duration::from_secs(10), |_| server.poll_count() > polls + 3));
+    running.signal(Signal::SIGTERM);
+    running.wait_exit(Duration::from_secs(10)).expect("stops");
+    stop.store(true, Ordering::Relaxed);
+    churn.join().unwrap();
+    let state = decode(&agent.data.join(STATE)).unwrap();
+    assert_eq!(state["server_key"], PINNED, "{state}");
+    assert_eq!(state["endpoint_id"], 3, "{state}");
+    assert!(endpoint_learned);
+    eprintln!(
+        "{kills} SIGKILLs, {} restarts in {took:.1?} (seed {seed}): {changed} runs changed the state file, \
+         {mid_save} kills left a temporary state file (mid-save), {between_renames} came between the two renames \
+         ({from_backup} starts used the backup); every restart found a valid state",
+        kills + 1
+    );
+    assert!(changed > kills / 4, "the agent saved too rarely: {changed}");
+}
