@@ -183,29 +183,25 @@ impl PollResponse {
         Some(wanted.clamp(MIN_CHECKIN, MAX_CHECKIN))
     }
 
-    /// What is wrong with the `checkin` sent, if anything: not an interval (kept `current`), or
-    /// clamped to the agent's bounds. One line for the log.
+    /// What is wrong with the `checkin` sent, if anything: not an interval (`current` is kept),
+    /// or out of the agent's bounds (clamped). One line for the log; the value itself is not
+    /// shown (formatting floats would cost the binary more than the line is worth).
     pub fn checkin_problem(&self, current: Duration) -> Option<String> {
         use crate::config::duration::display;
         let checkin = self.checkin?;
-        let shown = if checkin.abs() >= 1e6 {
-            format!("{checkin:e}")
-        } else {
-            checkin.to_string()
-        };
         match self.checkin_interval() {
             None => Some(format!(
-                "Portainer sent checkin {shown}, which is not an interval in seconds; keeping {}",
+                "Portainer's checkin is not a positive number of seconds: keeping {}",
                 display(current)
             )),
-            Some(clamped) if Duration::try_from_secs_f64(checkin).ok() != Some(clamped) => {
-                Some(format!(
-                    "Portainer sent checkin {shown} s, clamped to {} (this agent polls at most every {} and at least every {})",
-                    display(clamped),
-                    display(MIN_CHECKIN),
-                    display(MAX_CHECKIN)
-                ))
-            }
+            Some(MAX_CHECKIN) if checkin > MAX_CHECKIN.as_secs_f64() => Some(format!(
+                "Portainer's checkin is over {0}: clamped to {0}, the longest this agent waits",
+                display(MAX_CHECKIN)
+            )),
+            Some(MIN_CHECKIN) if checkin < MIN_CHECKIN.as_secs_f64() => Some(format!(
+                "Portainer's checkin is under {0}: clamped to {0}, the shortest this agent waits",
+                display(MIN_CHECKIN)
+            )),
             Some(_) => None,
         }
     }
@@ -269,14 +265,17 @@ mod tests {
         };
         assert_eq!(problem("5"), None);
         assert_eq!(problem("null"), None);
-        assert!(problem("0")
-            .unwrap()
-            .contains("checkin 0, which is not an interval in seconds; keeping 5s"));
-        assert!(problem("-3").unwrap().contains("checkin -3,"));
+        let unusable = "Portainer's checkin is not a positive number of seconds: keeping 5s";
+        assert_eq!(problem("0").as_deref(), Some(unusable));
+        assert_eq!(problem("-3").as_deref(), Some(unusable));
         assert!(problem("1e308")
             .unwrap()
-            .contains("checkin 1e308 s, clamped to 24h0m0s"));
-        assert!(problem("0.001").unwrap().contains("clamped to 10ms"));
+            .contains("over 24h0m0s: clamped to 24h0m0s"));
+        assert!(problem("0.001")
+            .unwrap()
+            .contains("under 10ms: clamped to 10ms"));
+        assert_eq!(problem("86400"), None);
+        assert_eq!(problem("0.01"), None);
         // JSON has no NaN: the whole answer is refused.
         assert!(PollResponse::parse(br#"{"checkin":NaN}"#).is_err());
         assert!(PollResponse::parse(br#"{"checkin":"NaN"}"#).is_err());
