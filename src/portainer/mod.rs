@@ -25,12 +25,12 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// An edge job log is up to 1 MiB.
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(120);
 /// Redirects followed per request (a loop ends there).
-pub const MAX_REDIRECTS: u32 = 3;
+const MAX_REDIRECTS: u32 = 3;
 /// A poll answer carries stack ids and job scripts; 1 MiB is far above any real one.
-pub const MAX_POLL_BODY: u64 = 1024 * 1024;
+const MAX_POLL_BODY: u64 = 1024 * 1024;
 const MAX_SMALL_BODY: u64 = 16 * 1024;
 /// An edge stack payload: its files (at most 1 MiB, see `stacks::payload`) in base64 and JSON.
-pub const MAX_STACK_PAYLOAD: u64 = 2 * 1024 * 1024;
+const MAX_STACK_PAYLOAD: u64 = 2 * 1024 * 1024;
 /// The answer to a status report is the whole edge stack (CE ignores `X-Portainer-No-Body`);
 /// only whether it is `null` matters.
 const MAX_STATUS_ANSWER: u64 = 1024 * 1024;
