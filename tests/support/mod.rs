@@ -457,15 +457,22 @@ fn accept(listener: TcpListener, inner: Arc<Inner>) {
         if let Ok(clone) = stream.try_clone() {
             inner.connections.lock().unwrap().push(clone);
         }
+        // The clone above keeps the socket open: the connection ends when `serve` returns only
+        // once it is shut down.
+        let closer = stream.try_clone().ok();
         let inner = inner.clone();
         let tls = inner.tls.lock().unwrap().current.clone();
-        std::thread::spawn(move || match tls {
-            None => serve(stream, &inner),
-            Some(config) => {
-                let Ok(conn) = rustls::ServerConnection::new(config) else {
-                    return;
-                };
-                serve(rustls::StreamOwned::new(conn, stream), &inner);
+        std::thread::spawn(move || {
+            match tls {
+                None => serve(stream, &inner),
+                Some(config) => {
+                    if let Ok(conn) = rustls::ServerConnection::new(config) {
+                        serve(rustls::StreamOwned::new(conn, stream), &inner);
+                    }
+                }
+            }
+            if let Some(closer) = closer {
+                let _ = closer.shutdown(std::net::Shutdown::Both);
             }
         });
     }
