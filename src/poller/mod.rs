@@ -7,7 +7,7 @@ pub mod backoff;
 use crate::config::duration::display;
 use crate::config::GlobalKeyMeta;
 use crate::identity::Identity;
-use crate::portainer::poll_response::{PollResponse, StackRef, TunnelStatus};
+use crate::portainer::poll_response::{PollResponse, StackRef, TunnelStatus, MAX_JOBS, MAX_STACKS};
 use crate::portainer::{Client, Error, Poll};
 use crate::state::Persisted;
 use crate::system::logging::Repeats;
@@ -38,6 +38,9 @@ pub struct Poller {
     /// What was last logged, to log changes only.
     seen: Option<Seen>,
     failures: Failures,
+    /// What the agent could not take of an answer as sent (a `checkin` out of bounds, lists
+    /// over the limits), logged once (again after an hour), not at every poll.
+    overruled: Repeats,
     /// A global key's endpoint id is looked up again after the server refused it.
     recheck_endpoint: bool,
     consumers: Vec<Box<dyn Consumer>>,
@@ -77,6 +80,7 @@ impl Poller {
             cached: None,
             seen: None,
             failures: Failures::default(),
+            overruled: Repeats::default(),
             recheck_endpoint: false,
             consumers,
             tunnel_enabled,
@@ -175,6 +179,11 @@ impl Poller {
                 self.identity.edge_id
             );
         }
+        match overruled(response, self.interval) {
+            Some(what) if self.overruled.fresh(&what) => log::warn!("{what}"),
+            Some(_) => {}
+            None => self.overruled = Repeats::default(),
+        }
         if let Some(interval) = response.checkin_interval() {
             if interval != self.interval {
                 log::info!(
@@ -234,7 +243,7 @@ impl Poller {
                 .iter()
                 .map(|s| format!("{} v{}", s.id, s.version))
                 .collect();
-            log::info!("edge stacks: {}", none_if_empty(&list));
+            log::info!("edge stacks: {}", listing(&list));
         }
         if before.as_ref().map(|b| &b.jobs) != Some(&now.jobs) {
             let list: Vec<String> = now
@@ -245,7 +254,7 @@ impl Poller {
                     format!("{id} v{version} ({cron}{logs})")
                 })
                 .collect();
-            log::info!("edge jobs: {}", none_if_empty(&list));
+            log::info!("edge jobs: {}", listing(&list));
         }
         self.seen = Some(now);
     }
@@ -298,11 +307,34 @@ impl Poller {
     }
 }
 
-fn none_if_empty(list: &[String]) -> String {
-    if list.is_empty() {
-        "none".into()
-    } else {
-        list.join(", ")
+/// What of `response` the agent does not take as sent, in one line: a `checkin` it cannot use
+/// or clamps, lists longer than it handles.
+fn overruled(response: &PollResponse, interval: Duration) -> Option<String> {
+    let mut what: Vec<String> = response.checkin_problem(interval).into_iter().collect();
+    for (listed, kind, most) in [
+        (response.stacks_listed, "edge stacks", MAX_STACKS),
+        (response.schedules_listed, "edge jobs", MAX_JOBS),
+    ] {
+        if listed > most {
+            what.push(format!(
+                "Portainer assigns {listed} {kind}; only the first {most} are handled, the most this agent runs"
+            ));
+        }
+    }
+    (!what.is_empty()).then(|| what.join("; "))
+}
+
+/// Lists longer than this are cut in log lines.
+const LOGGED_ITEMS: usize = 16;
+
+/// `none`, the items, or the first [`LOGGED_ITEMS`] and how many there are: one short line.
+fn listing(list: &[String]) -> String {
+    match list.len() {
+        0 => "none".into(),
+        n if n > LOGGED_ITEMS => {
+            format!("{}, … ({n} in all)", list[..LOGGED_ITEMS].join(", "))
+        }
+        _ => list.join(", "),
     }
 }
 

@@ -24,6 +24,8 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// An edge job log is up to 1 MiB.
 const UPLOAD_TIMEOUT: Duration = Duration::from_secs(120);
+/// Redirects followed per request (a loop ends there).
+const MAX_REDIRECTS: u32 = 3;
 /// A poll answer carries stack ids and job scripts; 1 MiB is far above any real one.
 const MAX_POLL_BODY: u64 = 1024 * 1024;
 const MAX_SMALL_BODY: u64 = 16 * 1024;
@@ -113,7 +115,7 @@ impl Client {
             .user_agent(format!("edge-agent/{}", env!("CARGO_PKG_VERSION")))
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_global(Some(REQUEST_TIMEOUT))
-            .max_redirects(3)
+            .max_redirects(MAX_REDIRECTS)
             .max_idle_connections(1)
             .max_idle_connections_per_host(1)
             .max_response_header_size(16 * 1024)
@@ -136,13 +138,53 @@ impl Client {
     }
 
     /// A failed exchange may mean the server moved: resolve its name again next time. A refused
-    /// certificate comes with what to do about it.
+    /// certificate comes with what to do about it, a limit with the limit.
     fn transport(&self, url: &str, e: ureq::Error) -> Error {
+        self.transport_within(url, e, REQUEST_TIMEOUT)
+    }
+
+    /// The same for a request whose whole exchange had `timeout`.
+    fn transport_within(&self, url: &str, e: ureq::Error, timeout: Duration) -> Error {
         self.resolver.forget();
+        let what = match &e {
+            ureq::Error::Timeout(ureq::Timeout::Connect) => {
+                format!("no connection within {} s", CONNECT_TIMEOUT.as_secs())
+            }
+            ureq::Error::Timeout(ureq::Timeout::Global) => format!(
+                "no complete answer within {} s, the most this agent waits",
+                timeout.as_secs()
+            ),
+            ureq::Error::TooManyRedirects => {
+                format!("more than {MAX_REDIRECTS} redirects, the most this agent follows")
+            }
+            e => e.to_string(),
+        };
         match tls::advice(&e, tls::Peer::Portainer) {
-            Some(advice) => Error::Transport(format!("cannot reach {url}: {e}; {advice}")),
-            None => Error::Transport(format!("cannot reach {url}: {e}")),
+            Some(advice) => Error::Transport(format!("cannot reach {url}: {what}; {advice}")),
+            None => Error::Transport(format!("cannot reach {url}: {what}")),
         }
+    }
+
+    /// The body of a 200 answer, at most `limit` bytes: more is an error naming the limit, and
+    /// the rest is never read (the connection is dropped).
+    fn body(
+        &self,
+        url: &str,
+        response: &mut ureq::http::Response<ureq::Body>,
+        limit: u64,
+    ) -> Result<Vec<u8>, Error> {
+        response
+            .body_mut()
+            .with_config()
+            .limit(limit)
+            .read_to_vec()
+            .map_err(|e| match e {
+                ureq::Error::BodyExceedsLimit(_) => Error::Body(format!(
+                    "{url} answered with more than {} KiB, the most this agent reads",
+                    limit / 1024
+                )),
+                e => self.transport(url, e),
+            })
     }
 
     pub fn base_url(&self) -> &str {
@@ -170,12 +212,7 @@ impl Client {
             .map(str::to_owned);
         match response.status().as_u16() {
             200 => {
-                let body = response
-                    .body_mut()
-                    .with_config()
-                    .limit(MAX_POLL_BODY)
-                    .read_to_vec()
-                    .map_err(|e| self.transport(&url, e))?;
+                let body = self.body(&url, &mut response, MAX_POLL_BODY)?;
                 let response = PollResponse::parse(&body).map_err(|e| {
                     Error::Body(format!(
                         "{url} answered 200 but not with a poll response ({e}): {}",
@@ -210,12 +247,7 @@ impl Client {
             #[serde(rename = "endpointID", alias = "EndpointID", alias = "endpointId")]
             endpoint_id: i64,
         }
-        let body = response
-            .body_mut()
-            .with_config()
-            .limit(MAX_SMALL_BODY)
-            .read_to_vec()
-            .map_err(|e| self.transport(&url, e))?;
+        let body = self.body(&url, &mut response, MAX_SMALL_BODY)?;
         match serde_json::from_slice::<Answer>(&body) {
             Ok(answer) if answer.endpoint_id > 0 => Ok(answer.endpoint_id),
             _ => Err(Error::Body(format!(
@@ -245,18 +277,7 @@ impl Client {
         if response.status().as_u16() != 200 {
             return Err(status_error(response));
         }
-        response
-            .body_mut()
-            .with_config()
-            .limit(MAX_STACK_PAYLOAD)
-            .read_to_vec()
-            .map_err(|e| match e {
-                ureq::Error::BodyExceedsLimit(_) => Error::Body(format!(
-                    "{url} answered with more than {} KiB",
-                    MAX_STACK_PAYLOAD / 1024
-                )),
-                e => self.transport(&url, e),
-            })
+        self.body(&url, &mut response, MAX_STACK_PAYLOAD)
     }
 
     /// `PUT /api/edge_stacks/{stack}/status` with a body from `stacks::status::body`.
@@ -305,7 +326,7 @@ impl Client {
             .header("X-PortainerAgent-EdgeID", &self.edge_id)
             .content_type("application/json")
             .send(&body[..])
-            .map_err(|e| self.transport(&url, e))?;
+            .map_err(|e| self.transport_within(&url, e, UPLOAD_TIMEOUT))?;
         match response.status().as_u16() {
             200 | 204 => Ok(()),
             _ => Err(status_error(response)),

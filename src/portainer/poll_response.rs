@@ -52,37 +52,113 @@ pub struct StackRef {
     pub version: i64,
 }
 
+/// Edge stacks and jobs taken from one answer, the most this agent runs: the rest of a longer
+/// list is skipped unread (its count is kept, for the log), so a hostile list costs no memory.
+pub const MAX_STACKS: usize = 64;
+pub const MAX_JOBS: usize = 64;
+
 #[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(from = "Wire")]
 pub struct PollResponse {
-    #[serde(alias = "Status", default, deserialize_with = "status")]
     pub status: TunnelStatus,
-    #[serde(alias = "Port", default)]
     pub port: u16,
-    /// Edge jobs; `null` is the same as none.
-    #[serde(alias = "Schedules", default, deserialize_with = "null_as_empty")]
+    /// Edge jobs, the first [`MAX_JOBS`]; `null` is the same as none.
     pub schedules: Vec<Schedule>,
-    /// Seconds; the server sends an int, the Go agent decodes a float (so must we).
-    #[serde(alias = "Checkin", alias = "CheckinInterval", default)]
-    pub checkin: f64,
-    #[serde(alias = "Credentials", default)]
+    /// How many jobs the server listed.
+    pub schedules_listed: usize,
+    /// Seconds; the server sends an int, the Go agent decodes a float (so must we). `None`
+    /// when absent or `null`.
+    pub checkin: Option<f64>,
     pub credentials: String,
-    /// `None` when the server sent `null` (keep the stack list), `Some([])` removes all stacks.
-    #[serde(alias = "Stacks", default)]
+    /// The first [`MAX_STACKS`]; `None` when the server sent `null` (keep the stack list),
+    /// `Some([])` removes all stacks.
     pub stacks: Option<Vec<StackRef>>,
+    /// How many stacks the server listed.
+    pub stacks_listed: usize,
+}
+
+#[derive(Deserialize)]
+struct Wire {
+    #[serde(alias = "Status", default, deserialize_with = "status")]
+    status: TunnelStatus,
+    #[serde(alias = "Port", default)]
+    port: u16,
+    #[serde(alias = "Schedules", default)]
+    schedules: Option<Capped<Schedule, MAX_JOBS>>,
+    #[serde(alias = "Checkin", alias = "CheckinInterval", default)]
+    checkin: Option<f64>,
+    #[serde(alias = "Credentials", default)]
+    credentials: String,
+    #[serde(alias = "Stacks", default)]
+    stacks: Option<Capped<StackRef, MAX_STACKS>>,
+}
+
+impl From<Wire> for PollResponse {
+    fn from(w: Wire) -> PollResponse {
+        let schedules = w.schedules.unwrap_or_default();
+        PollResponse {
+            status: w.status,
+            port: w.port,
+            schedules_listed: schedules.listed,
+            schedules: schedules.kept,
+            checkin: w.checkin,
+            credentials: w.credentials,
+            stacks_listed: w.stacks.as_ref().map_or(0, |s| s.listed),
+            stacks: w.stacks.map(|s| s.kept),
+        }
+    }
+}
+
+/// The first `N` entries of a JSON list and how many it had; the others are skipped
+/// (`IgnoredAny`: read, not stored).
+struct Capped<T, const N: usize> {
+    kept: Vec<T>,
+    listed: usize,
+}
+
+impl<T, const N: usize> Default for Capped<T, N> {
+    fn default() -> Self {
+        Capped {
+            kept: Vec::new(),
+            listed: 0,
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>, const N: usize> Deserialize<'de> for Capped<T, N> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct List<T, const N: usize>(std::marker::PhantomData<T>);
+        impl<'de, T: Deserialize<'de>, const N: usize> serde::de::Visitor<'de> for List<T, N> {
+            type Value = Capped<T, N>;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a list")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut list = Capped::default();
+                while list.kept.len() < N {
+                    match seq.next_element()? {
+                        Some(item) => list.kept.push(item),
+                        None => break,
+                    }
+                }
+                list.listed = list.kept.len();
+                while seq.next_element::<serde::de::IgnoredAny>()?.is_some() {
+                    list.listed += 1;
+                }
+                Ok(list)
+            }
+        }
+        d.deserialize_seq(List(std::marker::PhantomData))
+    }
 }
 
 fn status<'de, D: serde::Deserializer<'de>>(d: D) -> Result<TunnelStatus, D::Error> {
     Ok(Option::<String>::deserialize(d)?
         .map(TunnelStatus::from)
         .unwrap_or_default())
-}
-
-fn null_as_empty<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }
 
 /// Check-in intervals outside this range are clamped: a zero or tiny value would make the agent
@@ -95,14 +171,39 @@ impl PollResponse {
         serde_json::from_slice(body)
     }
 
-    /// The check-in interval the server asks for, if it asks for a usable one (`checkin > 0`).
+    /// The check-in interval the server asks for, if it asks for a usable one (`checkin > 0`),
+    /// clamped to [`MIN_CHECKIN`, `MAX_CHECKIN`].
     pub fn checkin_interval(&self) -> Option<Duration> {
+        let checkin = self.checkin?;
         // `>` is false for NaN too.
-        if self.checkin.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
+        if checkin.partial_cmp(&0.0) != Some(std::cmp::Ordering::Greater) {
             return None;
         }
-        let wanted = Duration::try_from_secs_f64(self.checkin).unwrap_or(MAX_CHECKIN);
+        let wanted = Duration::try_from_secs_f64(checkin).unwrap_or(MAX_CHECKIN);
         Some(wanted.clamp(MIN_CHECKIN, MAX_CHECKIN))
+    }
+
+    /// What is wrong with the `checkin` sent, if anything: not an interval (`current` is kept),
+    /// or out of the agent's bounds (clamped). One line for the log; the value itself is not
+    /// shown (formatting floats would cost the binary more than the line is worth).
+    pub fn checkin_problem(&self, current: Duration) -> Option<String> {
+        use crate::config::duration::display;
+        let checkin = self.checkin?;
+        match self.checkin_interval() {
+            None => Some(format!(
+                "Portainer's checkin is not a positive number of seconds: keeping {}",
+                display(current)
+            )),
+            Some(MAX_CHECKIN) if checkin > MAX_CHECKIN.as_secs_f64() => Some(format!(
+                "Portainer's checkin is over {0}: clamped to {0}, the longest this agent waits",
+                display(MAX_CHECKIN)
+            )),
+            Some(MIN_CHECKIN) if checkin < MIN_CHECKIN.as_secs_f64() => Some(format!(
+                "Portainer's checkin is under {0}: clamped to {0}, the shortest this agent waits",
+                display(MIN_CHECKIN)
+            )),
+            Some(_) => None,
+        }
     }
 }
 
@@ -153,8 +254,57 @@ mod tests {
         };
         assert_eq!(with("0"), None);
         assert_eq!(with("-3"), None);
+        assert_eq!(with("null"), None);
         assert_eq!(with("0.000001"), Some(MIN_CHECKIN));
         assert_eq!(with("1e300"), Some(MAX_CHECKIN));
+        assert_eq!(with("1e308"), Some(MAX_CHECKIN));
+        let problem = |c: &str| {
+            PollResponse::parse(format!(r#"{{"checkin":{c}}}"#).as_bytes())
+                .unwrap()
+                .checkin_problem(Duration::from_secs(5))
+        };
+        assert_eq!(problem("5"), None);
+        assert_eq!(problem("null"), None);
+        let unusable = "Portainer's checkin is not a positive number of seconds: keeping 5s";
+        assert_eq!(problem("0").as_deref(), Some(unusable));
+        assert_eq!(problem("-3").as_deref(), Some(unusable));
+        assert!(problem("1e308")
+            .unwrap()
+            .contains("over 24h0m0s: clamped to 24h0m0s"));
+        assert!(problem("0.001")
+            .unwrap()
+            .contains("under 10ms: clamped to 10ms"));
+        assert_eq!(problem("86400"), None);
+        assert_eq!(problem("0.01"), None);
+        // JSON has no NaN: the whole answer is refused.
+        assert!(PollResponse::parse(br#"{"checkin":NaN}"#).is_err());
+        assert!(PollResponse::parse(br#"{"checkin":"NaN"}"#).is_err());
+        assert!(PollResponse::parse(br#"{"checkin":1e309}"#).is_err());
+    }
+
+    #[test]
+    fn long_lists_keep_their_first_entries_and_their_count() {
+        let stacks: Vec<String> = (1..=1000).map(|i| format!(r#"{{"id":{i}}}"#)).collect();
+        let jobs: Vec<String> = (1..=70).map(|i| format!(r#"{{"Id":{i}}}"#)).collect();
+        let r = PollResponse::parse(
+            format!(
+                r#"{{"stacks":[{}],"schedules":[{}]}}"#,
+                stacks.join(","),
+                jobs.join(",")
+            )
+            .as_bytes(),
+        )
+        .unwrap();
+        let kept = r.stacks.unwrap();
+        assert_eq!((kept.len(), r.stacks_listed), (MAX_STACKS, 1000));
+        assert_eq!(kept[63].id, 64);
+        assert_eq!((r.schedules.len(), r.schedules_listed), (MAX_JOBS, 70));
+        let r = PollResponse::parse(br#"{"stacks":null,"schedules":null}"#).unwrap();
+        assert_eq!(
+            (r.stacks, r.stacks_listed, r.schedules_listed),
+            (None, 0, 0)
+        );
+        assert!(PollResponse::parse(br#"{"stacks":{"id":1}}"#).is_err());
     }
 
     #[test]

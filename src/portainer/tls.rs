@@ -98,7 +98,12 @@ pub fn advice(error: &(dyn std::error::Error + 'static), peer: Peer) -> Option<&
     // rustls passes webpki's CaUsedAsEndEntity on as `Other`, named only by its Display.
     let ca_as_end_entity = matches!(refusal, rustls::CertificateError::Other(other)
         if other.0.to_string() == "CaUsedAsEndEntity");
-    let unknown_issuer = *refusal == rustls::CertificateError::UnknownIssuer;
+    // A bad signature: an issuer of the trusted name that did not sign it (a CA or self-signed
+    // certificate made anew with the same name, as after a reinstall).
+    let unknown_issuer = matches!(
+        refusal,
+        rustls::CertificateError::UnknownIssuer | rustls::CertificateError::BadSignature
+    );
     Some(match (unknown_issuer, ca_as_end_entity, peer) {
         (true, _, Peer::Portainer) => {
             "the certificate is not signed by a CA the agent trusts (most Portainer installs use a self-signed certificate on 9443): set EDGE_INSECURE_POLL=1 to accept it, or MTLS_SSL_CA=<PEM file of the CA that signed it, or of the self-signed certificate>"

@@ -11,8 +11,6 @@ use crate::state::StackRecord;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-/// Stacks handled at once; a longer list is cut (and logged).
-pub const MAX_STACKS: usize = 64;
 /// A failed payload fetch or removal: retried from 5 s up to 5 min.
 const FETCH_RETRY: (Duration, Duration) = (Duration::from_secs(5), Duration::from_secs(300));
 /// A failed deploy: retried from 30 s up to 30 min while the version stays.
@@ -191,15 +189,6 @@ impl Reconciler {
     /// A poll's stack list: new and changed versions are fetched (a step in progress for an
     /// older version is given up at once), stacks no longer listed are removed.
     pub fn desire(&mut self, wanted: &[StackRef], now: Instant) {
-        let wanted = if wanted.len() > MAX_STACKS {
-            log::warn!(
-                "Portainer assigns {} edge stacks; only the first {MAX_STACKS} are handled",
-                wanted.len()
-            );
-            &wanted[..MAX_STACKS]
-        } else {
-            wanted
-        };
         let listed: BTreeMap<i64, i64> = wanted.iter().map(|s| (s.id, s.version)).collect();
         let ids: Vec<i64> = self.stacks.keys().copied().collect();
         for id in ids {
@@ -561,7 +550,11 @@ impl Reconciler {
 
     /// Records and emits a status unless it is the one last decided.
     fn decide(&mut self, id: i64, status: Status, error: String) {
-        let Some(record) = self.stacks.get_mut(&id).and_then(|s| s.record.as_mut()) else {
+        let Some(stack) = self.stacks.get_mut(&id) else {
+            return;
+        };
+        let refused = stack.phase == Phase::Broken;
+        let Some(record) = stack.record.as_mut() else {
             return;
         };
         if record.status == Some(status) && record.error == error {
@@ -573,6 +566,8 @@ impl Reconciler {
             format!(" ({})", record.name)
         };
         match status {
+            // `refuse` logged it, saying that the version waits for another.
+            Status::Error if refused => {}
             Status::Error => {
                 log::warn!("edge stack {id}{name} v{}: error: {error}", record.version)
             }

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -59,6 +59,22 @@ pub enum Fault {
     StatusRetryAfter(u16, String),
     /// Answers 200 with an HTML page.
     Garbage,
+    /// Answers 200 with this body (JSON or not).
+    Answer(Vec<u8>),
+    /// Answers 200 with a `Content-Length` of `size` bytes: `prefix`, then `fill` bytes, streamed
+    /// in 64 KiB writes for as long as the client reads; the bytes written are counted
+    /// ([`FakePortainer::streamed`]).
+    Huge {
+        prefix: Vec<u8>,
+        fill: u8,
+        size: u64,
+    },
+    /// Answers 200 with a chunked body that never ends (counted as `Huge`).
+    Endless,
+    /// Writes a whole answer, head first, one byte per second.
+    Trickle,
+    /// Answers 302 to the path that was asked for.
+    RedirectLoop,
 }
 
 /// One request as the server saw it, with the status it answered (0: none, it hung).
@@ -126,6 +142,8 @@ struct World {
     endpoints: BTreeMap<i64, Endpoint>,
     checkin: f64,
     fault: Option<Fault>,
+    /// `fault` applies only to paths containing this, when set.
+    fault_on: Option<String>,
     /// Becomes `fault` once a stack payload has been served.
     fault_after_payload: Option<Fault>,
     requests: Vec<Recorded>,
@@ -141,8 +159,18 @@ struct Inner {
     world: Mutex<World>,
     recorded: Condvar,
     polls: AtomicUsize,
+    /// Body bytes written by `Huge` and `Endless` faults.
+    streamed: AtomicU64,
     stop: AtomicBool,
     connections: Mutex<Vec<TcpStream>>,
+    tls: Mutex<Certificates>,
+}
+
+/// The TLS configuration new connections get (`None`: plain HTTP), and the one
+/// [`FakePortainer::swap_certificate`] put aside.
+struct Certificates {
+    current: Option<Arc<rustls::ServerConfig>>,
+    aside: Option<Arc<rustls::ServerConfig>>,
 }
 
 impl Inner {
@@ -172,6 +200,7 @@ impl FakePortainer {
                 endpoints: BTreeMap::new(),
                 checkin: 5.0,
                 fault: None,
+                fault_on: None,
                 fault_after_payload: None,
                 requests: Vec::new(),
                 edge_stacks: BTreeMap::new(),
@@ -181,12 +210,16 @@ impl FakePortainer {
             }),
             recorded: Condvar::new(),
             polls: AtomicUsize::new(0),
+            streamed: AtomicU64::new(0),
             stop: AtomicBool::new(false),
             connections: Mutex::new(Vec::new()),
+            tls: Mutex::new(Certificates {
+                current: tls.as_ref().map(|t| t.config.clone()),
+                aside: None,
+            }),
         });
-        let config = tls.as_ref().map(|t| t.config.clone());
         let accept_inner = inner.clone();
-        std::thread::spawn(move || accept(listener, accept_inner, config));
+        std::thread::spawn(move || accept(listener, accept_inner));
         FakePortainer {
             inner,
             addr,
@@ -217,6 +250,33 @@ impl FakePortainer {
     /// A client certificate and key signed by the server's CA.
     pub fn client_cert_paths(&self) -> Option<(PathBuf, PathBuf)> {
         self.client_cert.clone()
+    }
+
+    /// From now on the server presents a certificate of another CA (same names), as after a
+    /// botched renewal; open connections are closed. [`FakePortainer::restore_certificate`]
+    /// undoes it.
+    pub fn swap_certificate(&self) {
+        let mut tls = self.inner.tls.lock().unwrap();
+        let original = tls.current.take().expect("a TLS server");
+        tls.current = Some(tls::other_ca_config());
+        tls.aside = Some(original);
+        drop(tls);
+        self.close_connections();
+    }
+
+    pub fn restore_certificate(&self) {
+        let mut tls = self.inner.tls.lock().unwrap();
+        if let Some(original) = tls.aside.take() {
+            tls.current = Some(original);
+        }
+        drop(tls);
+        self.close_connections();
+    }
+
+    fn close_connections(&self) {
+        for c in self.inner.connections.lock().unwrap().drain(..) {
+            let _ = c.shutdown(std::net::Shutdown::Both);
+        }
     }
 
     /// Creates environment `id`, with its Edge ID already bound when `edge_id` is given.
@@ -267,7 +327,21 @@ impl FakePortainer {
     }
 
     pub fn set_fault(&self, fault: Option<Fault>) {
-        self.inner.world().fault = fault;
+        let mut world = self.inner.world();
+        world.fault = fault;
+        world.fault_on = None;
+    }
+
+    /// `fault` for the requests whose path contains `path_part` only.
+    pub fn set_fault_on(&self, path_part: &str, fault: Fault) {
+        let mut world = self.inner.world();
+        world.fault = Some(fault);
+        world.fault_on = Some(path_part.to_owned());
+    }
+
+    /// Body bytes written so far by `Huge` and `Endless` faults.
+    pub fn streamed(&self) -> u64 {
+        self.inner.streamed.load(Ordering::Relaxed)
     }
 
     /// From the next stack payload served on, every request gets `fault` (the server goes
@@ -370,13 +444,11 @@ impl Drop for FakePortainer {
         self.inner.stop.store(true, Ordering::Relaxed);
         // Wake the acceptor, then end every open connection.
         let _ = TcpStream::connect(self.addr);
-        for c in self.inner.connections.lock().unwrap().drain(..) {
-            let _ = c.shutdown(std::net::Shutdown::Both);
-        }
+        self.close_connections();
     }
 }
 
-fn accept(listener: TcpListener, inner: Arc<Inner>, tls: Option<Arc<rustls::ServerConfig>>) {
+fn accept(listener: TcpListener, inner: Arc<Inner>) {
     for stream in listener.incoming() {
         if inner.stop.load(Ordering::Relaxed) {
             return;
@@ -385,15 +457,22 @@ fn accept(listener: TcpListener, inner: Arc<Inner>, tls: Option<Arc<rustls::Serv
         if let Ok(clone) = stream.try_clone() {
             inner.connections.lock().unwrap().push(clone);
         }
+        // The clone above keeps the socket open: the connection ends when `serve` returns only
+        // once it is shut down.
+        let closer = stream.try_clone().ok();
         let inner = inner.clone();
-        let tls = tls.clone();
-        std::thread::spawn(move || match tls {
-            None => serve(stream, &inner),
-            Some(config) => {
-                let Ok(conn) = rustls::ServerConnection::new(config) else {
-                    return;
-                };
-                serve(rustls::StreamOwned::new(conn, stream), &inner);
+        let tls = inner.tls.lock().unwrap().current.clone();
+        std::thread::spawn(move || {
+            match tls {
+                None => serve(stream, &inner),
+                Some(config) => {
+                    if let Ok(conn) = rustls::ServerConnection::new(config) {
+                        serve(rustls::StreamOwned::new(conn, stream), &inner);
+                    }
+                }
+            }
+            if let Some(closer) = closer {
+                let _ = closer.shutdown(std::net::Shutdown::Both);
             }
         });
     }
@@ -445,8 +524,30 @@ impl Response {
 fn serve(stream: impl Read + Write, inner: &Inner) {
     let mut reader = BufReader::new(stream);
     while let Some(request) = read_request(&mut reader) {
-        let fault = inner.world().fault.clone();
+        let fault = {
+            let world = inner.world();
+            let applies = world
+                .fault_on
+                .as_ref()
+                .is_none_or(|part| request.path.contains(part.as_str()));
+            world.fault.clone().filter(|_| applies)
+        };
         let response = match fault {
+            Some(fault @ (Fault::Huge { .. } | Fault::Endless | Fault::Trickle)) => {
+                record(inner, &request, 200);
+                let _ = stream_fault(reader.get_mut(), &fault, inner);
+                return;
+            }
+            Some(Fault::RedirectLoop) => Response {
+                status: 302,
+                headers: vec![("Location", request.path.clone())],
+                body: Vec::new(),
+            },
+            Some(Fault::Answer(body)) => Response {
+                status: 200,
+                headers: vec![("Content-Type", "application/json".into())],
+                body,
+            },
             Some(Fault::Hang) => {
                 record(inner, &request, 0);
                 while !inner.stop.load(Ordering::Relaxed) {
@@ -474,6 +575,59 @@ fn serve(stream: impl Read + Write, inner: &Inner) {
             return;
         }
     }
+}
+
+/// The answers of the streaming faults; ends with the first failed write (the client gave up),
+/// when the fault is cleared (the connection closes mid-answer) or when the server stops.
+fn stream_fault(out: &mut impl Write, fault: &Fault, inner: &Inner) -> std::io::Result<()> {
+    let blanks = [b' '; 64 * 1024];
+    let alive = || !inner.stop.load(Ordering::Relaxed) && inner.world().fault.is_some();
+    match fault {
+        Fault::Huge { prefix, fill, size } => {
+            write!(
+                out,
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {size}\r\n\r\n"
+            )?;
+            out.write_all(prefix)?;
+            let filler = [*fill; 64 * 1024];
+            let mut left = size.saturating_sub(prefix.len() as u64);
+            while left > 0 && alive() {
+                let n = left.min(filler.len() as u64) as usize;
+                out.write_all(&filler[..n])?;
+                inner.streamed.fetch_add(n as u64, Ordering::Relaxed);
+                left -= n as u64;
+            }
+        }
+        Fault::Endless => {
+            out.write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+            )?;
+            while alive() {
+                write!(out, "{:x}\r\n", blanks.len())?;
+                out.write_all(&blanks)?;
+                out.write_all(b"\r\n")?;
+                inner
+                    .streamed
+                    .fetch_add(blanks.len() as u64, Ordering::Relaxed);
+            }
+        }
+        _ => {
+            let body = r#"{"status":"IDLE","port":0,"schedules":[],"checkin":1,"credentials":"","stacks":[]}"#;
+            let answer = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            );
+            for byte in answer.as_bytes() {
+                if !alive() {
+                    break;
+                }
+                out.write_all(std::slice::from_ref(byte))?;
+                out.flush()?;
+                std::thread::sleep(Duration::from_secs(1));
+            }
+        }
+    }
+    out.flush()
 }
 
 fn record(inner: &Inner, request: &Request, status: u16) {
@@ -548,6 +702,7 @@ fn write_response(out: &mut impl Write, response: &Response) -> std::io::Result<
 fn reason(status: u16) -> &'static str {
     match status {
         200 => "OK",
+        302 => "Found",
         304 => "Not Modified",
         400 => "Bad Request",
         403 => "Forbidden",
@@ -971,6 +1126,26 @@ pub mod tls {
             ca_pem: Some(ca_pem),
             client_cert,
         })
+    }
+
+    /// A server configuration for localhost whose certificate comes from a CA of its own.
+    pub fn other_ca_config() -> Arc<rustls::ServerConfig> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let builder = rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap();
+        let ca = new_ca();
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = NAMES.iter().map(|n| n.to_string()).collect();
+        let leaf = CertificateParams::new(names)
+            .unwrap()
+            .signed_by(&key, &ca)
+            .unwrap();
+        finish(
+            builder.with_no_client_auth(),
+            vec![leaf.der().clone(), ca.der().clone()],
+            &key,
+        )
     }
 
     fn new_ca() -> CertifiedIssuer<'static, KeyPair> {
