@@ -16,7 +16,7 @@ mod upload;
 
 use crate::config::duration::display;
 use crate::poller::Consumer;
-use crate::portainer::poll_response::{PollResponse, Schedule};
+use crate::portainer::poll_response::{PollResponse, Schedule, MAX_JOBS};
 use crate::state::{JobRecord, Persisted, State};
 use crate::system::durable::{self, Disk};
 use base64::Engine;
@@ -79,8 +79,9 @@ impl Settings {
 
 #[derive(Default)]
 struct Mail {
-    /// The latest poll answer not yet handled: endpoint id and schedules.
-    answer: Option<(i64, Vec<Schedule>)>,
+    /// The latest poll answer not yet handled: endpoint id, schedules, and whether they are
+    /// all the server assigns (not cut at `MAX_JOBS`).
+    answer: Option<(i64, Vec<Schedule>, bool)>,
     /// Runs that ended: run serial and outcome.
     finished: Vec<(u64, Outcome)>,
     stop: bool,
@@ -105,11 +106,11 @@ impl Inbox {
 /// The poll loop's side: hands the schedules over when they changed or ask for logs.
 pub struct Answers {
     inbox: Arc<Inbox>,
-    /// Endpoint id and `(id, version, expression)` of each job last handed over.
+    /// Endpoint id, `(id, version, expression)` of each job and completeness last handed over.
     last: Option<Brief>,
 }
 
-type Brief = (i64, Vec<(i64, i64, String)>);
+type Brief = (i64, Vec<(i64, i64, String)>, bool);
 
 impl Consumer for Answers {
     fn answer(&mut self, endpoint_id: i64, response: &PollResponse) {
@@ -119,14 +120,15 @@ impl Consumer for Answers {
             .map(|s| (s.id, s.version, s.cron_expression.clone()))
             .collect();
         let asks_logs = response.schedules.iter().any(|s| s.collect_logs);
-        let now = Some((endpoint_id, brief));
+        let complete = response.schedules_complete();
+        let now = Some((endpoint_id, brief, complete));
         if now == self.last && !asks_logs {
             return;
         }
         self.last = now;
         let schedules = response.schedules.clone();
         self.inbox
-            .post(|mail| mail.answer = Some((endpoint_id, schedules)));
+            .post(|mail| mail.answer = Some((endpoint_id, schedules, complete)));
     }
 }
 
@@ -233,8 +235,8 @@ impl<C: Clock> Worker<C> {
             for (serial, outcome) in mail.finished {
                 self.finished(serial, outcome);
             }
-            if let Some((endpoint_id, schedules)) = mail.answer {
-                self.reconcile(endpoint_id, &schedules);
+            if let Some((endpoint_id, schedules, complete)) = mail.answer {
+                self.reconcile(endpoint_id, &schedules, complete);
             }
             if mail.stop {
                 return self.shutdown();
@@ -367,17 +369,23 @@ impl<C: Clock> Worker<C> {
         self.settings.dir.join(id.to_string())
     }
 
-    fn reconcile(&mut self, endpoint_id: i64, schedules: &[Schedule]) {
+    /// A poll's jobs: new and changed ones written, unlisted ones removed. A list that is not
+    /// `complete` (cut at [`MAX_JOBS`]) removes nothing, and takes new jobs only while fewer
+    /// than that are here.
+    fn reconcile(&mut self, endpoint_id: i64, schedules: &[Schedule], complete: bool) {
         let gone: Vec<i64> = self
             .jobs
             .keys()
-            .filter(|id| !schedules.iter().any(|s| s.id == **id))
+            .filter(|id| complete && !schedules.iter().any(|s| s.id == **id))
             .copied()
             .collect();
         for id in gone {
             self.remove(id);
         }
         for schedule in schedules {
+            if !complete && !self.jobs.contains_key(&schedule.id) && self.jobs.len() >= MAX_JOBS {
+                continue;
+            }
             let same = self.jobs.get(&schedule.id).is_some_and(|job| {
                 job.version == schedule.version
                     && job.expression == schedule.cron_expression
@@ -780,6 +788,7 @@ mod tests {
         data: tempfile::TempDir,
         now: Arc<Mutex<SystemTime>>,
         jobs: Jobs,
+        answers: Answers,
     }
 
     impl Rig {
@@ -838,7 +847,67 @@ mod tests {
                 std::thread::sleep(Duration::from_millis(10));
             }
         }
-        (Rig { data, now, jobs }, persisted)
+        (
+            Rig {
+                data,
+                now,
+                jobs,
+                answers,
+            },
+            persisted,
+        )
+    }
+
+    #[test]
+    fn a_list_cut_at_the_limit_removes_no_job_and_installs_at_most_the_limit() {
+        let (mut rig, _) = rig(utc(2026, 12, 1, 12, 0, 0), vec![schedule(1, "@daily")]);
+        // Job folders are named by id (beside them: `.boot-id`).
+        let folders = |rig: &Rig| {
+            std::fs::read_dir(rig.data.path().join("jobs"))
+                .unwrap()
+                .filter(|e| {
+                    let name = e.as_ref().unwrap().file_name();
+                    name.to_str().is_some_and(|n| n.parse::<i64>().is_ok())
+                })
+                .count()
+        };
+        let until = |rig: &Rig, what: &str, done: &dyn Fn(&Rig) -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !done(rig) {
+                assert!(
+                    Instant::now() < deadline,
+                    "{what}: {} folders",
+                    folders(rig)
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        let cut = |ids: std::ops::Range<i64>| PollResponse {
+            schedules: ids.map(|id| schedule(id, "@daily")).collect(),
+            schedules_listed: 1000,
+            ..PollResponse::parse(b"{}").unwrap()
+        };
+        rig.answers.answer(3, &cut(100..100 + MAX_JOBS as i64));
+        until(&rig, "the first cut list", &|r| folders(r) == MAX_JOBS);
+        assert!(rig.data.path().join("jobs/1").is_dir(), "job 1 is kept");
+        assert!(!rig
+            .data
+            .path()
+            .join(format!("jobs/{}", 99 + MAX_JOBS))
+            .exists());
+        rig.answers.answer(3, &cut(500..500 + MAX_JOBS as i64));
+        std::thread::sleep(Duration::from_secs(1));
+        assert_eq!(folders(&rig), MAX_JOBS, "still at most the limit");
+        // The whole list, without job 1: now it is removed.
+        let whole = PollResponse {
+            schedules: (100..110).map(|id| schedule(id, "@daily")).collect(),
+            schedules_listed: 10,
+            ..PollResponse::parse(b"{}").unwrap()
+        };
+        rig.answers.answer(3, &whole);
+        until(&rig, "the whole list", &|r| folders(r) == 10);
+        assert!(!rig.data.path().join("jobs/1").exists());
+        rig.jobs.stop();
     }
 
     #[test]

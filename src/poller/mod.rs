@@ -317,7 +317,7 @@ fn overruled(response: &PollResponse, interval: Duration) -> Option<String> {
     ] {
         if listed > most {
             what.push(format!(
-                "Portainer assigns {listed} {kind}; only the first {most} are handled, the most this agent runs"
+                "Portainer assigns {listed} {kind}; only the first {most} are handled, the most this agent runs (none already here is removed while the list is that long)"
             ));
         }
     }

@@ -93,6 +93,21 @@ struct Wire {
     stacks: Option<Capped<StackRef, MAX_STACKS>>,
 }
 
+impl PollResponse {
+    /// Whether [`stacks`](Self::stacks) is the whole list the server sent (not cut at
+    /// [`MAX_STACKS`]): only then is a stack missing from it unassigned.
+    pub fn stacks_complete(&self) -> bool {
+        self.stacks
+            .as_ref()
+            .is_none_or(|kept| self.stacks_listed <= kept.len())
+    }
+
+    /// The same for [`schedules`](Self::schedules) and [`MAX_JOBS`].
+    pub fn schedules_complete(&self) -> bool {
+        self.schedules_listed <= self.schedules.len()
+    }
+}
+
 impl From<Wire> for PollResponse {
     fn from(w: Wire) -> PollResponse {
         let schedules = w.schedules.unwrap_or_default();

@@ -36,6 +36,8 @@ struct Answer {
     endpoint_id: i64,
     /// `None`: the server said nothing about stacks (`null`), keep the list.
     stacks: Option<Vec<StackRef>>,
+    /// The list is all the server assigns (not cut at `MAX_STACKS`).
+    complete: bool,
 }
 
 #[derive(Default)]
@@ -80,13 +82,16 @@ impl Consumer for Stacks {
     fn answer(&mut self, endpoint_id: i64, response: &PollResponse) {
         let mut latest = self.mailbox.lock();
         // A `null` list after an unread list keeps that list.
-        let stacks = response
-            .stacks
-            .clone()
-            .or_else(|| latest.take().and_then(|a| a.stacks));
+        let (stacks, complete) = match &response.stacks {
+            Some(list) => (Some(list.clone()), response.stacks_complete()),
+            None => latest
+                .take()
+                .map_or((None, true), |a| (a.stacks, a.complete)),
+        };
         *latest = Some(Answer {
             endpoint_id,
             stacks,
+            complete,
         });
         drop(latest);
         self.mailbox.wake.notify_one();
@@ -151,7 +156,7 @@ fn run(mut shell: Shell, mailbox: &Mailbox, persisted: &Persisted, reporter: &Re
                 )
             });
             if let Some(list) = &answer.stacks {
-                m.desire(list, Instant::now());
+                m.desire(list, answer.complete, Instant::now());
             }
         }
         let Some(m) = machine.as_mut() else {

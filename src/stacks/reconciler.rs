@@ -6,7 +6,7 @@
 //! it succeeds (then 8, 1, 7) or fails differently.
 
 use super::status::Status;
-use crate::portainer::poll_response::StackRef;
+use crate::portainer::poll_response::{StackRef, MAX_STACKS};
 use crate::state::StackRecord;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -187,12 +187,14 @@ impl Reconciler {
     }
 
     /// A poll's stack list: new and changed versions are fetched (a step in progress for an
-    /// older version is given up at once), stacks no longer listed are removed.
-    pub fn desire(&mut self, wanted: &[StackRef], now: Instant) {
+    /// older version is given up at once), stacks no longer listed are removed. A list that is
+    /// not `complete` (cut at [`MAX_STACKS`]) removes nothing, and takes new stacks only while
+    /// fewer than that are here.
+    pub fn desire(&mut self, wanted: &[StackRef], complete: bool, now: Instant) {
         let listed: BTreeMap<i64, i64> = wanted.iter().map(|s| (s.id, s.version)).collect();
         let ids: Vec<i64> = self.stacks.keys().copied().collect();
         for id in ids {
-            if listed.contains_key(&id) {
+            if listed.contains_key(&id) || !complete {
                 continue;
             }
             let Some(stack) = self.stacks.get_mut(&id) else {
@@ -216,6 +218,9 @@ impl Reconciler {
             }
         }
         for (&id, &version) in &listed {
+            if !complete && !self.stacks.contains_key(&id) && self.stacks.len() >= MAX_STACKS {
+                continue;
+            }
             let stack = self.stacks.entry(id).or_insert_with(|| Stack {
                 record: None,
                 phase: Phase::Fetch(version),
@@ -646,7 +651,7 @@ mod tests {
         }
 
         fn want(&mut self, list: &[(i64, i64)]) {
-            self.r.desire(&refs(list), self.now);
+            self.r.desire(&refs(list), true, self.now);
         }
 
         /// Runs the next step when it is due (jumping the clock forward), with `outcome`.
@@ -898,6 +903,33 @@ mod tests {
         assert_eq!(&statuses[statuses.len() - 2..], [(1, 9), (1, 4)]);
         assert!(run.r.take_records().unwrap().is_empty());
         assert!(run.r.next().is_none());
+    }
+
+    #[test]
+    fn a_list_cut_at_the_limit_removes_nothing_and_stays_bounded() {
+        let mut run = Run::new();
+        run.want(&[(1, 1)]);
+        run.deploy("a", Seen::Running);
+        run.statuses();
+        // Portainer assigns more than MAX_STACKS: the answer keeps the first ones, and stack 1
+        // is among those skipped.
+        let first: Vec<(i64, i64)> = (100..100 + MAX_STACKS as i64).map(|id| (id, 1)).collect();
+        run.r.desire(&refs(&first), false, run.now);
+        assert!(
+            !run.statuses().contains(&(1, 9)),
+            "a deployed stack is not removed on a cut list"
+        );
+        assert_eq!(
+            run.r.stacks.len(),
+            MAX_STACKS,
+            "no more than the limit are taken"
+        );
+        let others: Vec<(i64, i64)> = (500..500 + MAX_STACKS as i64).map(|id| (id, 1)).collect();
+        run.r.desire(&refs(&others), false, run.now);
+        assert_eq!(run.r.stacks.len(), MAX_STACKS, "still bounded");
+        // The whole list again, without stack 1: now it is unassigned.
+        run.want(&first[..10]);
+        assert!(run.statuses().contains(&(1, 9)));
     }
 
     #[test]
