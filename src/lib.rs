@@ -11,7 +11,7 @@ pub mod docker;
 mod http1;
 mod identity;
 mod jobs;
-mod poller;
+pub mod poller;
 mod portainer;
 mod run;
 mod stacks;
