@@ -24,7 +24,7 @@
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use edge_agent::poller::backoff;
+use edge_agent::backoff;
 use nix::sys::inotify::{AddWatchFlags, InitFlags, Inotify};
 use std::collections::BTreeMap;
 use std::fs::File;
