@@ -20,6 +20,9 @@ mod system;
 pub mod tunnel;
 mod websocket;
 
+/// For the soak bench, which checks the waits between polls against the cap.
+pub use poller::backoff;
+
 use std::process::ExitCode;
 
 /// sysexits' EX_USAGE and EX_CONFIG: a wrong command line or configuration, which a restart

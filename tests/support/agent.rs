@@ -168,6 +168,11 @@ impl Running {
         fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// The file the agent's stderr goes to (for benches that follow it as it grows).
+    pub fn log_path(&self) -> &std::path::Path {
+        &self.log_path
+    }
+
     /// Waits until the log contains `needle`; panics with the log after `timeout`.
     pub fn wait_log(&self, needle: &str, timeout: Duration) {
         let deadline = Instant::now() + timeout;
