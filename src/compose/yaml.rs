@@ -369,6 +369,7 @@ fn scalar_text(text: &str) -> String {
     let special = text.is_empty()
         || text.starts_with(|c: char| " -?:,[]{}#&*!|>'\"%@`~".contains(c) || c.is_ascii_digit())
         || text.ends_with(' ')
+        || text.ends_with(':')
         || text.contains(": ")
         || text.contains(" #")
         || text.contains(|c: char| c.is_control())
@@ -501,6 +502,17 @@ mod tests {
                 ["echo", "a: b", "true", "", "8080"]
             ),
             other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_string_ending_in_a_colon_is_quoted_so_config_output_reads_back() {
+        // Found by fuzz/ (compose): `image: nginx:${UNSET}` came out of `compose config` as
+        // `image: nginx:`, which reads as a mapping, not a string.
+        for text in ["nginx:", "a:b:", ":"] {
+            let out = to_yaml(&serde_json::json!({ "image": text }));
+            let back = parse(&out).unwrap_or_else(|e| panic!("{out:?}: {e}"));
+            assert_eq!(self::text(map(&back)[0].1), text, "{out:?}");
         }
     }
 }
