@@ -198,6 +198,23 @@ impl Client {
         })
     }
 
+    /// A client whose transport opens packets with `receive` (keys set, nothing else done yet).
+    #[cfg(fuzzing)]
+    pub fn keyed(receive: super::cipher::Cipher, config: Vec<u8>, max_channels: usize) -> Client {
+        Client {
+            transport: Transport::keyed(receive),
+            user: "fuzz".into(),
+            password: "fuzz".into(),
+            config,
+            stage: Stage::Keys,
+            channels: HashMap::new(),
+            next_id: 0,
+            max_channels,
+            pending: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
     /// Packets to send to the server; the caller empties it.
     pub fn output(&mut self) -> &mut transport::Output {
         self.transport.output()
