@@ -14,7 +14,7 @@
 #
 # Grown corpus: fuzz/corpus/<target> (seeded from the committed fuzz/seeds/<target>).
 # Findings: fuzz/artifacts/<target>/; logs: fuzz/logs/<target>.log. Reproduce one with
-#   RUSTC_BOOTSTRAP=1 cargo fuzz run -O -s none <target> <file>
+#   RUSTC_BOOTSTRAP=1 cargo fuzz run -O -a --codegen-units 16 -s none <target> <file>
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -36,7 +36,10 @@ if ! command -v cargo-fuzz >/dev/null; then
 fi
 # cargo-fuzz has no --locked: fail here, not later, when Cargo.lock is not up to date.
 cargo metadata --locked --format-version 1 >/dev/null
-cargo fuzz build -O -s none
+# Optimised, with overflow checks and debug assertions (an overflow is a crash, as in tests);
+# 16 codegen units build in half the time for a few per cent fewer executions.
+build=(-O --debug-assertions --codegen-units 16 -s none)
+cargo fuzz build "${build[@]}"
 bin=target/$(rustc -vV | sed -n 's/^host: //p')/release
 
 if (($# == 0)); then
@@ -96,9 +99,10 @@ for target in "${targets[@]}"; do
 done
 for target in "${targets[@]}"; do
     if [[ -f rows/$target.found ]]; then
-        echo "$target crashed; reproduce with: RUSTC_BOOTSTRAP=1 cargo fuzz run -O -s none $target <file>"
+        echo "$target crashed; replay: RUSTC_BOOTSTRAP=1 cargo fuzz run ${build[*]} $target <file>"
         sed "s|^artifacts/|  fuzz/artifacts/|" "rows/$target.found"
-        grep -m3 -E "panicked at|ERROR: libFuzzer|allocation above" "logs/$target.log" | sed 's/^/  /' || true
+        grep -m3 -E "panicked at|ERROR: libFuzzer|allocation above" "logs/$target.log" |
+            sed 's/^/  /' || true
     fi
 done
 exit $failed
