@@ -8,6 +8,8 @@ mod check;
 pub mod compose;
 mod config;
 pub mod docker;
+#[cfg(fuzzing)]
+pub mod fuzzing;
 mod http1;
 mod identity;
 mod jobs;

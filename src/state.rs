@@ -169,7 +169,7 @@ impl std::error::Error for Error {}
 
 /// Why a copy of the state could not be used.
 #[derive(Debug, PartialEq, Eq)]
-enum Damage {
+pub enum Damage {
     Missing,
     Corrupt(&'static str),
     NewerFormat(u32),
@@ -267,13 +267,10 @@ impl Store {
         if *state == self.saved {
             return Ok(());
         }
-        let body = serde_json::to_vec(state)
-            .map_err(|e| Error::Write(self.path.clone(), io::Error::other(e)))?;
-        let mut file =
-            format!("{MAGIC} {FORMAT} {:08x} {}\n", crc32(&body), body.len()).into_bytes();
-        file.extend_from_slice(&body);
+        let bytes =
+            encode(state).map_err(|e| Error::Write(self.path.clone(), io::Error::other(e)))?;
         // A cut between the renames leaves the previous state as the backup: still good.
-        durable::replace_keeping(disk, &self.path, Some(&self.backup), &file, 0o600)
+        durable::replace_keeping(disk, &self.path, Some(&self.backup), &bytes, 0o600)
             .map_err(|e| Error::Write(self.path.clone(), e))?;
         self.saved = state.clone();
         Ok(())
@@ -342,7 +339,17 @@ fn read_copy(path: &Path) -> Result<Result<State, Damage>, Error> {
     Ok(decode(&bytes))
 }
 
-fn decode(bytes: &[u8]) -> Result<State, Damage> {
+/// The file's bytes for `state`: a header line (magic, format, CRC-32 and length of the body),
+/// then the JSON body.
+pub fn encode(state: &State) -> serde_json::Result<Vec<u8>> {
+    let body = serde_json::to_vec(state)?;
+    let mut bytes = format!("{MAGIC} {FORMAT} {:08x} {}\n", crc32(&body), body.len()).into_bytes();
+    bytes.extend_from_slice(&body);
+    Ok(bytes)
+}
+
+/// A state file's content, or what is wrong with it.
+pub fn decode(bytes: &[u8]) -> Result<State, Damage> {
     let newline = bytes
         .iter()
         .position(|b| *b == b'\n')
@@ -370,7 +377,7 @@ fn decode(bytes: &[u8]) -> Result<State, Damage> {
 }
 
 /// CRC-32 (IEEE), bitwise: the file is tiny and written rarely.
-fn crc32(data: &[u8]) -> u32 {
+pub fn crc32(data: &[u8]) -> u32 {
     let mut crc = !0u32;
     for byte in data {
         crc ^= u32::from(*byte);

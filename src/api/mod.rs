@@ -16,6 +16,9 @@ mod multipart;
 mod proxy;
 pub mod signature;
 
+#[cfg(fuzzing)]
+pub use multipart::{boundary, Event as MultipartEvent, Parser as MultipartParser};
+
 use crate::api::signature::{Verdict, Verifier, PUBLIC_KEY_HEADER, SIGNATURE_HEADER};
 use crate::config::edge_key::EdgeKey;
 use crate::config::Config;

@@ -13,6 +13,7 @@ pub fn parse(
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Vec<(String, String)>, (usize, String)> {
     let mut entries: Vec<(String, String)> = Vec::new();
+    let mut budget = interpolate::MAX_OUTPUT;
     let mut line_no = 0;
     let mut lines = text.split('\n');
     while let Some(raw) = lines.next() {
@@ -82,7 +83,7 @@ pub fn parse(
                 if quote == '\'' {
                     inner.to_owned()
                 } else {
-                    expand(&unescape(inner), &lookup).map_err(|e| (start, e))?
+                    expand(&unescape(inner), &lookup, &mut budget).map_err(|e| (start, e))?
                 }
             }
             _ => {
@@ -90,7 +91,7 @@ pub fn parse(
                     Some(at) => &value[..at],
                     None => value,
                 };
-                expand(value.trim(), &lookup).map_err(|e| (start, e))?
+                expand(value.trim(), &lookup, &mut budget).map_err(|e| (start, e))?
             }
         };
         entries.push((key.to_owned(), parsed));
@@ -98,8 +99,15 @@ pub fn parse(
     Ok(entries)
 }
 
-fn expand(text: &str, lookup: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
-    interpolate::substitute(text, lookup, &mut |_| {})
+/// `text` interpolated, taking its length from what is left of the file's `budget`.
+fn expand(
+    text: &str,
+    lookup: &dyn Fn(&str) -> Option<String>,
+    budget: &mut usize,
+) -> Result<String, String> {
+    let out = interpolate::substitute(text, lookup, &mut |_| {}, *budget)?;
+    *budget -= out.len();
+    Ok(out)
 }
 
 /// The index of the quote that ends `body` (a double quote can be escaped).
@@ -185,5 +193,20 @@ mod tests {
         assert_eq!(e.0, 2);
         assert!(e.1.contains("not closed"), "{e:?}");
         assert_eq!(parse("A=${B:?needed}\n", &env).unwrap_err().0, 1);
+    }
+
+    #[test]
+    fn values_that_expand_each_other_end_in_an_error_not_gigabytes() {
+        // Found by fuzz/ (dotenv): each line doubling the one before, 40 lines ask for 2^40
+        // bytes.
+        let mut text = String::from("A0=xxxxxxxx\n");
+        for i in 1..40 {
+            text.push_str(&format!("A{i}=${{A{}}}$A{}\n", i - 1, i - 1));
+        }
+        let (line, message) = parse(&text, &env).unwrap_err();
+        // A19 (line 20) is 8 bytes doubled 19 times, 4 MiB; the values before take 4 MiB too.
+        assert_eq!(line, 20, "{message}");
+        assert!(message.contains("more than 4 MiB"), "{message}");
+        assert!(parse("A=1\nB=$A$A\n", &env).is_ok());
     }
 }

@@ -5,18 +5,38 @@
 //! substituted in turn, so they nest. Any other `$` is an error. An unset name without an
 //! operator becomes "" and is reported once through `unset`.
 
-/// `text` with its variables replaced; the error says what is wrong (the caller adds where).
+/// What interpolation may produce for one compose file, or one env file, in all (the caller
+/// counts): far more than a real file needs (files are at most 1 MiB), and a bound on variables
+/// that expand each other (`B=$A$A`, `C=$B$B`, ...: a few lines would take gigabytes).
+pub const MAX_OUTPUT: usize = 4 * 1024 * 1024;
+
+/// `text` with its variables replaced, in at most `limit` bytes (what is left of
+/// [`MAX_OUTPUT`]); the error says what is wrong (the caller adds where).
 pub fn substitute(
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
     unset: &mut dyn FnMut(&str),
+    limit: usize,
 ) -> Result<String, String> {
+    let too_large = || {
+        format!(
+            "the variables expand to more than {} MiB in all (do they expand each other?)",
+            MAX_OUTPUT >> 20
+        )
+    };
     if !text.contains('$') {
-        return Ok(text.to_owned());
+        return if text.len() > limit {
+            Err(too_large())
+        } else {
+            Ok(text.to_owned())
+        };
     }
-    let mut out = String::with_capacity(text.len());
+    let mut out = String::with_capacity(text.len().min(limit));
     let mut rest = text;
     while let Some(at) = rest.find('$') {
+        if out.len() > limit {
+            return Err(too_large());
+        }
         out.push_str(&rest[..at]);
         let after = &rest[at + 1..];
         if let Some(tail) = after.strip_prefix('$') {
@@ -25,7 +45,7 @@ pub fn substitute(
         } else if let Some(inner) = after.strip_prefix('{') {
             let end = closing_brace(inner)
                 .ok_or_else(|| format!("invalid interpolation in {text:?}: a ${{ without }}"))?;
-            out.push_str(&braced(&inner[..end], text, lookup, unset)?);
+            out.push_str(&braced(&inner[..end], text, lookup, unset, limit)?);
             rest = &inner[end + 1..];
         } else {
             let len = name_len(after);
@@ -39,6 +59,9 @@ pub fn substitute(
         }
     }
     out.push_str(rest);
+    if out.len() > limit {
+        return Err(too_large());
+    }
     Ok(out)
 }
 
@@ -95,6 +118,7 @@ fn braced(
     text: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
     unset: &mut dyn FnMut(&str),
+    limit: usize,
 ) -> Result<String, String> {
     let len = name_len(inner);
     let (name, op) = inner.split_at(len);
@@ -118,13 +142,13 @@ fn braced(
     let set = current.as_deref().is_some_and(|v| !colon || !v.is_empty());
     match kind {
         Some('-') if set => Ok(current.unwrap_or_default()),
-        Some('-') => substitute(arg, lookup, unset),
-        Some('+') if set => substitute(arg, lookup, unset),
+        Some('-') => substitute(arg, lookup, unset, limit),
+        Some('+') if set => substitute(arg, lookup, unset, limit),
         Some('+') => Ok(current.unwrap_or_default()),
         Some('?') if set => Ok(current.unwrap_or_default()),
         Some('?') => Err(format!(
             "required variable {name} is missing a value: {}",
-            substitute(arg, lookup, unset)?
+            substitute(arg, lookup, unset, limit)?
         )),
         _ => Err(format!(
             "invalid interpolation in {text:?}: after ${{{name} comes }}, :-, -, :?, ?, :+ or +"
@@ -144,7 +168,12 @@ mod tests {
             _ => None,
         };
         let mut missing = Vec::new();
-        let out = substitute(text, &lookup, &mut |n| missing.push(n.to_owned()));
+        let out = substitute(
+            text,
+            &lookup,
+            &mut |n| missing.push(n.to_owned()),
+            MAX_OUTPUT,
+        );
         (out, missing)
     }
 

@@ -138,6 +138,7 @@ fn pipeline(source: &Source, read: ReadFile) -> Result<Project, Fail> {
         env: &env,
         warnings: Vec::new(),
         unset: BTreeSet::new(),
+        budget: interpolate::MAX_OUTPUT,
     };
     let Value::Map(top) = &root.value else {
         return Err(ctx.err(&root, "", "expected a mapping with services: at the top"));
@@ -301,6 +302,8 @@ struct Ctx<'a> {
     env: &'a BTreeMap<String, String>,
     warnings: Vec<String>,
     unset: BTreeSet<String>,
+    /// What interpolating the file may still produce.
+    budget: usize,
 }
 
 type Entries<'n> = Vec<(&'n str, &'n Node, String)>;
@@ -322,10 +325,14 @@ impl Ctx<'_> {
             Value::Scalar(text, plain) => {
                 let env = self.env;
                 let mut unset = Vec::new();
-                let out = interpolate::substitute(text, &|n| env.get(n).cloned(), &mut |n| {
-                    unset.push(n.to_owned())
-                })
+                let out = interpolate::substitute(
+                    text,
+                    &|n| env.get(n).cloned(),
+                    &mut |n| unset.push(n.to_owned()),
+                    self.budget,
+                )
                 .map_err(|m| self.err(node, path, m))?;
+                self.budget -= out.len();
                 self.unset.extend(unset);
                 Value::Scalar(out, *plain)
             }
@@ -1885,6 +1892,27 @@ mod tests {
         };
         let project = load(&source);
         (dir, project)
+    }
+
+    #[test]
+    fn variables_that_multiply_past_the_interpolation_bound_are_an_error_not_an_oom() {
+        // The eighth 512 KiB copy passes 4 MiB.
+        let big = "x".repeat(512 * 1024);
+        let yaml = format!(
+            "services:\n  web:\n    image: a\n    command: [{}]\n",
+            ["\"${BIG}\""; 9].join(", ")
+        );
+        let (_dir, project) = load_files(&[("compose.yaml", &yaml)], &[("BIG", &big)]);
+        let e = project.unwrap_err();
+        assert_eq!(
+            (e.line, e.path.as_str()),
+            (Some(4), "services.web.command[7]"),
+            "{e}"
+        );
+        assert!(e.message.contains("more than 4 MiB"), "{e}");
+        let yaml = "services:\n  web:\n    image: a\n    command: [\"${BIG}\", \"${BIG}\"]\n";
+        let (_dir, project) = load_files(&[("compose.yaml", yaml)], &[("BIG", &big)]);
+        assert!(project.is_ok(), "two of them (1 MiB) are fine");
     }
 
     fn load_ok(yaml: &str) -> Project {

@@ -32,6 +32,12 @@ pub use load::{load, load_with, normalize_project_name, LoadError, ReadFile};
 pub use model::{Project, Service};
 pub use status::{aggregate, ps, ServiceState, StackStatus};
 pub use yaml::to_yaml;
+#[cfg(fuzzing)]
+pub(crate) use {
+    body::{container as container_body, network as network_body},
+    dotenv::parse as parse_dotenv,
+    yaml::parse as parse_yaml,
+};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

@@ -301,8 +301,17 @@ fn write_block(out: &mut String, value: &serde_json::Value, indent: usize) {
     match value {
         J::Object(map) => {
             for (key, item) in map {
+                let key = scalar_text(key);
                 out.push_str(&pad);
-                out.push_str(&scalar_text(key));
+                // YAML allows implicit keys of up to 1024 characters: longer ones are explicit.
+                if key.len() > 1024 {
+                    out.push_str("? ");
+                    out.push_str(&key);
+                    out.push('\n');
+                    out.push_str(&pad);
+                } else {
+                    out.push_str(&key);
+                }
                 out.push(':');
                 write_child(out, item, indent);
             }
@@ -369,6 +378,7 @@ fn scalar_text(text: &str) -> String {
     let special = text.is_empty()
         || text.starts_with(|c: char| " -?:,[]{}#&*!|>'\"%@`~".contains(c) || c.is_ascii_digit())
         || text.ends_with(' ')
+        || text.ends_with(':')
         || text.contains(": ")
         || text.contains(" #")
         || text.contains(|c: char| c.is_control())
@@ -502,5 +512,38 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_string_ending_in_a_colon_is_quoted_so_config_output_reads_back() {
+        // Found by fuzz/ (compose): `image: nginx:${UNSET}` came out of `compose config` as
+        // `image: nginx:`, which reads as a mapping, not a string.
+        for text in ["nginx:", "a:b:", ":"] {
+            let out = to_yaml(&serde_json::json!({ "image": text }));
+            let back = parse(&out).unwrap_or_else(|e| panic!("{out:?}: {e}"));
+            assert_eq!(self::text(map(&back)[0].1), text, "{out:?}");
+        }
+    }
+
+    #[test]
+    fn a_key_longer_than_1024_characters_is_written_as_an_explicit_key_that_reads_back() {
+        // Found by fuzz/ (compose): `environment: [<a 1100-byte name>=0]` came out of
+        // `compose config` as an implicit key, which YAML limits to 1024 characters.
+        let long = "K".repeat(1100);
+        for value in [
+            serde_json::json!({ "environment": { "B": "2", long.clone(): "0" } }),
+            serde_json::json!({ "list": [{ long.clone(): { "a": 1 }, "b": [] }] }),
+        ] {
+            let out = to_yaml(&value);
+            let back = parse(&out).unwrap_or_else(|e| panic!("{out}: {e}"));
+            let top = map(&back);
+            let inner = match &top[0].1.value {
+                Value::Seq(items) => map(&items[0]),
+                _ => map(top[0].1),
+            };
+            assert!(inner.iter().any(|(k, _)| *k == long), "{out}");
+        }
+        let short = to_yaml(&serde_json::json!({ "K".repeat(1024): 1 }));
+        assert!(!short.starts_with('?'), "{short}");
     }
 }

@@ -7,6 +7,9 @@ pub mod duration;
 pub mod edge_key;
 mod envfile;
 
+#[cfg(fuzzing)]
+pub use envfile::parse as parse_env_file;
+
 use edge_key::EdgeKey;
 
 use log::LevelFilter;

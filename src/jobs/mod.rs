@@ -34,6 +34,8 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tz::Zone;
 
+#[cfg(fuzzing)]
+pub use cron::{parse as parse_cron, Civil, Spec as CronSpec};
 pub use upload::Uploader;
 
 /// A run asked to stop gets SIGTERM, then SIGKILL after this.

@@ -200,7 +200,7 @@ impl Date {
     }
 }
 
-fn parse_tzif(bytes: &[u8], name: &str) -> Result<Zone, &'static str> {
+pub fn parse_tzif(bytes: &[u8], name: &str) -> Result<Zone, &'static str> {
     let ((version, counts), body) = header(bytes)?;
     let (zone, rest) = if version >= b'2' {
         // Skip the 32-bit block; the 64-bit one follows with its own header.

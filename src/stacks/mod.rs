@@ -10,6 +10,8 @@ mod reconciler;
 mod reporter;
 mod status;
 
+#[cfg(fuzzing)]
+pub use payload::Payload as StackPayload;
 pub use status::Status;
 
 use crate::compose::{self, ServiceState, StackStatus};

@@ -15,6 +15,10 @@ use crate::portainer::poll_response::{PollResponse, TunnelStatus};
 use crate::system::logging::Repeats;
 pub use session::Target;
 use session::{End, Params};
+#[cfg(fuzzing)]
+pub(crate) use ssh::{
+    negotiate, Algorithm, Cipher, Client as SshClient, Event as SshEvent, Reader, Writer,
+};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;

@@ -207,6 +207,15 @@ impl Client {
         })
     }
 
+    /// A client whose transport opens packets with `receive` (keys set, nothing else done yet).
+    #[cfg(fuzzing)]
+    pub fn keyed(receive: super::cipher::Cipher, config: Vec<u8>, max_channels: usize) -> Client {
+        let mut client = Client::new("fuzz", "fuzz:fuzz", config, max_channels)
+            .expect("a KEXINIT cookie from the OS generator");
+        client.transport = Transport::keyed(receive);
+        client
+    }
+
     /// Packets to send to the server; the caller empties it.
     pub fn output(&mut self) -> &mut transport::Output {
         self.transport.output()

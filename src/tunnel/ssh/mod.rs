@@ -12,3 +12,9 @@ mod transport;
 mod wire;
 
 pub use client::{Client, Error, Event, MAX_PACKET};
+#[cfg(fuzzing)]
+pub use {
+    cipher::{Algorithm, Cipher},
+    kex::negotiate,
+    wire::{Reader, Writer},
+};

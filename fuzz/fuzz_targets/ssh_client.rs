@@ -1,0 +1,3 @@
+#![no_main]
+
+edge_agent_fuzz::target!(edge_agent_fuzz::fuzzing::ssh_client);
