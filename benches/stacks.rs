@@ -1,5 +1,5 @@
 //! Edge stacks benchmark: the `min-size` agent against the fake Portainer server and the real
-//! Docker Engine, through a counting proxy on the Docker socket. Prints
+//! Docker Engine, through a counting proxy on the Docker socket (`support::docker::HookedProxy`). Prints
 //! - RSS before, at the peak of and after deploying a 10-service stack;
 //! - for 5 deployed stacks left idle (`STACKS_IDLE_SECS`, default 120, polls every second):
 //!   Docker calls per hour by route, and the CPU time of the `stacks` thread per reconcile pass
@@ -11,13 +11,11 @@
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::agent::{proc_kib, Agent, Running};
-use support::docker::{engine, socket, unique, Project, IMAGE};
+use support::docker::{engine, unique, HookedProxy, Project, IMAGE};
 use support::{FakePortainer, Transport};
 
 const DEPLOY: Duration = Duration::from_secs(180);
@@ -29,7 +27,7 @@ fn main() {
         .ok()
         .and_then(|n| n.parse().ok())
         .unwrap_or(120);
-    let proxy = DockerProxy::start(socket());
+    let proxy = DockerProxy::start();
     let server = FakePortainer::start(Transport::Plain);
     server.add_endpoint(1, None);
     server.set_checkin(1.0);
@@ -159,31 +157,29 @@ fn thread_cpu(pid: i32, tid: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// A Unix socket in front of Docker's that counts calls (the agent's Docker client makes one
-/// connection per call) by method and path.
+/// Counts the agent's Docker calls (one connection per call) by method and path, through a
+/// [`HookedProxy`] on the engine's socket.
 struct DockerProxy {
-    _dir: tempfile::TempDir,
+    _proxy: HookedProxy,
     path: PathBuf,
     calls: Arc<Mutex<Vec<String>>>,
 }
 
 impl DockerProxy {
-    fn start(real: PathBuf) -> DockerProxy {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("docker.sock");
-        let listener = UnixListener::bind(&path).unwrap();
+    fn start() -> DockerProxy {
         let calls = Arc::new(Mutex::new(Vec::new()));
         let seen = calls.clone();
-        std::thread::spawn(move || {
-            for client in listener.incoming().flatten() {
-                let real = real.clone();
-                let seen = seen.clone();
-                std::thread::spawn(move || forward(client, &real, &seen));
-            }
+        let proxy = HookedProxy::start(move |method, path| {
+            let path = path.split('?').next().unwrap_or("");
+            let path = match path.strip_prefix("/v1.") {
+                Some(rest) => rest.split_once('/').map_or(path, |(_, p)| p),
+                None => path.trim_start_matches('/'),
+            };
+            seen.lock().unwrap().push(format!("{method} /{path}"));
         });
         DockerProxy {
-            _dir: dir,
-            path,
+            path: proxy.path.clone(),
+            _proxy: proxy,
             calls,
         }
     }
@@ -204,37 +200,4 @@ impl DockerProxy {
         }
         by_route
     }
-}
-
-fn forward(mut client: UnixStream, real: &PathBuf, seen: &Mutex<Vec<String>>) {
-    let Ok(mut docker) = UnixStream::connect(real) else {
-        return;
-    };
-    let mut first = vec![0u8; 64 * 1024];
-    let Ok(n) = client.read(&mut first) else {
-        return;
-    };
-    let head = String::from_utf8_lossy(&first[..n]);
-    let line = head.lines().next().unwrap_or("");
-    let mut parts = line.split_whitespace();
-    let method = parts.next().unwrap_or("");
-    let path = parts.next().unwrap_or("").split('?').next().unwrap_or("");
-    let path = match path.strip_prefix("/v1.") {
-        Some(rest) => rest.split_once('/').map_or(path, |(_, p)| p),
-        None => path.trim_start_matches('/'),
-    };
-    seen.lock().unwrap().push(format!("{method} /{path}"));
-    if docker.write_all(&first[..n]).is_err() {
-        return;
-    }
-    let (Ok(mut from_docker), Ok(mut to_client)) = (docker.try_clone(), client.try_clone()) else {
-        return;
-    };
-    let back = std::thread::spawn(move || {
-        let _ = std::io::copy(&mut from_docker, &mut to_client);
-        let _ = to_client.shutdown(std::net::Shutdown::Write);
-    });
-    let _ = std::io::copy(&mut client, &mut docker);
-    let _ = docker.shutdown(std::net::Shutdown::Write);
-    let _ = back.join();
 }

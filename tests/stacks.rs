@@ -360,7 +360,7 @@ fn a_deploy_converges_through_409_and_404_races_on_the_real_engine() {
     // Each race once, made real on the engine just before the agent's call reaches it.
     let done: Arc<[AtomicBool; 4]> = Arc::new(Default::default());
     let (flags, q) = (done.clone(), p.clone());
-    let proxy = support::docker::RacingProxy::start(move |method, path| {
+    let proxy = support::docker::HookedProxy::start(move |method, path| {
         let first = |i: usize| !flags[i].swap(true, Ordering::SeqCst);
         let (path, query) = path.split_once('?').unwrap_or((path, ""));
         let id = |path: &str| path.split('/').nth(3).unwrap_or("").to_owned();

@@ -222,17 +222,17 @@ impl Drop for Project {
 
 /// A Unix socket in front of the engine's that calls `before(method, path)` (path as sent,
 /// query included) ahead of forwarding each request, so a test can change the engine between
-/// two of the agent's calls and make a race real: the agent's Docker client makes one
-/// connection per call.
-pub struct RacingProxy {
+/// two of the agent's calls and make a race real, or a bench count the calls: the agent's
+/// Docker client makes one connection per call.
+pub struct HookedProxy {
     _dir: tempfile::TempDir,
     pub path: PathBuf,
 }
 
 type Before = dyn Fn(&str, &str) + Send + Sync;
 
-impl RacingProxy {
-    pub fn start(before: impl Fn(&str, &str) + Send + Sync + 'static) -> RacingProxy {
+impl HookedProxy {
+    pub fn start(before: impl Fn(&str, &str) + Send + Sync + 'static) -> HookedProxy {
         use std::os::unix::net::UnixListener;
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("docker.sock");
@@ -244,7 +244,7 @@ impl RacingProxy {
                 std::thread::spawn(move || race_and_forward(client, &*before));
             }
         });
-        RacingProxy { _dir: dir, path }
+        HookedProxy { _dir: dir, path }
     }
 }
 
