@@ -181,6 +181,8 @@ fn check_names_the_socket_owner_when_permission_is_denied() {
         docker.socket().display()
     ));
     std::fs::set_permissions(agent.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    // It holds no secret: nobody may read it.
+    std::fs::set_permissions(&agent.env_file, std::fs::Permissions::from_mode(0o644)).unwrap();
     let mut command = agent.command(&["check"]);
     // std drops root's supplementary groups along with the uid.
     command.uid(65534).gid(65534);
