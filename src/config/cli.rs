@@ -91,7 +91,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
             "help" => command = Some(Command::Help),
             "version" => command = Some(Command::Version),
             "env-file" => {
-                let value = value_of(name, inline, &mut args)?;
+                let value = value_of(&format!("--{name}"), inline, &mut args)?;
                 env_file = EnvFileChoice::Named(PathBuf::from(value));
             }
             _ => {
@@ -110,7 +110,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
                 };
                 let value = match (var.is_bool(), inline) {
                     (true, None) => "true".to_owned(),
-                    (_, inline) => value_of(name, inline, &mut args)?,
+                    (_, inline) => value_of(&format!("--{name}"), inline, &mut args)?,
                 };
                 flags.push((var, value));
             }
@@ -144,9 +144,15 @@ fn parse_compose(
             _ => (arg.clone(), None),
         };
         match name.as_str() {
-            "-f" | "--file" => cli.files.push(compose_value(&name, inline, args)?.into()),
-            "-p" | "--project-name" => cli.project_name = compose_value(&name, inline, args)?,
-            "--env-file" => cli.env_file = Some(compose_value(&name, inline, args)?.into()),
+            "-f" | "--file" => cli
+                .files
+                .push(value_of(&format!("compose {name}"), inline, args)?.into()),
+            "-p" | "--project-name" => {
+                cli.project_name = value_of(&format!("compose {name}"), inline, args)?
+            }
+            "--env-file" => {
+                cli.env_file = Some(value_of(&format!("compose {name}"), inline, args)?.into())
+            }
             "-h" | "--help" => {
                 cli.action = ComposeAction::Help;
                 return Ok(cli);
@@ -182,20 +188,6 @@ fn parse_compose(
     Ok(cli)
 }
 
-fn compose_value(
-    name: &str,
-    inline: Option<String>,
-    args: &mut impl Iterator<Item = Result<String, String>>,
-) -> Result<String, String> {
-    match inline {
-        Some(value) => Ok(value),
-        None => args
-            .next()
-            .transpose()?
-            .ok_or_else(|| format!("compose {name} needs a value")),
-    }
-}
-
 pub fn compose_help() -> String {
     "Usage: edge-agent compose [-f FILE] [-p NAME] [--env-file FILE] COMMAND\n\n\
      Runs a compose file on the local Docker Engine, as docker compose 2.29 does, without a compose\n\
@@ -208,8 +200,9 @@ pub fn compose_help() -> String {
         .to_owned()
 }
 
+/// The value of `option` (as typed: `--edge-id`, `compose -f`): after `=`, or the next argument.
 fn value_of(
-    name: &str,
+    option: &str,
     inline: Option<String>,
     args: &mut impl Iterator<Item = Result<String, String>>,
 ) -> Result<String, String> {
@@ -218,7 +211,7 @@ fn value_of(
         None => args
             .next()
             .transpose()?
-            .ok_or_else(|| format!("--{name} needs a value")),
+            .ok_or_else(|| format!("{option} needs a value")),
     }
 }
 
