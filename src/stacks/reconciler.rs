@@ -356,15 +356,12 @@ impl Reconciler {
             }
             (Phase::Fetch(version), Outcome::Invalid(why)) => self.refuse(id, version, why),
             (Phase::Fetch(version), Outcome::Unreachable(why)) => {
-                stack.failures += 1;
-                let delay = backoff(FETCH_RETRY, stack.failures, random);
-                stack.due = now + delay;
-                log_failure(
-                    stack.failures,
-                    format_args!(
-                        "edge stack {id}: cannot get version {version} ({why}); trying again in {}",
-                        crate::config::duration::display(delay)
-                    ),
+                retry_later(
+                    stack,
+                    FETCH_RETRY,
+                    now,
+                    random,
+                    format_args!("edge stack {id}: cannot get version {version} ({why})"),
                 );
             }
             (Phase::Load, Outcome::Loaded { wait }) => {
@@ -441,15 +438,12 @@ impl Reconciler {
                 self.dirty = true;
             }
             (Phase::Remove, Outcome::Failed(why)) => {
-                stack.failures += 1;
-                let delay = backoff(FETCH_RETRY, stack.failures, random);
-                stack.due = now + delay;
-                log_failure(
-                    stack.failures,
-                    format_args!(
-                        "edge stack {id}: cannot remove it ({why}); trying again in {}",
-                        crate::config::duration::display(delay)
-                    ),
+                retry_later(
+                    stack,
+                    FETCH_RETRY,
+                    now,
+                    random,
+                    format_args!("edge stack {id}: cannot remove it ({why})"),
                 );
             }
             (phase, outcome) => {
@@ -508,17 +502,14 @@ impl Reconciler {
         let Some(stack) = self.stacks.get_mut(&id) else {
             return;
         };
-        stack.failures += 1;
         stack.quiet = true;
         stack.phase = Phase::Load;
-        let delay = backoff(DEPLOY_RETRY, stack.failures, random);
-        stack.due = now + delay;
-        log_failure(
-            stack.failures,
-            format_args!(
-                "edge stack {id}: deploy failed: {why}; trying again in {}",
-                crate::config::duration::display(delay)
-            ),
+        retry_later(
+            stack,
+            DEPLOY_RETRY,
+            now,
+            random,
+            format_args!("edge stack {id}: deploy failed: {why}"),
         );
         self.decide(id, Status::Error, why);
     }
@@ -604,12 +595,24 @@ fn backoff((base, cap): (Duration, Duration), failures: u32, random: u64) -> Dur
     )
 }
 
-/// The first failure of a kind is a warning; repeats are logged at debug only.
-fn log_failure(failures: u32, message: std::fmt::Arguments<'_>) {
-    if failures == 1 {
-        log::warn!("{message}");
+/// One more failure of `stack`'s step: it is due again after a jittered wait from `schedule`.
+/// The first failure in a row is a warning naming `what` failed and the wait; repeats are logged
+/// at debug only.
+fn retry_later(
+    stack: &mut Stack,
+    schedule: (Duration, Duration),
+    now: Instant,
+    random: u64,
+    what: std::fmt::Arguments<'_>,
+) {
+    stack.failures += 1;
+    let delay = backoff(schedule, stack.failures, random);
+    stack.due = now + delay;
+    let wait = crate::config::duration::display(delay);
+    if stack.failures == 1 {
+        log::warn!("{what}; trying again in {wait}");
     } else {
-        log::debug!("{message}");
+        log::debug!("{what}; trying again in {wait}");
     }
 }
 
