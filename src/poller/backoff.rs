@@ -27,10 +27,17 @@ pub fn delay(
     retry_after: Option<Duration>,
     random: u64,
 ) -> Duration {
-    let jittered = full_jitter(interval, failures, cap(interval), random);
+    not_before(
+        full_jitter(interval, failures, cap(interval), random),
+        retry_after,
+    )
+}
+
+/// `delay`, or the server's `Retry-After` when that is later (at most [`MAX_RETRY_AFTER`]).
+pub fn not_before(delay: Duration, retry_after: Option<Duration>) -> Duration {
     match retry_after {
-        Some(wait) => jittered.max(wait.min(MAX_RETRY_AFTER)),
-        None => jittered,
+        Some(wait) => delay.max(wait.min(MAX_RETRY_AFTER)),
+        None => delay,
     }
 }
 

@@ -1,6 +1,6 @@
 //! Status reports to Portainer, sent in order per stack by a thread of their own, so a slow or
 //! absent server never holds up a deploy (the Go agent retries every 5 s while holding its stack
-//! manager). Transport errors, 5xx and 429 are retried with jittered backoff; other refusals
+//! manager). Transport errors, 5xx and 429 are retried with jittered backoff (never sooner than a Retry-After); other refusals
 //! (403 untrusted, 404 unknown environment, 400) are logged and dropped. What is queued for an
 //! older version of a stack, or before its removal, is dropped unsent: Portainer resets a
 //! stack's history on a new version and deletes it on removal.
@@ -169,13 +169,17 @@ fn send_loop(shared: &Shared, client: &Client, persisted: &Persisted) {
             }
             Err(e) if e.retry().is_some() => {
                 failures += 1;
-                let delay = RETRY_BASE
-                    + backoff::full_jitter(
-                        RETRY_BASE,
-                        failures,
-                        RETRY_CAP - RETRY_BASE,
-                        crate::system::random::u64(),
-                    );
+                // Never sooner than the server's Retry-After, as the poll and the job logs.
+                let delay = backoff::not_before(
+                    RETRY_BASE
+                        + backoff::full_jitter(
+                            RETRY_BASE,
+                            failures,
+                            RETRY_CAP - RETRY_BASE,
+                            crate::system::random::u64(),
+                        ),
+                    e.retry().flatten(),
+                );
                 retry_at = Some(Instant::now() + delay);
                 let message = e.to_string();
                 if logged.fresh(&message) {
