@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Fails when a package of Cargo.lock needs a newer Rust than Cargo.toml's rust-version (the
-oldest Rust of the Yocto and Buildroot releases README's device table says build the recipe), or
-when `cargo update` could bring such a package in.
+oldest Rust of the Yocto and Buildroot releases docs/building.md's release table says build the
+recipe), or when `cargo update` could bring such a package in.
 
 Every package of `cargo metadata --locked` is checked, for all platforms: Yocto's crate list and
 Buildroot's vendoring fetch them all, and cargo refuses to build a package whose rust-version
@@ -84,7 +84,8 @@ def main():
                 f"{p['name']} {p['version']} needs Rust {rust} ({why}), newer than Cargo.toml's "
                 f"rust-version {msrv}; required by {by}. Lock an older version "
                 f"(cargo update -p {p['name']}@{p['version']} --precise <version>) or replace it; "
-                f"raise rust-version only if every release in README's device table ships that Rust"
+                f"raise rust-version only if every release in docs/building.md's release table "
+                f"ships that Rust"
             )
     if failures:
         print("\n".join(failures), file=sys.stderr)

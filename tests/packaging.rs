@@ -1,8 +1,9 @@
 //! The files shipped to devices agree with the code: the env template lists every setting, the
 //! first boot with it explains what to do, the Yocto crate list matches Cargo.lock, the Yocto
 //! recipe and the Buildroot package carry Cargo.toml's version, the LICENSE checksums and the
-//! paths of the one unit and env template in `packaging/`, and README's table of releases and
-//! their Rust agrees with Cargo.toml's rust-version and the layer's LAYERSERIES_COMPAT.
+//! paths of the one unit and env template in `packaging/`, and docs/building.md's table of
+//! releases and their Rust agrees with Cargo.toml's rust-version and the layer's
+//! LAYERSERIES_COMPAT (and README's quick start names that Rust).
 
 use std::path::Path;
 use std::process::Command;
@@ -11,6 +12,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_edge-agent");
 const TEMPLATE: &str = "packaging/edge-agent.env";
 const RECIPE: &str = "yocto-layer/recipes-containers/edge-agent";
 const BR_PACKAGE: &str = "buildroot/package/edge-agent";
+/// Where the releases table, the rust-version and the minimum Buildroot release are stated.
+const BUILDING: &str = "docs/building.md";
 
 fn read(path: &str) -> String {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -253,11 +256,13 @@ fn rust_version(text: &str) -> (u32, u32, u32) {
     (major, parts.next().unwrap_or(0), parts.next().unwrap_or(0))
 }
 
-/// `(release, rust, builds)` of each row of README's "Release | Rust | Builds edge-agent" table.
-fn readme_release_table(readme: &str) -> Vec<(String, String, String)> {
-    let table = readme
+/// `(release, rust, builds)` of each row of the "Release | Rust | Builds edge-agent" table.
+fn release_table(doc: &str) -> Vec<(String, String, String)> {
+    let table = doc
         .split_once("\n| Release | Rust | Builds edge-agent |")
-        .expect("README has the table | Release | Rust | Builds edge-agent | Source ... |")
+        .unwrap_or_else(|| {
+            panic!("{BUILDING} has the table | Release | Rust | Builds edge-agent | Source ... |")
+        })
         .1;
     table
         .lines()
@@ -265,25 +270,25 @@ fn readme_release_table(readme: &str) -> Vec<(String, String, String)> {
         .take_while(|l| l.starts_with('|'))
         .map(|row| {
             let cells: Vec<&str> = row.split('|').map(str::trim).collect();
-            assert!(cells.len() >= 5, "README: row {row:?} lacks cells");
+            assert!(cells.len() >= 5, "{BUILDING}: row {row:?} lacks cells");
             (cells[1].into(), cells[2].into(), cells[3].into())
         })
         .collect()
 }
 
 #[test]
-fn readme_releases_agree_with_rust_version_and_the_layer() {
+fn releases_agree_with_rust_version_and_the_layer() {
     let msrv = env!("CARGO_PKG_RUST_VERSION");
-    let readme = read("README.md");
+    let building = read(BUILDING);
     assert!(
-        readme.contains(&format!("Cargo.toml's `rust-version` is **{msrv}**")),
-        "README must say Cargo.toml's `rust-version` is **{msrv}**"
+        building.contains(&format!("Cargo.toml's `rust-version` is **{msrv}**")),
+        "{BUILDING} must say Cargo.toml's `rust-version` is **{msrv}**"
     );
     assert!(
-        readme.contains(&format!("Build it (Rust {msrv} or newer")),
+        read("README.md").contains(&format!("Build it (Rust {msrv} or newer")),
         "README's quick start must name the minimum Rust, {msrv}"
     );
-    let rows = readme_release_table(&readme);
+    let rows = release_table(&building);
     assert!(rows.len() >= 4, "{rows:?}");
     for (release, rust, builds) in &rows {
         let expected = if rust_version(rust) >= rust_version(msrv) {
@@ -293,7 +298,7 @@ fn readme_releases_agree_with_rust_version_and_the_layer() {
         };
         assert_eq!(
             builds, expected,
-            "README: {release} ships Rust {rust} and rust-version is {msrv}: its \"Builds \
+            "{BUILDING}: {release} ships Rust {rust} and rust-version is {msrv}: its \"Builds \
              edge-agent\" cell must say {expected}"
         );
     }
@@ -308,22 +313,24 @@ fn readme_releases_agree_with_rust_version_and_the_layer() {
         assert!(
             rows.iter().any(|(release, _, builds)| builds == "yes"
                 && release.split_whitespace().any(|word| word == series)),
-            "layer.conf declares {series}, but README's table has no {series} row that builds \
+            "layer.conf declares {series}, but {BUILDING}'s table has no {series} row that builds \
              rust-version {msrv}: drop the series or name the layer that brings its Rust"
         );
     }
 
-    let minimum = readme
+    let minimum = building
         .split_once("The minimum Buildroot release is ")
         .and_then(|(_, rest)| rest.split_whitespace().next())
-        .expect("README states \"The minimum Buildroot release is <release>\"");
+        .unwrap_or_else(|| {
+            panic!("{BUILDING} states \"The minimum Buildroot release is <release>\"")
+        });
     for (release, rust, builds) in rows.iter().filter(|(r, _, _)| r.starts_with("Buildroot ")) {
         let series = release["Buildroot ".len()..].trim_end_matches(|c: char| !c.is_ascii_digit());
         let supported = series >= minimum;
         assert_eq!(
             builds == "yes",
             supported,
-            "README: {release} (Rust {rust}) against the stated minimum Buildroot {minimum}"
+            "{BUILDING}: {release} (Rust {rust}) against the stated minimum Buildroot {minimum}"
         );
     }
 }

@@ -19,7 +19,7 @@ SRCREV = "0000000000000000000000000000000000000000"
 # cargo.bbclass builds the release profile (unwinding; Cargo.toml keeps panic = "abort" out of
 # it), from crates fetched by SRC_URI: regenerate the list with scripts/update-crates.py.
 # Cargo.toml's rust-version is the oldest Rust that builds it. scarthgap's own Rust is older:
-# add meta-lts-mixins' scarthgap/rust layer there (README's device table).
+# add meta-lts-mixins' scarthgap/rust layer there (docs/building.md's release table).
 inherit cargo cargo-update-recipe-crates systemd
 require ${BPN}-crates.inc
 
