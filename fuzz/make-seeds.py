@@ -139,7 +139,8 @@ def main():
     except ImportError:
         print("no python3-cryptography: no valid signature seed")
     write("signature", sig_seeds)
-    docs = [d for d in rust_strings("compose/load.rs", "services:") if len(d) < 1500]
+    load = sorted((SRC / "compose/load").glob("*.rs"))
+    docs = [d for f in load for d in rust_strings(f.relative_to(SRC), "services:") if len(d) < 1500]
     docs += [d for d in rust_strings("compose/yaml.rs", ":\n") if len(d) < 600][:8]
     write("compose", docs[:40] + ["services:\n  web:\n    image: nginx:${TAG}\n    env_file: .env\n\0TAG=1\nA=${TAG}-x\n"])
     write("dotenv", [

@@ -1,0 +1,151 @@
+//! What the pipeline reads, and the first stages on it: the compose file (at most [`MAX_FILE`]
+//! bytes) into its YAML tree ([`crate::compose::yaml`]), and the environment for interpolation,
+//! the caller's over `.env` or `--env-file` ([`crate::compose::dotenv`]). `env_file:` files are
+//! read through [`read_env_file`] too.
+
+use super::error::{Fail, LoadError};
+use crate::compose::yaml::{self, Node};
+use crate::compose::{dotenv, Source};
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+/// The largest compose, `.env` or `env_file:` file read.
+pub const MAX_FILE: u64 = 1024 * 1024;
+
+/// Reads a file for the pipeline: its text, `None` when it does not exist, or why not.
+pub type ReadFile<'a> = &'a dyn Fn(&Path) -> Result<Option<String>, String>;
+
+/// The compose file (exactly one), and its YAML tree.
+pub(super) fn compose_file(source: &Source, read: ReadFile) -> Result<(PathBuf, Node), Fail> {
+    let file = match source.files.as_slice() {
+        [file] => source.working_dir.join(file),
+        _ => {
+            return Err(Box::new(LoadError {
+                file: source.working_dir.clone(),
+                line: None,
+                path: String::new(),
+                message: format!(
+                "{} compose files given: this engine reads exactly one (merge overrides into it)",
+                source.files.len()
+            ),
+            }))
+        }
+    };
+    let text = read(&file)
+        .and_then(|text| text.ok_or_else(|| "not found".to_owned()))
+        .map_err(|m| fail(&file, m))?;
+    let root = yaml::parse(&text).map_err(|e| {
+        Box::new(LoadError {
+            file: file.clone(),
+            line: Some(e.line),
+            path: String::new(),
+            message: format!("not valid YAML: {}", e.message),
+        })
+    })?;
+    Ok((file, root))
+}
+
+/// The environment for interpolation: the caller's, then `.env` (or the `--env-file`) for the
+/// names the caller does not set.
+pub(super) fn environment(
+    source: &Source,
+    read: ReadFile,
+) -> Result<BTreeMap<String, String>, Fail> {
+    let mut env = source.environment.clone();
+    let disabled = env
+        .get("COMPOSE_DISABLE_ENV_FILE")
+        .is_some_and(|v| matches!(v.as_str(), "1" | "true" | "TRUE" | "True"));
+    let dotenv_file = match &source.env_file {
+        Some(path) => Some((source.working_dir.join(path), true)),
+        None => (!disabled).then(|| (source.working_dir.join(".env"), false)),
+    };
+    if let Some((path, required)) = &dotenv_file {
+        let caller = source.environment.clone();
+        let entries =
+            read_env_file(read, path, &|k| caller.get(k).cloned()).map_err(|(line, m)| {
+                Box::new(LoadError {
+                    file: path.clone(),
+                    line,
+                    path: String::new(),
+                    message: m,
+                })
+            })?;
+        if entries.is_none() && *required {
+            return Err(fail(path, "env file not found".into()));
+        }
+        for (key, value) in entries.unwrap_or_default() {
+            env.entry(key).or_insert(value);
+        }
+    }
+    Ok(env)
+}
+
+fn fail(file: &Path, message: String) -> Fail {
+    Box::new(LoadError {
+        file: file.to_owned(),
+        line: None,
+        path: String::new(),
+        message,
+    })
+}
+
+pub(super) fn read_bounded(path: &Path) -> Result<Option<String>, String> {
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(format!("cannot read it: {e}")),
+    };
+    let mut text = String::new();
+    file.take(MAX_FILE + 1)
+        .read_to_string(&mut text)
+        .map_err(|e| format!("cannot read it: {e}"))?;
+    if text.len() as u64 > MAX_FILE {
+        return Err(format!("larger than {} KiB", MAX_FILE / 1024));
+    }
+    Ok(Some(text))
+}
+
+/// The line (when known) and what is wrong.
+type EnvFileError = (Option<usize>, String);
+
+/// The entries of an env file, `None` if it does not exist.
+pub(super) fn read_env_file(
+    read: ReadFile,
+    path: &Path,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Vec<(String, String)>>, EnvFileError> {
+    match read(path).map_err(|m| (None, m))? {
+        Some(text) => dotenv::parse(&text, env)
+            .map(Some)
+            .map_err(|(line, m)| (Some(line), m)),
+        None => Ok(None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compose::load::tests::{load_err, load_files};
+
+    #[test]
+    fn bounds_on_files_and_aliases() {
+        let big = format!("services: {{}}\n#{}\n", "x".repeat(MAX_FILE as usize));
+        let (_dir, project) = load_files(&[("compose.yaml", &big)], &[]);
+        assert!(project
+            .unwrap_err()
+            .message
+            .contains("larger than 1024 KiB"));
+        let mut bomb = String::from("x-a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+        for i in 0..8 {
+            let prev = if i == 0 {
+                "a".to_owned()
+            } else {
+                format!("b{}", i - 1)
+            };
+            bomb.push_str(&format!("x-b{i}: &b{i} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+        }
+        bomb.push_str("services: {}\n");
+        assert!(load_err(&bomb).contains("alias bomb"));
+    }
+}
