@@ -36,7 +36,10 @@ fn closed_port() -> u16 {
 }
 
 fn check(agent: &Agent, extra: &[&str]) -> (Option<i32>, String) {
-    let out = agent.command(&[&["check"], extra].concat()).output().unwrap();
+    let out = agent
+        .command(&[&["check"], extra].concat())
+        .output()
+        .unwrap();
     (
         out.status.code(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -62,7 +65,9 @@ fn check_without_a_key_is_the_configuration_error_run_stops_on() {
     assert!(line(&text, "Edge key:").contains("NOT set"), "{text}");
     assert_eq!(
         text.lines().last(),
-        Some("result: NOT OK: the configuration is not valid; `run` stops on it too (exit code 78)"),
+        Some(
+            "result: NOT OK: the configuration is not valid; `run` stops on it too (exit code 78)"
+        ),
         "{text}"
     );
     let run = agent.command(&["run"]).output().unwrap();
@@ -76,7 +81,11 @@ fn an_invalid_value_also_ends_the_report_with_its_result() {
     let (code, text) = check(&agent, &[]);
     assert_eq!(code, Some(78), "{text}");
     assert!(line(&text, "configuration: NOT valid:").contains("EDGE_UPLOAD_MAX"));
-    assert!(text.lines().last().unwrap_or_default().starts_with("result: NOT OK"));
+    assert!(text
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .starts_with("result: NOT OK"));
 }
 
 #[test]
@@ -164,7 +173,10 @@ fn run_says_at_start_when_the_docker_socket_is_missing() {
         Duration::from_secs(20),
     );
     let log = running.log();
-    let docker_line = log.lines().find(|l| l.contains("Docker:")).unwrap_or_default();
+    let docker_line = log
+        .lines()
+        .find(|l| l.contains("Docker:"))
+        .unwrap_or_default();
     assert!(
         docker_line.contains("WARN") && docker_line.contains("`edge-agent check` shows the same"),
         "{log}"

@@ -32,7 +32,8 @@ pub fn print(config: &Config, out: &mut Output<impl Write>) {
     match (&proxies.https, &proxies.http) {
         (None, None) => say!(out, "proxy: none (HTTPS_PROXY and HTTP_PROXY not set)"),
         (https, http) => {
-            let shown = |p: &Option<String>| p.as_deref().map_or("none".to_owned(), without_password);
+            let shown =
+                |p: &Option<String>| p.as_deref().map_or("none".to_owned(), without_password);
             say!(
                 out,
                 "proxy: {} for https:// URLs (HTTPS_PROXY), {} for http:// URLs (HTTP_PROXY){}",

@@ -414,7 +414,10 @@ mod tests {
         (0..2 * 3600 / 5)
             .map(|n| {
                 let at = Duration::from_secs(5 * n);
-                (at.as_secs(), failures.record("connection refused", start + at))
+                (
+                    at.as_secs(),
+                    failures.record("connection refused", start + at),
+                )
             })
             .filter(|(_, line)| *line != Line::Quiet)
             .collect()
