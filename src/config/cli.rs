@@ -82,7 +82,7 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
                 "check" => Command::Check,
                 "help" => Command::Help,
                 "version" | "-V" => Command::Version,
-                value if switch.is_some() && super::parse_go_bool(value).is_some() => {
+                value if switch.is_some() && super::validation::parse_go_bool(value).is_some() => {
                     let flag = switch.unwrap_or_default();
                     return Err(format!(
                         "--{flag} takes no value: write --{flag} to turn it on, --no-{flag} to turn it off (or --{flag}={value})"

@@ -219,7 +219,7 @@ fn parse_size(s: &str) -> Option<u64> {
 }
 
 /// Go's `strconv.ParseBool`, which kingpin uses for the Go agent's boolean settings.
-fn parse_go_bool(s: &str) -> Option<bool> {
+pub(super) fn parse_go_bool(s: &str) -> Option<bool> {
     match s {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
