@@ -41,7 +41,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let load = || config::Config::load(cli.env_file, |k| std::env::var_os(k), &cli.flags);
+    let load = || config::Config::load(cli.env_file, &config::ProcessEnvironment, &cli.flags);
     let mut stdout = system::output::stdout();
     match cli.command {
         config::cli::Command::Help => {

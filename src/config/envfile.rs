@@ -20,6 +20,9 @@ pub struct Entry {
     pub key: String,
     pub value: String,
     pub line: usize,
+    /// Spaces around the `=` (`KEY = value`): systemd and the agent read the line alike, but a
+    /// shell or `docker run --env-file` would not.
+    pub spaced: bool,
 }
 
 #[derive(Debug)]
@@ -116,7 +119,16 @@ pub fn parse(text: &str) -> Vec<Result<Entry, (usize, &'static str)>> {
                 return Some(Err((line, "the file starts with a UTF-8 byte order mark (as some Windows editors save), which systemd takes as part of the first name; save the file without it, e.g. sed -i '1s/^\\xEF\\xBB\\xBF//' FILE")));
             }
             parse_line(raw.trim())
-                .map(|kv| kv.map(|(key, value)| Entry { key, value, line }))
+                .map(|kv| {
+                    kv.map(|(key, value)| Entry {
+                        spaced: raw.split_once('=').is_some_and(|(k, v)| {
+                            k.ends_with(char::is_whitespace) || v.starts_with(char::is_whitespace)
+                        }),
+                        key,
+                        value,
+                        line,
+                    })
+                })
                 .map(|entry| entry.map_err(|problem| (line, problem)))
         })
         .collect()
