@@ -6,9 +6,6 @@ use crate::config::Config;
 use crate::system::output::Output;
 use std::io::Write;
 
-/// An upload never leaves less than this free (`api::browse`); said here for the operator.
-const UPLOAD_FREE_FLOOR: &str = "16 MiB";
-
 pub fn print(config: &Config, out: &mut Output<impl Write>) {
     say!(
         out,
@@ -56,8 +53,9 @@ pub fn print(config: &Config, out: &mut Output<impl Write>) {
     );
     say!(
         out,
-        "uploads: at most {} a file (EDGE_UPLOAD_MAX), never leaving less than {UPLOAD_FREE_FLOOR} free",
-        size(config.upload_max)
+        "uploads: at most {} a file (EDGE_UPLOAD_MAX), never leaving less than {} free",
+        size(config.upload_max),
+        size(crate::api::browse::staging::RESERVE)
     );
     match std::env::var("RUST_LOG") {
         Ok(filter) if !filter.is_empty() => say!(
@@ -88,7 +86,7 @@ fn without_password(url: &str) -> String {
 /// `bytes` in the largest binary unit that divides it (as `EDGE_UPLOAD_MAX` is written).
 fn size(bytes: u64) -> String {
     for (shift, unit) in [(30, "GiB"), (20, "MiB"), (10, "KiB")] {
-        if bytes >= 1 << shift && bytes % (1 << shift) == 0 {
+        if bytes >= 1 << shift && bytes.is_multiple_of(1 << shift) {
             return format!("{} {unit}", bytes >> shift);
         }
     }
