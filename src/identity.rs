@@ -122,7 +122,12 @@ mod tests {
             .iter()
             .map(|(name, v)| (VARS.iter().find(|var| var.env == *name).unwrap(), v.clone()))
             .collect();
-        Config::load(EnvFileChoice::Named(empty), |_| None, &flags).unwrap()
+        Config::load(
+            EnvFileChoice::Named(empty),
+            &crate::config::tests::env_of(&[]),
+            &flags,
+        )
+        .unwrap()
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub fn main() -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    let load = || config::Config::load(cli.env_file, |k| std::env::var_os(k), &cli.flags);
+    let load = || config::Config::load(cli.env_file, &config::ProcessEnvironment, &cli.flags);
     let mut stdout = system::output::stdout();
     match cli.command {
         config::cli::Command::Help => {
@@ -57,17 +57,19 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         config::cli::Command::Check => match load() {
-            Ok(config) => {
-                if check::check(&config, &mut stdout) {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::FAILURE
-                }
-            }
+            Ok(config) => match check::check(&config, &mut stdout) {
+                check::Verdict::Ok => ExitCode::SUCCESS,
+                check::Verdict::NotOk => ExitCode::FAILURE,
+                check::Verdict::ConfigError => ExitCode::from(EXIT_CONFIG),
+            },
             Err(errors) => {
                 for e in errors {
                     stdout.line(format_args!("configuration: NOT valid: {e}"));
                 }
+                stdout.line(format_args!(
+                    "{}",
+                    check::result_line(check::Verdict::ConfigError)
+                ));
                 ExitCode::from(EXIT_CONFIG)
             }
         },

@@ -5,6 +5,7 @@
 use crate::api::signature::Verifier;
 use crate::api::{self, Api};
 use crate::config::Config;
+use crate::docker;
 use crate::identity::{self, Identity};
 use crate::jobs::{self, Jobs, Uploader};
 use crate::poller::{Consumer, Poller};
@@ -62,6 +63,7 @@ pub fn run(config: Config) -> ExitCode {
         identity.key.portainer_url,
         store.path().display()
     );
+    log_docker(&config);
     if config.insecure_poll {
         log::warn!("EDGE_INSECURE_POLL is on: the Portainer server certificate is not verified");
     }
@@ -174,4 +176,22 @@ fn config_error(message: &str) -> ExitCode {
 fn fail(message: &str) -> ExitCode {
     log::error!("{message}");
     ExitCode::FAILURE
+}
+
+/// Says once at start whether Docker answers, with `check`'s advice when it does not: stacks,
+/// jobs and the Docker proxy need it, and otherwise fail one by one later.
+fn log_docker(config: &Config) {
+    let socket = config.docker_socket.display();
+    match docker::Client::connect(&config.docker_socket, docker::Limits::default())
+        .and_then(|client| client.version())
+    {
+        Ok(version) => log::info!(
+            "Docker: {socket} answers, Docker Engine {} (API {})",
+            version.version,
+            version.api_version
+        ),
+        Err(e) => log::warn!(
+            "Docker: {e}. Edge stacks, edge jobs and Portainer's Docker views fail until it answers; `edge-agent check` shows the same"
+        ),
+    }
 }

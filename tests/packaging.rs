@@ -32,16 +32,10 @@ fn settings() -> Vec<(String, String, String)> {
         .chunks(2)
         .take_while(|pair| !pair[0].trim_start().starts_with("--env-file"))
         .map(|pair| {
-            let var = pair[0].split_whitespace().nth(1).unwrap();
-            let (var, default) = var
-                .strip_suffix(',')
-                .map(|v| (v, pair[0].rsplit_once("default ").unwrap().1))
-                .unwrap_or((var, ""));
-            (
-                var.to_owned(),
-                default.to_owned(),
-                pair[1].trim().to_owned(),
-            )
+            // "  --flag VALUE" (or "  --flag, --no-flag"), then "      VAR[, default D]: help".
+            let (head, help) = pair[1].trim().split_once(": ").unwrap();
+            let (var, default) = head.split_once(", default ").unwrap_or((head, ""));
+            (var.to_owned(), default.to_owned(), help.to_owned())
         })
         .collect()
 }

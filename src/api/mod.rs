@@ -6,7 +6,7 @@
 //! `/dockerhub`, and the Docker proxy for everything else. The Docker API version
 //! prefix (`/v1.41`) is dropped from paths, as the Go agent does.
 
-mod browse;
+pub(crate) mod browse;
 mod confine;
 mod conn;
 mod console;

@@ -59,8 +59,16 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
     let mut command = None;
     let mut env_file = EnvFileChoice::Default;
     let mut flags = Vec::new();
+    // A switch just given without a value, for a clear message when a value follows it.
+    let mut last_switch: Option<&str> = None;
     while let Some(arg) = args.next() {
         let arg = arg?;
+        let switch = last_switch.take();
+        if arg == "-h" || arg == "--help" {
+            // `check -h` asks for help as much as `-h` does.
+            command = Some(Command::Help);
+            continue;
+        }
         if arg == "compose" && command.is_none() {
             return Ok(Cli {
                 command: Command::Compose(parse_compose(&mut args)?),
@@ -72,10 +80,20 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
             let chosen = match arg.as_str() {
                 "run" => Command::Run,
                 "check" => Command::Check,
-                "help" | "-h" => Command::Help,
+                "help" => Command::Help,
                 "version" | "-V" => Command::Version,
+                value if switch.is_some() && super::validation::parse_go_bool(value).is_some() => {
+                    let flag = switch.unwrap_or_default();
+                    return Err(format!(
+                        "--{flag} takes no value: write --{flag} to turn it on, --no-{flag} to turn it off (or --{flag}={value})"
+                    ));
+                }
                 _ => return Err(format!("unknown command {arg:?}; see edge-agent --help")),
             };
+            if matches!(chosen, Command::Help) || matches!(command, Some(Command::Help)) {
+                command = Some(Command::Help);
+                continue;
+            }
             if command.replace(chosen).is_some() {
                 return Err(format!(
                     "unexpected argument {arg:?}; see edge-agent --help"
@@ -103,13 +121,17 @@ pub fn parse(args: impl IntoIterator<Item = OsString>) -> Result<Cli, String> {
                         return Err(format!("--{name} takes no value"));
                     }
                     flags.push((var, "false".to_owned()));
+                    last_switch = Some(var.flag);
                     continue;
                 }
                 let Some(var) = VARS.iter().find(|v| v.flag == name) else {
                     return Err(format!("unknown option --{name}; see edge-agent --help"));
                 };
                 let value = match (var.is_bool(), inline) {
-                    (true, None) => "true".to_owned(),
+                    (true, None) => {
+                        last_switch = Some(var.flag);
+                        "true".to_owned()
+                    }
                     (_, inline) => value_of(&format!("--{name}"), inline, &mut args)?,
                 };
                 flags.push((var, value));
@@ -235,14 +257,15 @@ pub fn help() -> String {
         } else {
             format!(", default {}", var.default)
         };
-        let _ = writeln!(
-            out,
-            "  --{:<20} {}{default}\n  {:<22} {}",
-            var.flag, var.env, "", var.help
-        );
+        let names = match var.is_bool() {
+            true => format!("--{0}, --no-{0}", var.flag),
+            false => format!("--{} VALUE", var.flag),
+        };
+        let _ = writeln!(out, "  {names}\n      {}{default}: {}", var.env, var.help);
     }
     out.push_str(
-        "  --env-file PATH        the env file to read\n  --help, --version\n\n\
+        "  --env-file PATH\n      the env file to read\n  --help, --version\n\n\
+         Switches (--no-... turns one off) take no value; --<switch>=false works too.\n\n\
          Exit codes: check: 0 all in order, 1 something is NOT (see its line), 78 bad\n\
          configuration; run: 0 stopped, 64 bad command line, 78 bad configuration, 1 other\n\
          failure.",
@@ -308,6 +331,49 @@ mod tests {
         assert!(parse_str(&["run", "check"])
             .unwrap_err()
             .contains("unexpected argument"));
+    }
+
+    #[test]
+    fn help_is_help_after_a_command_too() {
+        for args in [
+            &["check", "-h"][..],
+            &["run", "--help"],
+            &["-h", "check"],
+            &["check", "help"],
+        ] {
+            assert!(
+                matches!(parse_str(args).unwrap().command, Command::Help),
+                "{args:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_value_after_a_switch_is_explained() {
+        assert_eq!(
+            parse_str(&["--edge-insecurepoll", "true"]).unwrap_err(),
+            "--edge-insecurepoll takes no value: write --edge-insecurepoll to turn it on, --no-edge-insecurepoll to turn it off (or --edge-insecurepoll=true)"
+        );
+        assert!(parse_str(&["check", "--no-edge-tunnel", "0"])
+            .unwrap_err()
+            .contains("--edge-tunnel takes no value"));
+        let cli = parse_str(&["--edge-insecurepoll=false", "check"]).unwrap();
+        assert!(matches!(cli.command, Command::Check));
+        assert_eq!(cli.flags[0].1, "false");
+        // A command after a switch is still a command.
+        let cli = parse_str(&["--edge-insecurepoll", "check"]).unwrap();
+        assert!(matches!(cli.command, Command::Check));
+    }
+
+    #[test]
+    fn help_shows_switches_without_values_and_their_no_forms() {
+        let help = help();
+        assert!(
+            help.contains("  --edge-insecurepoll, --no-edge-insecurepoll\n"),
+            "{help}"
+        );
+        assert!(help.contains("  --edge-key VALUE\n"), "{help}");
+        assert!(!help.contains("--edge-insecurepoll VALUE"));
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub struct Entry {
     pub key: String,
     pub value: String,
     pub line: usize,
+    /// Spaces around the `=` (`KEY = value`): systemd and the agent read the line alike, but a
+    /// shell or `docker run --env-file` would not.
+    pub spaced: bool,
 }
 
 #[derive(Debug)]
@@ -104,12 +107,28 @@ pub fn load(path: &Path) -> Result<Option<Loaded>, Error> {
 
 /// Parses env-file text: each line is an entry or, with its 1-based number, what is wrong with it.
 pub fn parse(text: &str) -> Vec<Result<Entry, (usize, &'static str)>> {
+    let (text, bom) = match text.strip_prefix('\u{feff}') {
+        Some(rest) => (rest, true),
+        None => (text, false),
+    };
     text.lines()
         .enumerate()
         .filter_map(|(index, raw)| {
             let line = index + 1;
+            if bom && line == 1 {
+                return Some(Err((line, "the file starts with a UTF-8 byte order mark (as some Windows editors save), which systemd takes as part of the first name; save the file without it, e.g. sed -i '1s/^\\xEF\\xBB\\xBF//' FILE")));
+            }
             parse_line(raw.trim())
-                .map(|kv| kv.map(|(key, value)| Entry { key, value, line }))
+                .map(|kv| {
+                    kv.map(|(key, value)| Entry {
+                        spaced: raw.split_once('=').is_some_and(|(k, v)| {
+                            k.ends_with(char::is_whitespace) || v.starts_with(char::is_whitespace)
+                        }),
+                        key,
+                        value,
+                        line,
+                    })
+                })
                 .map(|entry| entry.map_err(|problem| (line, problem)))
         })
         .collect()
@@ -136,6 +155,11 @@ fn key_value(line: &str) -> Result<(String, String), &'static str> {
         .split_once('=')
         .ok_or("no '=' on this line (expected KEY=value, or a comment line starting with #)")?;
     let key = key.trim_end();
+    if key.starts_with("export ") || key.starts_with("export\t") {
+        return Err(
+            "'export' is shell syntax: systemd ignores this line; write KEY=value without 'export'",
+        );
+    }
     let valid_key = key
         .bytes()
         .enumerate()
@@ -266,6 +290,18 @@ mod tests {
         assert!(problems("KEY=\"open\\\"")[0]
             .1
             .starts_with("unterminated quote"));
+    }
+
+    #[test]
+    fn shell_habits_and_a_byte_order_mark_are_named() {
+        assert_eq!(
+            problems("\u{feff}EDGE_ID=abc\nEDGE_KEY=k\n"),
+            [(1, "the file starts with a UTF-8 byte order mark (as some Windows editors save), which systemd takes as part of the first name; save the file without it, e.g. sed -i '1s/^\\xEF\\xBB\\xBF//' FILE")]
+        );
+        assert_eq!(
+            problems("# ok\nexport EDGE_ID=abc\n"),
+            [(2, "'export' is shell syntax: systemd ignores this line; write KEY=value without 'export'")]
+        );
     }
 
     #[test]

@@ -8,6 +8,7 @@ pub mod cli;
 pub mod duration;
 pub mod edge_key;
 mod envfile;
+mod names;
 mod settings;
 mod sources;
 mod validation;
@@ -15,13 +16,12 @@ mod validation;
 #[cfg(fuzzing)]
 pub use envfile::parse as parse_env_file;
 pub use settings::{Var, VARS};
-pub use sources::Source;
+pub use sources::{Environment, ProcessEnvironment, Source};
 
 use edge_key::EdgeKey;
 use sources::Raw;
 
 use log::LevelFilter;
-use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -54,12 +54,36 @@ impl fmt::Display for Error {
                 value,
                 source,
                 expected,
+            } if sources::SECRETS.contains(var) => {
+                write!(f, "{var}={} ({source}): {expected}", hidden(value))
+            }
+            Error::Invalid {
+                var,
+                value,
+                source,
+                expected,
             } => write!(f, "{var}={value:?} ({source}): {expected}"),
         }
     }
 }
 
 impl std::error::Error for Error {}
+
+/// A secret as an error may show it: its first and last four characters and its length, so an
+/// operator can tell which key it is (and spot a stray quote or space at either end) while the
+/// rest stays out of terminals and journals. Shorter secrets show only their length.
+fn hidden(secret: &str) -> String {
+    let chars: Vec<char> = secret.chars().collect();
+    let n = chars.len();
+    match n {
+        0..16 => format!("({n} characters, hidden)"),
+        _ => format!(
+            "\"{}…{}\" ({n} characters, the middle hidden)",
+            chars[..4].iter().collect::<String>(),
+            chars[n - 4..].iter().collect::<String>()
+        ),
+    }
+}
 
 /// Ids sent in the global-key request body (EE onboarding; CE ignores them).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -128,7 +152,7 @@ impl Config {
     /// On error, every bad line of the env file and every bad value.
     pub fn load(
         env_file: EnvFileChoice,
-        env: impl Fn(&str) -> Option<OsString>,
+        env: &impl Environment,
         flags: &[(&'static Var, String)],
     ) -> Result<Config, Vec<Error>> {
         let mut warnings = Vec::new();
@@ -138,7 +162,7 @@ impl Config {
             EnvFileChoice::Default => (PathBuf::from(DEFAULT_ENV_FILE), false),
             EnvFileChoice::Named(path) => (path, true),
         };
-        let env_file_read = sources::read_env_file(
+        let file_names = sources::read_env_file(
             &env_file,
             must_exist,
             &mut raw,
@@ -146,7 +170,14 @@ impl Config {
             &mut problems,
         )
         .map_err(|e| vec![e])?;
-        sources::read_environment(env, &mut raw, &mut problems);
+        let env_file_read = file_names.is_some();
+        sources::read_environment(
+            env,
+            &file_names.unwrap_or_default(),
+            &mut raw,
+            &mut warnings,
+            &mut problems,
+        );
         sources::read_flags(flags, &mut raw);
         // An empty value means "not set", so the shipped template's `EDGE_KEY=` is not an error.
         raw.retain(|_, (value, _)| !value.trim().is_empty());
@@ -173,24 +204,39 @@ impl Problems {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! Also the helpers of the tests of sources.rs and validation.rs, which load whole
     //! configurations too.
 
     use super::*;
     use std::collections::BTreeMap;
+    use std::ffi::OsString;
     use std::io::Write;
 
     pub(super) fn var(env: &str) -> &'static Var {
         VARS.iter().find(|v| v.env == env).unwrap()
     }
 
-    pub(super) fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> {
-        let map: BTreeMap<String, OsString> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), OsString::from(v)))
-            .collect();
-        move |k| map.get(k).cloned()
+    /// A process environment holding `pairs`.
+    pub(crate) struct TestEnv(BTreeMap<String, OsString>);
+
+    impl Environment for TestEnv {
+        fn var(&self, name: &str) -> Option<OsString> {
+            self.0.get(name).cloned()
+        }
+
+        fn names(&self) -> Vec<OsString> {
+            self.0.keys().map(OsString::from).collect()
+        }
+    }
+
+    pub(crate) fn env_of(pairs: &[(&str, &str)]) -> TestEnv {
+        TestEnv(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), OsString::from(v)))
+                .collect(),
+        )
     }
 
     pub(super) fn file(text: &str) -> (tempfile::NamedTempFile, EnvFileChoice) {
@@ -210,17 +256,37 @@ mod tests {
     pub(super) const KEY: &str = "aHR0cHM6Ly9wb3J0YWluZXIuZXhhbXBsZS5jb206OTQ0M3xwb3J0YWluZXIuZXhhbXBsZS5jb206ODAwMHx2elFPQlpEY2k0Z1F5d1FwSVFlbDJOM3V2ZU5pQTBQNWl0TzJta1UxZS9zPXwz";
 
     #[test]
+    fn a_bad_secret_is_shown_by_its_ends_only() {
+        let key = "aHR0cHM6Ly9wb3J0YWluZXIuZXhhbXBsZS5jb206OTQ0M3xwb3J0YWluZXIuZXhhbXBsZS5jb206ODAwMHxmcHw3!";
+        let (_f, choice) = file(&format!("EDGE_KEY={key}\n"));
+        let error = the_error(Config::load(choice, &env_of(&[]), &[]));
+        assert!(
+            error.starts_with(&format!(
+                "EDGE_KEY=\"aHR0…Hw3!\" ({} characters, the middle hidden) (",
+                key.len()
+            )),
+            "{error}"
+        );
+        assert!(!error.contains(&key[4..key.len() - 4]), "{error}");
+        assert_eq!(hidden("short-secret"), "(12 characters, hidden)");
+        assert_eq!(
+            hidden("0123456789abcdefXYZ"),
+            "\"0123…fXYZ\" (19 characters, the middle hidden)"
+        );
+    }
+
+    #[test]
     fn defaults_when_nothing_is_set() {
         let dir = tempfile::tempdir().unwrap();
         let choice = EnvFileChoice::Named(dir.path().join("missing.env"));
-        let err = the_error(Config::load(choice, env_of(&[]), &[]));
+        let err = the_error(Config::load(choice, &env_of(&[]), &[]));
         assert!(
             err.contains("missing.env does not exist")
                 && err.contains("install -D -m 600 packaging/edge-agent.env"),
             "{err}"
         );
         let (_f, choice) = file("");
-        let c = Config::load(choice, env_of(&[]), &[]).unwrap();
+        let c = Config::load(choice, &env_of(&[]), &[]).unwrap();
         assert!(c.edge_key.is_none() && c.edge_id.is_none());
         assert!(!c.insecure_poll && c.tunnel && c.host_browser);
         assert_eq!(c.upload_max, 1 << 30);
@@ -237,7 +303,7 @@ mod tests {
         );
         let errors: Vec<String> = Config::load(
             choice,
-            env_of(&[("DATA_PATH", "relative")]),
+            &env_of(&[("DATA_PATH", "relative")]),
             &[(var("PORTAINER_GROUP"), "one".into())],
         )
         .unwrap_err()

@@ -3,20 +3,15 @@
 //! that others can read, are warnings.
 
 use super::settings::{Var, VARS};
-use super::{envfile, Error, Problems};
+use super::{envfile, names, Error, Problems};
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-/// Go agent settings that an operator may paste from the Portainer UI and that mean nothing here
-/// (`EDGE=1`, which turns on edge mode in the Go agent, is always true here and accepted silently).
-const IGNORED_GO_SETTINGS: &[&str] =
-    &["EDGE", "EDGE_ASYNC", "EDGE_SERVER_HOST", "EDGE_SERVER_PORT"];
-
 /// Settings that give access to this device or its Portainer: the env file holding one should be
 /// its owner's alone.
-const SECRETS: &[&str] = &["EDGE_KEY", "AGENT_SECRET"];
+pub(super) const SECRETS: &[&str] = &["EDGE_KEY", "AGENT_SECRET"];
 
 /// Where a value came from, for error messages.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,8 +36,8 @@ impl fmt::Display for Source {
 /// Every setting given a value: the value as given and where it came from.
 pub(super) type Raw = BTreeMap<&'static str, (String, Source)>;
 
-/// Reads the env file at `path` into `raw`; every bad line goes to `problems`. Returns whether
-/// the file was read: `false` when it does not exist and `must_exist` is not set. An unreadable
+/// Reads the env file at `path` into `raw`; every bad line goes to `problems`. Returns the names
+/// the file sets, or `None` when it does not exist and `must_exist` is not set. An unreadable
 /// file, or a missing one that must exist, is the one error.
 pub(super) fn read_env_file(
     path: &Path,
@@ -50,12 +45,12 @@ pub(super) fn read_env_file(
     raw: &mut Raw,
     warnings: &mut Vec<String>,
     problems: &mut Problems,
-) -> Result<bool, Error> {
+) -> Result<Option<Vec<String>>, Error> {
     let loaded = envfile::load(path).map_err(Error::EnvFile)?;
-    let env_file_read = loaded.is_some();
+    let mut file_names = Vec::new();
     match loaded {
         None if must_exist => return Err(Error::EnvFileMissing(path.to_owned())),
-        None => {}
+        None => return Ok(None),
         Some(loaded) => {
             let mut secrets = Vec::new();
             let readable = loaded.readable_by_others();
@@ -63,6 +58,16 @@ pub(super) fn read_env_file(
                 let Some(entry) = problems.take(line.map_err(Error::EnvFile)) else {
                     continue;
                 };
+                file_names.push(entry.key.clone());
+                if entry.spaced {
+                    warnings.push(format!(
+                        "{} line {}: spaces around '=': systemd and edge-agent read {}={}, but a shell or `docker run --env-file` would not; write it without spaces",
+                        path.display(),
+                        entry.line,
+                        entry.key,
+                        if SECRETS.contains(&entry.key.as_str()) { "..." } else { &entry.value }
+                    ));
+                }
                 let source = Source::File {
                     path: path.to_owned(),
                     line: entry.line,
@@ -74,23 +79,7 @@ pub(super) fn read_env_file(
                         }
                         raw.insert(var.env, (entry.value, source));
                     }
-                    None if entry.key == "EDGE" => {}
-                    None if IGNORED_GO_SETTINGS.contains(&entry.key.as_str()) => {
-                        warnings.push(format!(
-                            "{source}: {} is a Go agent setting that edge-agent does not support; ignored",
-                            entry.key
-                        ));
-                    }
-                    None if entry.key.starts_with("EDGE_") => warnings.push(format!(
-                        "{source}: unknown setting {} is ignored (known EDGE_ settings: {})",
-                        entry.key,
-                        VARS.iter()
-                            .filter(|v| v.env.starts_with("EDGE_"))
-                            .map(|v| v.env)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    )),
-                    None => {}
+                    None => warnings.extend(names::warning(&entry.key, &source)),
                 }
             }
             if readable && !secrets.is_empty() {
@@ -104,15 +93,46 @@ pub(super) fn read_env_file(
             }
         }
     }
-    Ok(env_file_read)
+    Ok(Some(file_names))
 }
 
-/// Reads the settings set in the process environment `env` into `raw`, over the env file's.
+/// Where the process environment's settings come from: the real one, or a test's.
+pub trait Environment {
+    fn var(&self, name: &str) -> Option<OsString>;
+    /// Every name set, to find misspelled settings.
+    fn names(&self) -> Vec<OsString>;
+}
+
+/// This process's environment.
+pub struct ProcessEnvironment;
+
+impl Environment for ProcessEnvironment {
+    fn var(&self, name: &str) -> Option<OsString> {
+        std::env::var_os(name)
+    }
+
+    fn names(&self) -> Vec<OsString> {
+        std::env::vars_os().map(|(name, _)| name).collect()
+    }
+}
+
+/// Reads the settings set in the process environment `env` into `raw`, over the env file's,
+/// and warns of names that are not settings (unless the env file has them too: systemd's
+/// `EnvironmentFile=` exports its lines, which were warned about already).
 pub(super) fn read_environment(
-    env: impl Fn(&str) -> Option<OsString>,
+    env: &impl Environment,
+    file_names: &[String],
     raw: &mut Raw,
+    warnings: &mut Vec<String>,
     problems: &mut Problems,
 ) {
+    for name in env.names() {
+        let Some(name) = name.to_str() else { continue };
+        if !file_names.iter().any(|n| n == name) {
+            warnings.extend(names::warning(name, &Source::Env));
+        }
+    }
+    let env = |name: &str| env.var(name);
     for var in VARS {
         let lower = var.env.to_ascii_lowercase();
         let value = env(var.env).or_else(|| {
@@ -157,12 +177,36 @@ mod tests {
     use std::time::Duration;
 
     #[test]
+    fn misspelled_names_are_warned_about_once_wherever_they_are() {
+        let (_f, choice) = file("EDGE_INSECUREPOLL=1\nEDGE_ID = dev-1\n");
+        let c = Config::load(
+            choice,
+            // systemd's EnvironmentFile= exports the file's line too; EDGE_TUNEL is the
+            // environment's own.
+            &env_of(&[
+                ("EDGE_INSECUREPOLL", "1"),
+                ("EDGE_TUNEL", "false"),
+                ("HOME", "/root"),
+            ]),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.warnings.len(), 3, "{:?}", c.warnings);
+        assert!(c.warnings[1].ends_with(" line 2: spaces around '=': systemd and edge-agent read EDGE_ID=dev-1, but a shell or `docker run --env-file` would not; write it without spaces"), "{:?}", c.warnings);
+        assert!(c.warnings[0].ends_with(" line 1: unknown setting EDGE_INSECUREPOLL is ignored; did you mean EDGE_INSECURE_POLL?"), "{:?}", c.warnings);
+        assert_eq!(
+            c.warnings[2],
+            "process environment: unknown setting EDGE_TUNEL is ignored; did you mean EDGE_TUNNEL?"
+        );
+    }
+
+    #[test]
     fn an_env_file_holding_a_secret_that_others_can_read_is_warned_about() {
         use std::os::unix::fs::PermissionsExt;
         let warnings = |text: &str, mode: u32| {
             let (f, choice) = file(text);
             std::fs::set_permissions(f.path(), std::fs::Permissions::from_mode(mode)).unwrap();
-            Config::load(choice, env_of(&[]), &[]).unwrap().warnings
+            Config::load(choice, &env_of(&[]), &[]).unwrap().warnings
         };
         let w = warnings(&format!("EDGE_KEY={KEY}\nAGENT_SECRET=s3cret\n"), 0o644);
         assert_eq!(w.len(), 1, "{w:?}");
@@ -185,7 +229,7 @@ mod tests {
         ));
         let c = Config::load(
             choice,
-            env_of(&[("EDGE_ID", "from-env"), ("LOG_LEVEL", "WARN")]),
+            &env_of(&[("EDGE_ID", "from-env"), ("LOG_LEVEL", "WARN")]),
             &[(var("LOG_LEVEL"), "debug".into())],
         )
         .unwrap();
@@ -200,7 +244,7 @@ mod tests {
         let (f, choice) = file("EDGE_ID=dev-1\nLOG_LEVEL=LOUD\n");
         let err = the_error(Config::load(
             choice,
-            env_of(&[("EDGE_ID", "dev-1"), ("LOG_LEVEL", "LOUD")]),
+            &env_of(&[("EDGE_ID", "dev-1"), ("LOG_LEVEL", "LOUD")]),
             &[],
         ));
         assert!(
@@ -212,7 +256,7 @@ mod tests {
     #[test]
     fn unknown_edge_settings_are_warned_about() {
         let (_f, choice) = file("EDGE=1\nEDGE_ASYNC=1\nEDGE_KEYY=x\nTZ=UTC\n");
-        let c = Config::load(choice, env_of(&[]), &[]).unwrap();
+        let c = Config::load(choice, &env_of(&[]), &[]).unwrap();
         assert_eq!(c.warnings.len(), 2, "{:?}", c.warnings);
         assert!(c.warnings[0].contains("EDGE_ASYNC") && c.warnings[0].contains("line 2"));
         assert!(c.warnings[1].contains("EDGE_KEYY") && c.warnings[1].contains("line 3"));
@@ -221,7 +265,12 @@ mod tests {
     #[test]
     fn empty_template_values_mean_unset_and_lowercase_proxies_count() {
         let (_f, choice) = file("EDGE_KEY=\nEDGE_ID=\"\"\n");
-        let c = Config::load(choice, env_of(&[("https_proxy", "http://proxy:3128")]), &[]).unwrap();
+        let c = Config::load(
+            choice,
+            &env_of(&[("https_proxy", "http://proxy:3128")]),
+            &[],
+        )
+        .unwrap();
         assert!(c.edge_key.is_none() && c.edge_id.is_none());
         assert_eq!(c.proxies.https.as_deref(), Some("http://proxy:3128"));
     }

@@ -219,7 +219,7 @@ fn parse_size(s: &str) -> Option<u64> {
 }
 
 /// Go's `strconv.ParseBool`, which kingpin uses for the Go agent's boolean settings.
-fn parse_go_bool(s: &str) -> Option<bool> {
+pub(super) fn parse_go_bool(s: &str) -> Option<bool> {
     match s {
         "1" | "t" | "T" | "TRUE" | "true" | "True" => Some(true),
         "0" | "f" | "F" | "FALSE" | "false" | "False" => Some(false),
@@ -240,7 +240,7 @@ mod tests {
     #[test]
     fn bad_values_name_variable_file_and_line() {
         let (f, choice) = file("# comment\nEDGE_INACTIVITY_TIMEOUT=5 minutes\n");
-        let err = the_error(Config::load(choice, env_of(&[]), &[]));
+        let err = the_error(Config::load(choice, &env_of(&[]), &[]));
         assert!(
             err.starts_with("EDGE_INACTIVITY_TIMEOUT=\"5 minutes\""),
             "{err}"
@@ -253,7 +253,7 @@ mod tests {
 
         let err = the_error(Config::load(
             EnvFileChoice::Named(f.path().into()),
-            env_of(&[("EDGE_INACTIVITY_TIMEOUT", "5m"), ("EDGE_KEY", "abc|")]),
+            &env_of(&[("EDGE_INACTIVITY_TIMEOUT", "5m"), ("EDGE_KEY", "abc|")]),
             &[],
         ));
         assert!(
@@ -280,7 +280,7 @@ mod tests {
             let (_f, choice) = file("");
             let err = the_error(Config::load(
                 choice,
-                env_of(&[]),
+                &env_of(&[]),
                 &[(var(name), value.into())],
             ));
             assert!(
@@ -295,7 +295,7 @@ mod tests {
     #[test]
     fn a_padded_key_is_accepted_with_a_warning() {
         let (_f, choice) = file(&format!("EDGE_KEY={KEY}=\n"));
-        let c = Config::load(choice, env_of(&[]), &[]).unwrap();
+        let c = Config::load(choice, &env_of(&[]), &[]).unwrap();
         assert_eq!(c.edge_key.unwrap().key.endpoint_id, Some(3));
         assert!(
             c.warnings.iter().any(|w| w.contains("padded")),

@@ -48,11 +48,51 @@ pub struct Poller {
     tunnel_enabled: bool,
 }
 
+/// While polls keep failing, an INFO line this often says so with the count and the next
+/// attempt: a failure's own message is logged once an hour ([`Repeats`]), so that an operator
+/// reading the journal still sees that the link is down without a line at every poll.
+const REMIND_EVERY: Duration = Duration::from_secs(600);
+
 #[derive(Default)]
 struct Failures {
     count: u32,
     since: Option<Instant>,
     logged: Repeats,
+    /// When the last line about these failures (the message itself or a reminder) was logged.
+    last_line: Option<Instant>,
+}
+
+/// What the log says of one more failed poll.
+#[derive(Debug, PartialEq)]
+enum Line {
+    /// The failure's message: new, or not logged for an hour.
+    Message,
+    /// "still failing": [`REMIND_EVERY`] since the last line.
+    Reminder,
+    /// Nothing above DEBUG.
+    Quiet,
+}
+
+impl Failures {
+    /// Counts one more failure with `message` at `now` and says what to log.
+    fn record(&mut self, message: &str, now: Instant) -> Line {
+        self.count += 1;
+        self.since.get_or_insert(now);
+        let line = if self.logged.fresh_at(message, now) {
+            Line::Message
+        } else if self
+            .last_line
+            .is_none_or(|t| now.saturating_duration_since(t) >= REMIND_EVERY)
+        {
+            Line::Reminder
+        } else {
+            Line::Quiet
+        };
+        if line != Line::Quiet {
+            self.last_line = Some(now);
+        }
+        line
+    }
 }
 
 #[derive(PartialEq)]
@@ -260,9 +300,9 @@ impl Poller {
     }
 
     fn failed(&mut self, error: Error) -> Duration {
-        let f = &mut self.failures;
-        f.count += 1;
-        f.since.get_or_insert_with(Instant::now);
+        let message = error.to_string();
+        let line = self.failures.record(&message, Instant::now());
+        let f = &self.failures;
         let forbidden = matches!(error, Error::Status { status: 403, .. });
         let delay = if forbidden {
             if self.identity.key.endpoint_id.is_none() {
@@ -281,30 +321,38 @@ impl Poller {
                 crate::system::random::u64(),
             )
         };
-        let message = error.to_string();
-        if f.logged.fresh(&message) {
-            if forbidden {
-                log::error!(
-                    "Portainer refuses this agent ({message}). Check that the environment exists and that its Edge ID is {} (set EDGE_ID to the one Portainer shows); retrying every {}",
-                    self.identity.edge_id,
-                    display(delay)
-                );
-            } else {
-                log::warn!(
-                    "poll failed: {message}; retrying with backoff (next in {}, at most every {})",
-                    display(delay),
-                    display(backoff::cap(self.interval))
-                );
-            }
-        } else {
-            log::debug!(
+        match line {
+            Line::Message if forbidden => log::error!(
+                "Portainer refuses this agent ({message}). Check that the environment exists and that its Edge ID is {} (set EDGE_ID to the one Portainer shows); retrying every {}",
+                self.identity.edge_id,
+                display(delay)
+            ),
+            Line::Message => log::warn!(
+                "poll failed: {message}; retrying with backoff (next in {}, at most every {})",
+                display(delay),
+                display(backoff::cap(self.interval))
+            ),
+            Line::Reminder => log::info!(
+                "polls still failing: {} in a row over the last {} ({message}); next attempt in {}",
+                f.count,
+                display(round_to_seconds(
+                    f.since.map(|t| t.elapsed()).unwrap_or_default()
+                )),
+                display(delay)
+            ),
+            Line::Quiet => log::debug!(
                 "poll failed again ({}): next in {}",
                 f.count,
                 display(delay)
-            );
+            ),
         }
         delay
     }
+}
+
+/// `d` without its fraction of a second, for a log line.
+fn round_to_seconds(d: Duration) -> Duration {
+    Duration::from_secs(d.as_secs())
 }
 
 /// What of `response` the agent does not take as sent, in one line: a `checkin` it cannot use
@@ -351,5 +399,62 @@ fn sleep(delay: Duration, stop: &Receiver<()>, notifier: &Notifier) -> bool {
             Err(RecvTimeoutError::Timeout) => notifier.watchdog(),
             Ok(()) | Err(RecvTimeoutError::Disconnected) => return true,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Failures, Line, REMIND_EVERY};
+    use std::time::{Duration, Instant};
+
+    /// A failure every 5 s for two hours, always the same reason.
+    fn lines_over_two_hours() -> Vec<(u64, Line)> {
+        let mut failures = Failures::default();
+        let start = Instant::now();
+        (0..2 * 3600 / 5)
+            .map(|n| {
+                let at = Duration::from_secs(5 * n);
+                (
+                    at.as_secs(),
+                    failures.record("connection refused", start + at),
+                )
+            })
+            .filter(|(_, line)| *line != Line::Quiet)
+            .collect()
+    }
+
+    #[test]
+    fn a_long_outage_says_so_every_ten_minutes_and_repeats_its_reason_hourly() {
+        let lines = lines_over_two_hours();
+        let minutes: Vec<(u64, &Line)> = lines.iter().map(|(s, l)| (s / 60, l)).collect();
+        assert_eq!(
+            minutes,
+            [
+                (0, &Line::Message),
+                (10, &Line::Reminder),
+                (20, &Line::Reminder),
+                (30, &Line::Reminder),
+                (40, &Line::Reminder),
+                (50, &Line::Reminder),
+                (60, &Line::Message),
+                (70, &Line::Reminder),
+                (80, &Line::Reminder),
+                (90, &Line::Reminder),
+                (100, &Line::Reminder),
+                (110, &Line::Reminder),
+            ]
+        );
+        assert_eq!(REMIND_EVERY, Duration::from_secs(600));
+    }
+
+    #[test]
+    fn the_count_and_start_cover_the_whole_outage() {
+        let mut failures = Failures::default();
+        let start = Instant::now();
+        for n in 0..10 {
+            failures.record("timed out", start + Duration::from_secs(n));
+        }
+        assert_eq!(failures.count, 10);
+        assert_eq!(failures.since, Some(start));
     }
 }

@@ -4,6 +4,7 @@
 //! client; the edge stack and job threads have clients of their own, so they never hold up the
 //! poll.
 
+pub mod hints;
 pub mod poll_response;
 pub mod proxy;
 mod resolver;
@@ -159,7 +160,15 @@ impl Client {
             }
             e => e.to_string(),
         };
-        match tls::advice(&e, tls::Peer::Portainer) {
+        let advice = tls::advice(&e, tls::Peer::Portainer).or(match &e {
+            ureq::Error::Io(io) => hints::connect(io.kind(), hints::Server::Portainer),
+            ureq::Error::Timeout(ureq::Timeout::Connect) => {
+                hints::connect(std::io::ErrorKind::TimedOut, hints::Server::Portainer)
+            }
+            ureq::Error::HostNotFound => Some(hints::NAME_NOT_FOUND),
+            _ => None,
+        });
+        match advice {
             Some(advice) => Error::Transport(format!("cannot reach {url}: {what}; {advice}")),
             None => Error::Transport(format!("cannot reach {url}: {what}")),
         }

@@ -28,7 +28,7 @@ impl Repeats {
         self.fresh_at(message, Instant::now())
     }
 
-    fn fresh_at(&mut self, message: &str, now: Instant) -> bool {
+    pub fn fresh_at(&mut self, message: &str, now: Instant) -> bool {
         if let Some(entry) = self.logged.iter_mut().find(|(m, _)| m == message) {
             if now.saturating_duration_since(entry.1) < REPEAT_EVERY {
                 return false;

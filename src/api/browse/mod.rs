@@ -16,7 +16,7 @@
 mod download;
 mod entries;
 mod listing;
-mod staging;
+pub(crate) mod staging;
 mod upload;
 
 use super::confine::{self, Resolver, Root, Scope};

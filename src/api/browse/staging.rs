@@ -16,7 +16,7 @@ use std::os::fd::OwnedFd;
 use std::path::Path;
 
 /// An upload never leaves less than this free on the file system it is written to.
-pub(super) const RESERVE: u64 = 16 * 1024 * 1024;
+pub(crate) const RESERVE: u64 = 16 * 1024 * 1024;
 const STAGED: &str = "upload-";
 
 impl Browser {

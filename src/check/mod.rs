@@ -5,7 +5,7 @@
 use crate::config::edge_key::EdgeKey;
 use crate::config::Config;
 use crate::docker;
-use crate::portainer::{Client, CONNECT_TIMEOUT};
+use crate::portainer::{hints, Client, CONNECT_TIMEOUT};
 use crate::state::{Store, FILE_NAME};
 use crate::system::output::Output;
 use std::io::Write;
@@ -18,8 +18,38 @@ macro_rules! say {
     };
 }
 
-/// Prints the report; `true` when everything needed to run is in order.
-pub fn check(config: &Config, out: &mut Output<impl Write>) -> bool {
+mod settings;
+
+/// What `check` concluded, which its exit code says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Everything needed to run is in order.
+    Ok,
+    /// Something `NOT` in order that `run` would retry (Docker, Portainer, the tunnel).
+    NotOk,
+    /// `run` would stop at once with a configuration error (exit code 78): no usable Edge key.
+    ConfigError,
+}
+
+/// The last line of every report.
+pub fn result_line(verdict: Verdict) -> &'static str {
+    match verdict {
+        Verdict::Ok => "result: OK",
+        Verdict::NotOk => "result: NOT OK (see the lines with NOT above)",
+        Verdict::ConfigError => {
+            "result: NOT OK: the configuration is not valid; `run` stops on it too (exit code 78)"
+        }
+    }
+}
+
+/// Prints the report, ending with its [`result_line`].
+pub fn check(config: &Config, out: &mut Output<impl Write>) -> Verdict {
+    let verdict = report(config, out);
+    say!(out, "{}", result_line(verdict));
+    verdict
+}
+
+fn report(config: &Config, out: &mut Output<impl Write>) -> Verdict {
     let mut ok = true;
     match config.env_file_read {
         true => say!(out, "configuration: valid (env file {})", config.env_file.display()),
@@ -32,6 +62,7 @@ pub fn check(config: &Config, out: &mut Output<impl Write>) -> bool {
     for warning in &config.warnings {
         say!(out, "  warning: {warning}");
     }
+    settings::print(config, out);
     say!(
         out,
         "tunnel: {}",
@@ -122,7 +153,7 @@ pub fn check(config: &Config, out: &mut Output<impl Write>) -> bool {
                 "Edge key: NOT set (put EDGE_KEY=<key from Portainer> in {})",
                 config.env_file.display()
             );
-            return false;
+            return Verdict::ConfigError;
         }
         Some((text, source)) => match EdgeKey::decode(&text) {
             Ok(key) => {
@@ -144,7 +175,7 @@ pub fn check(config: &Config, out: &mut Output<impl Write>) -> bool {
             }
             Err(e) => {
                 say!(out, "Edge key (from {source}): NOT valid: {e}");
-                return false;
+                return Verdict::ConfigError;
             }
         },
     };
@@ -183,15 +214,22 @@ pub fn check(config: &Config, out: &mut Output<impl Write>) -> bool {
             }
         },
     }
-    match reach(&key.tunnel_addr) {
-        Ok(()) => say!(out, "tunnel server: {} reachable (TCP)", key.tunnel_addr),
-        Err(e) => {
+    match config.tunnel.then(|| reach(&key.tunnel_addr)) {
+        None => say!(
+            out,
+            "tunnel server: {} not checked (the tunnel is disabled)",
+            key.tunnel_addr
+        ),
+        Some(Ok(())) => say!(out, "tunnel server: {} reachable (TCP)", key.tunnel_addr),
+        Some(Err(e)) => {
             say!(out, "tunnel server: {} NOT reachable: {e}", key.tunnel_addr);
             ok = false;
         }
     }
-    say!(out, "result: {}", if ok { "OK" } else { "NOT OK" });
-    ok
+    match ok {
+        true => Verdict::Ok,
+        false => Verdict::NotOk,
+    }
 }
 
 /// The edge stacks the state file records, with version and last status.
@@ -236,12 +274,17 @@ fn reach(addr: &str) -> Result<(), String> {
         .trim_end_matches('/');
     let addrs = authority
         .to_socket_addrs()
-        .map_err(|e| format!("cannot resolve {authority}: {e}"))?;
+        .map_err(|e| format!("cannot resolve {authority}: {e}; {}", hints::NAME_NOT_FOUND))?;
     let mut last = String::from("no address");
     for a in addrs {
         match TcpStream::connect_timeout(&a, CONNECT_TIMEOUT) {
             Ok(_) => return Ok(()),
-            Err(e) => last = format!("{a}: {e}"),
+            Err(e) => {
+                last = match hints::connect(e.kind(), hints::Server::Tunnel) {
+                    Some(hint) => format!("{a}: {e}; {hint}"),
+                    None => format!("{a}: {e}"),
+                }
+            }
         }
     }
     Err(last)
