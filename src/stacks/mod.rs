@@ -8,11 +8,9 @@ mod folder;
 mod payload;
 mod reconciler;
 mod reporter;
-mod status;
 
 #[cfg(fuzzing)]
 pub use payload::Payload as StackPayload;
-pub use status::Status;
 
 use crate::compose::{self, ServiceState, StackStatus};
 use crate::docker;

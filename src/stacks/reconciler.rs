@@ -5,8 +5,8 @@
 //! Statuses are emitted on transitions only, each once: a retried deploy reports nothing until
 //! it succeeds (then 8, 1, 7) or fails differently.
 
-use super::status::Status;
 use crate::portainer::poll_response::{StackRef, MAX_STACKS};
+use crate::portainer::stack_status::Status;
 use crate::state::StackRecord;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
