@@ -19,6 +19,7 @@ use crate::poller::Consumer;
 use crate::portainer::poll_response::{PollResponse, Schedule, MAX_JOBS};
 use crate::state::{JobRecord, Persisted, State};
 use crate::system::durable::{self, Disk};
+use crate::system::mailbox::Mailbox;
 use base64::Engine;
 use cron::Spec;
 use nix::sys::signal::Signal;
@@ -29,7 +30,7 @@ use std::fs;
 use std::io::{self, Read};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tz::Zone;
@@ -89,25 +90,9 @@ struct Mail {
     stop: bool,
 }
 
-struct Inbox {
-    mail: Mutex<Mail>,
-    wake: Condvar,
-}
-
-impl Inbox {
-    fn lock(&self) -> MutexGuard<'_, Mail> {
-        self.mail.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn post(&self, f: impl FnOnce(&mut Mail)) {
-        f(&mut self.lock());
-        self.wake.notify_all();
-    }
-}
-
 /// The poll loop's side: hands the schedules over when they changed or ask for logs.
 pub struct Answers {
-    inbox: Arc<Inbox>,
+    inbox: Arc<Mailbox<Mail>>,
     /// Endpoint id, `(id, version, expression)` of each job and completeness last handed over.
     last: Option<Brief>,
 }
@@ -136,7 +121,7 @@ impl Consumer for Answers {
 
 /// The jobs thread, to stop it.
 pub struct Jobs {
-    inbox: Arc<Inbox>,
+    inbox: Arc<Mailbox<Mail>>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -149,10 +134,7 @@ impl Jobs {
         request_log: Box<dyn Fn(i64, i64) + Send>,
         clock: impl Clock,
     ) -> io::Result<(Jobs, Answers)> {
-        let inbox = Arc::new(Inbox {
-            mail: Mutex::new(Mail::default()),
-            wake: Condvar::new(),
-        });
+        let inbox = Arc::new(Mailbox::default());
         fs::DirBuilder::new()
             .recursive(true)
             .mode(0o700)
@@ -220,7 +202,7 @@ struct Worker<C: Clock> {
     settings: Settings,
     env: Env,
     persisted: Arc<Persisted>,
-    inbox: Arc<Inbox>,
+    inbox: Arc<Mailbox<Mail>>,
     request_log: Box<dyn Fn(i64, i64) + Send>,
     jobs: BTreeMap<i64, Job>,
     clockwork: Clockwork,
@@ -267,15 +249,10 @@ impl<C: Clock> Worker<C> {
                 timeout = timeout.min(at.saturating_duration_since(Instant::now()));
             }
         }
-        let mut mail = self.inbox.lock();
-        if mail.answer.is_none() && mail.finished.is_empty() && !mail.stop {
-            mail = self
-                .inbox
-                .wake
-                .wait_timeout(mail, timeout)
-                .unwrap_or_else(|p| p.into_inner())
-                .0;
-        }
+        let until = Instant::now() + timeout;
+        let mut mail = self.inbox.wait(Some(until), |mail| {
+            mail.answer.is_some() || !mail.finished.is_empty() || mail.stop
+        });
         std::mem::take(&mut *mail)
     }
 
@@ -624,15 +601,7 @@ impl<C: Clock> Worker<C> {
                 if left.is_zero() {
                     break;
                 }
-                let mut mail = self.inbox.lock();
-                if mail.finished.is_empty() {
-                    mail = self
-                        .inbox
-                        .wake
-                        .wait_timeout(mail, left)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
+                let mut mail = self.inbox.wait(Some(deadline), |m| !m.finished.is_empty());
                 let finished = std::mem::take(&mut mail.finished);
                 drop(mail);
                 for (serial, outcome) in finished {
@@ -762,6 +731,7 @@ pub fn report(data_path: &Path, state: &State) -> Vec<String> {
 mod tests {
     use super::*;
     use crate::state::Store;
+    use std::sync::Mutex;
 
     struct FakeClock(Arc<Mutex<SystemTime>>);
 
@@ -812,11 +782,11 @@ mod tests {
                     "job {id} ran {} times, not {n}",
                     self.runs(id)
                 );
-                self.jobs.inbox.wake.notify_all();
+                self.jobs.inbox.post(|_| {});
                 std::thread::sleep(Duration::from_millis(20));
             }
             // Let the wake-up happen, and its other runs, if any, write their line.
-            self.jobs.inbox.wake.notify_all();
+            self.jobs.inbox.post(|_| {});
             std::thread::sleep(Duration::from_millis(300));
             assert_eq!(self.runs(id), n, "job {id} ran once per minute at most");
         }
