@@ -7,7 +7,7 @@
 //! checksum or length does not match is refused and the backup used instead, with a log line.
 //! Nothing is written when nothing changed (flash wear).
 
-use crate::stacks::Status;
+use crate::portainer::stack_status::Status;
 use crate::system::durable::{self, Disk};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

@@ -1,7 +1,7 @@
 //! When to try again after a failed poll: `min(cap, interval * 2^failures)` with full jitter,
 //! never earlier than the server's `Retry-After`. Pure functions, so the bounds are testable.
 
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 /// The longest wait between attempts, unless the check-in interval itself is longer.
 pub const CAP: Duration = Duration::from_secs(300);
@@ -39,16 +39,6 @@ pub fn not_before(delay: Duration, retry_after: Option<Duration>) -> Duration {
         Some(wait) => delay.max(wait.min(MAX_RETRY_AFTER)),
         None => delay,
     }
-}
-
-/// `Retry-After` as delay-seconds or an HTTP date.
-pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = crate::system::clock::parse_http_date(value)?;
-    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 #[cfg(test)]
@@ -106,23 +96,5 @@ mod tests {
         let hour = Duration::from_secs(3600);
         assert_eq!(cap(hour), hour);
         assert!(delay(hour, 4, None, u64::MAX) <= hour);
-    }
-
-    #[test]
-    fn retry_after_forms() {
-        let now = crate::system::clock::parse_http_date("Tue, 24 Nov 2026 02:52:25 GMT").unwrap();
-        assert_eq!(
-            parse_retry_after("120", now),
-            Some(Duration::from_secs(120))
-        );
-        assert_eq!(
-            parse_retry_after("Tue, 24 Nov 2026 02:53:25 GMT", now),
-            Some(Duration::from_secs(60))
-        );
-        assert_eq!(
-            parse_retry_after("Tue, 24 Nov 2026 02:50:00 GMT", now),
-            Some(Duration::ZERO)
-        );
-        assert_eq!(parse_retry_after("soon", now), None);
     }
 }

@@ -8,6 +8,7 @@ pub mod hints;
 pub mod poll_response;
 pub mod proxy;
 mod resolver;
+pub mod stack_status;
 pub mod tls;
 
 use crate::config::{Config, GlobalKeyMeta};
@@ -289,7 +290,7 @@ impl Client {
         self.body(&url, &mut response, MAX_STACK_PAYLOAD)
     }
 
-    /// `PUT /api/edge_stacks/{stack}/status` with a body from `stacks::status::body`.
+    /// `PUT /api/edge_stacks/{stack}/status` with a body from `stack_status::body`.
     /// `Ok(false)`: the server answered `200 null`, it no longer knows the stack.
     pub fn stack_status(&self, stack_id: i64, body: &str) -> Result<bool, Error> {
         let url = format!("{}/api/edge_stacks/{stack_id}/status", self.base);
@@ -362,7 +363,7 @@ fn status_error(mut response: ureq::http::Response<ureq::Body>) -> Error {
         .headers()
         .get("Retry-After")
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| crate::poller::backoff::parse_retry_after(v, SystemTime::now()));
+        .and_then(|v| parse_retry_after(v, SystemTime::now()));
     let body = response
         .body_mut()
         .with_config()
@@ -388,6 +389,16 @@ fn status_error(mut response: ureq::http::Response<ureq::Body>) -> Error {
         message,
         retry_after,
     }
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date.
+fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = crate::system::clock::parse_http_date(value)?;
+    Some(at.duration_since(now).unwrap_or(Duration::ZERO))
 }
 
 /// The first line of a body, shortened, for a log line.
@@ -473,5 +484,23 @@ mod tests {
         assert_eq!(snippet(b""), "(empty body)");
         assert_eq!(snippet(b"<html>\n<body>"), "<html>");
         assert_eq!(snippet("x".repeat(500).as_bytes()).chars().count(), 121);
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        let now = crate::system::clock::parse_http_date("Tue, 24 Nov 2026 02:52:25 GMT").unwrap();
+        assert_eq!(
+            parse_retry_after("120", now),
+            Some(Duration::from_secs(120))
+        );
+        assert_eq!(
+            parse_retry_after("Tue, 24 Nov 2026 02:53:25 GMT", now),
+            Some(Duration::from_secs(60))
+        );
+        assert_eq!(
+            parse_retry_after("Tue, 24 Nov 2026 02:50:00 GMT", now),
+            Some(Duration::ZERO)
+        );
+        assert_eq!(parse_retry_after("soon", now), None);
     }
 }

@@ -8,11 +8,9 @@ mod folder;
 mod payload;
 mod reconciler;
 mod reporter;
-mod status;
 
 #[cfg(fuzzing)]
 pub use payload::Payload as StackPayload;
-pub use status::Status;
 
 use crate::compose::{self, ServiceState, StackStatus};
 use crate::docker;
@@ -20,12 +18,13 @@ use crate::poller::Consumer;
 use crate::portainer::poll_response::{PollResponse, StackRef};
 use crate::portainer::{self, Client};
 use crate::state::{Persisted, StackRecord};
+use crate::system::mailbox::Mailbox;
 use payload::Payload;
 use reconciler::{Outcome, Reconciler, Seen, Work};
 use reporter::{Report, Reporter};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How long waiting for a deployed stack to run may take at least (libstack's one minute).
@@ -42,61 +41,27 @@ struct Answer {
     complete: bool,
 }
 
-#[derive(Default)]
-struct Mailbox {
-    latest: Mutex<Option<Answer>>,
-    wake: Condvar,
-}
-
-impl Mailbox {
-    fn lock(&self) -> MutexGuard<'_, Option<Answer>> {
-        self.latest.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// The answer that came, waiting for one until `until` (for ever with `None`).
-    fn take(&self, until: Option<Instant>) -> Option<Answer> {
-        let mut latest = self.lock();
-        loop {
-            if let Some(answer) = latest.take() {
-                return Some(answer);
-            }
-            match until.map(|u| u.saturating_duration_since(Instant::now())) {
-                Some(left) if left.is_zero() => return None,
-                Some(left) => {
-                    latest = self
-                        .wake
-                        .wait_timeout(latest, left)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0
-                }
-                None => latest = self.wake.wait(latest).unwrap_or_else(|p| p.into_inner()),
-            }
-        }
-    }
-}
-
 /// The poll's side: puts each answer in the mailbox and returns.
 pub struct Stacks {
-    mailbox: Arc<Mailbox>,
+    mailbox: Arc<Mailbox<Option<Answer>>>,
 }
 
 impl Consumer for Stacks {
     fn answer(&mut self, endpoint_id: i64, response: &PollResponse) {
-        let mut latest = self.mailbox.lock();
-        // A `null` list after an unread list keeps that list.
-        let (stacks, complete) = match &response.stacks {
-            Some(list) => (Some(list.clone()), response.stacks_complete()),
-            None => latest
-                .take()
-                .map_or((None, true), |a| (a.stacks, a.complete)),
-        };
-        *latest = Some(Answer {
-            endpoint_id,
-            stacks,
-            complete,
+        self.mailbox.post(|latest| {
+            // A `null` list after an unread list keeps that list.
+            let (stacks, complete) = match &response.stacks {
+                Some(list) => (Some(list.clone()), response.stacks_complete()),
+                None => latest
+                    .take()
+                    .map_or((None, true), |a| (a.stacks, a.complete)),
+            };
+            *latest = Some(Answer {
+                endpoint_id,
+                stacks,
+                complete,
+            });
         });
-        drop(latest);
-        self.mailbox.wake.notify_one();
     }
 }
 
@@ -135,11 +100,16 @@ impl Stacks {
     }
 }
 
-fn run(mut shell: Shell, mailbox: &Mailbox, persisted: &Persisted, reporter: &Reporter) {
+fn run(
+    mut shell: Shell,
+    mailbox: &Mailbox<Option<Answer>>,
+    persisted: &Persisted,
+    reporter: &Reporter,
+) {
     let mut machine: Option<Reconciler> = None;
     let mut until: Option<Instant> = None;
     loop {
-        if let Some(answer) = mailbox.take(until) {
+        if let Some(answer) = mailbox.take(until, Option::take) {
             shell.endpoint_id = answer.endpoint_id;
             // The first answer gives the endpoint id statuses need: only then does work begin.
             let m = machine.get_or_insert_with(|| {
@@ -432,12 +402,17 @@ mod tests {
         stacks.answer(3, &answer(r#"{"stacks":[{"ID":1,"Version":1}]}"#));
         stacks.answer(3, &answer(r#"{"stacks":[{"ID":1,"Version":2}]}"#));
         stacks.answer(4, &answer(r#"{"stacks":null}"#));
-        let taken = stacks.mailbox.take(Some(Instant::now())).unwrap();
+        let taken = stacks.mailbox.take(Some(Instant::now()), Option::take);
+        let taken = taken.unwrap();
         assert_eq!(taken.endpoint_id, 4);
         assert_eq!(taken.stacks, Some(vec![StackRef { id: 1, version: 2 }]));
-        assert!(stacks.mailbox.take(Some(Instant::now())).is_none());
+        assert!(stacks
+            .mailbox
+            .take(Some(Instant::now()), Option::take)
+            .is_none());
         stacks.answer(4, &answer(r#"{"stacks":[]}"#));
-        assert_eq!(stacks.mailbox.take(None).unwrap().stacks, Some(vec![]));
+        let taken = stacks.mailbox.take(None, Option::take);
+        assert_eq!(taken.unwrap().stacks, Some(vec![]));
     }
 
     #[test]

@@ -5,8 +5,8 @@
 //! older version of a stack, or before its removal, is dropped unsent: Portainer resets a
 //! stack's history on a new version and deletes it on removal.
 
-use super::status::{self, Status};
 use crate::poller::backoff;
+use crate::portainer::stack_status::{self, Status};
 use crate::portainer::Client;
 use crate::state::Persisted;
 use crate::system::logging::Repeats;
@@ -135,7 +135,7 @@ fn send_loop(shared: &Shared, client: &Client, persisted: &Persisted) {
                 }
             }
         };
-        let body = status::body(
+        let body = stack_status::body(
             report.status,
             &report.error,
             report.endpoint_id,

@@ -1,9 +1,10 @@
 //! Process and OS plumbing: signals, systemd notifications, clock, randomness, log format,
-//! command output, durable file writes.
+//! command output, durable file writes, mail between threads.
 
 pub mod clock;
 pub mod durable;
 pub mod logging;
+pub mod mailbox;
 pub mod output;
 #[cfg(test)]
 pub mod power_cut;
