@@ -2,22 +2,21 @@
 //! no setting has (a typo, most likely), each worth one warning that suggests the setting meant.
 //! The env file's names and the process environment's are checked alike.
 
-use super::sources::Source;
 use super::VARS;
 
 /// Go agent settings that an operator may paste from the Portainer UI and that mean nothing here
 /// (`EDGE=1`, which turns on edge mode in the Go agent, is always true here and accepted silently).
 const IGNORED_GO_SETTINGS: &[&str] = &["EDGE_ASYNC", "EDGE_SERVER_HOST", "EDGE_SERVER_PORT"];
 
-/// The warning for `name` found at `source`, or `None` when there is nothing to say (a setting,
-/// `EDGE`, or a name outside the agent's `EDGE_` prefix).
-pub(super) fn warning(name: &str, source: &Source) -> Option<String> {
+/// The warning for `name`, to follow where it was found, or `None` when there is nothing to say
+/// (a setting, `EDGE`, or a name outside the agent's `EDGE_` prefix).
+pub(super) fn warning(name: &str) -> Option<String> {
     if name == "EDGE" || VARS.iter().any(|v| v.env == name) {
         return None;
     }
     if IGNORED_GO_SETTINGS.contains(&name) {
         return Some(format!(
-            "{source}: {name} is a Go agent setting that edge-agent does not support; ignored"
+            "{name} is a Go agent setting that edge-agent does not support; ignored"
         ));
     }
     if !name.starts_with("EDGE_") {
@@ -25,10 +24,10 @@ pub(super) fn warning(name: &str, source: &Source) -> Option<String> {
     }
     Some(match nearest(name) {
         Some(meant) => {
-            format!("{source}: unknown setting {name} is ignored; did you mean {meant}?")
+            format!("unknown setting {name} is ignored; did you mean {meant}?")
         }
         None => format!(
-            "{source}: unknown setting {name} is ignored (known EDGE_ settings: {})",
+            "unknown setting {name} is ignored (known EDGE_ settings: {})",
             VARS.iter()
                 .filter(|v| v.env.starts_with("EDGE_"))
                 .map(|v| v.env)
@@ -81,26 +80,23 @@ mod tests {
 
     #[test]
     fn typos_suggest_the_setting_meant() {
-        let env = Source::Env;
         assert_eq!(
-            warning("EDGE_INSECUREPOLL", &env).unwrap(),
-            "process environment: unknown setting EDGE_INSECUREPOLL is ignored; did you mean EDGE_INSECURE_POLL?"
+            warning("EDGE_INSECUREPOLL").unwrap(),
+            "unknown setting EDGE_INSECUREPOLL is ignored; did you mean EDGE_INSECURE_POLL?"
         );
-        assert!(warning("EDGE_KYE", &env)
+        assert!(warning("EDGE_KYE")
             .unwrap()
             .ends_with("did you mean EDGE_KEY?"));
-        assert!(warning("EDGE_TUNEL", &env)
+        assert!(warning("EDGE_TUNEL")
             .unwrap()
             .ends_with("did you mean EDGE_TUNNEL?"));
-        assert!(warning("EDGE_SOMETHING_ELSE", &env)
+        assert!(warning("EDGE_SOMETHING_ELSE")
             .unwrap()
             .contains("known EDGE_ settings: EDGE_KEY, EDGE_ID"));
-        assert!(warning("EDGE_ASYNC", &env)
-            .unwrap()
-            .contains("Go agent setting"));
-        assert_eq!(warning("EDGE_KEY", &env), None);
-        assert_eq!(warning("EDGE", &env), None);
-        assert_eq!(warning("HOME", &env), None);
+        assert!(warning("EDGE_ASYNC").unwrap().contains("Go agent setting"));
+        assert_eq!(warning("EDGE_KEY"), None);
+        assert_eq!(warning("EDGE"), None);
+        assert_eq!(warning("HOME"), None);
     }
 
     #[test]

@@ -79,7 +79,8 @@ pub(super) fn read_env_file(
                         }
                         raw.insert(var.env, (entry.value, source));
                     }
-                    None => warnings.extend(names::warning(&entry.key, &source)),
+                    None => warnings
+                        .extend(names::warning(&entry.key).map(|w| format!("{source}: {w}"))),
                 }
             }
             if readable && !secrets.is_empty() {
@@ -129,7 +130,7 @@ pub(super) fn read_environment(
     for name in env.names() {
         let Some(name) = name.to_str() else { continue };
         if !file_names.iter().any(|n| n == name) {
-            warnings.extend(names::warning(name, &Source::Env));
+            warnings.extend(names::warning(name).map(|w| format!("{}: {w}", Source::Env)));
         }
     }
     let env = |name: &str| env.var(name);
