@@ -58,11 +58,9 @@ pub fn check(config: &Config, out: &mut Output<impl Write>) -> bool {
     {
         Ok((version, client)) => say!(
             out,
-            "Docker: {} reachable, Docker Engine {} (API {}, using {})",
+            "Docker: {} reachable, {}",
             config.docker_socket.display(),
-            version.version,
-            version.api_version,
-            client.api_version()
+            docker::Engine::describe(&version, client.api_version())
         ),
         Err(e) => {
             say!(out, "Docker: NOT reachable: {e}");

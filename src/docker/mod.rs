@@ -5,15 +5,17 @@
 mod access;
 mod api;
 mod connection;
+mod engine;
 mod logs;
 mod stream;
 
 pub use access::{Access, Id};
 pub use api::{
-    ContainerConfig, ContainerInspect, ContainerState, ContainerSummary, Created, Event,
+    Component, ContainerConfig, ContainerInspect, ContainerState, ContainerSummary, Created, Event,
     EventActor, Health, ImageInspect, ImageSummary, Info, LogsOptions, MountPoint, Network,
     Progress, RegistryAuth, Version, Volume,
 };
+pub use engine::Engine;
 pub use logs::{LogStream, Logs};
 pub use stream::JsonLines;
 
