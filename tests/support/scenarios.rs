@@ -1,0 +1,215 @@
+//! The agent's key paths, to run on engines other than the test machine's Docker (Docker 29,
+//! Podman): a compose project through `edge-agent compose`, and Portainer's container calls
+//! and console through the tunnel. Each takes the engine as a `DOCKER_HOST` value.
+
+use super::api_client::{Connection, Signer};
+use super::docker::{unique, IMAGE};
+use std::io::Read;
+use std::time::{Duration, Instant};
+
+/// A small project: a healthchecked service with a named volume, one that waits for it on a
+/// network of its own, and a one-shot. (One network per service: Docker 29's fake is Docker
+/// 20.10 behind, which cannot take the several networks a create at API 1.44 names; the
+/// compose engine's unit tests cover those bodies.)
+const FILE: &str = r#"
+services:
+  db:
+    image: IMAGE
+    command: busybox sh -c "echo up > /data/state; exec busybox sleep 600"
+    volumes: [data:/data]
+    healthcheck:
+      test: busybox test -f /data/state
+      interval: 1s
+      retries: 10
+    stop_grace_period: 1s
+  web:
+    image: IMAGE
+    command: busybox sleep 600
+    depends_on:
+      db: {condition: service_healthy}
+    networks: [front]
+    stop_signal: SIGKILL
+  once:
+    image: IMAGE
+    command: busybox true
+volumes:
+  data: {}
+networks:
+  front: {}
+"#;
+
+/// `edge-agent compose` with `args` in `dir`, on `docker_host`: exit code and output.
+pub fn compose(docker_host: &str, dir: &std::path::Path, args: &[&str]) -> (i32, String) {
+    let out = super::agent::binary()
+        .arg("compose")
+        .args(args)
+        .current_dir(dir)
+        .env("DOCKER_HOST", docker_host)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.code().unwrap_or(-1), text)
+}
+
+/// Removes the project whatever happens.
+struct Down<'a> {
+    host: &'a str,
+    dir: &'a std::path::Path,
+    name: &'a str,
+}
+
+impl Drop for Down<'_> {
+    fn drop(&mut self) {
+        compose(self.host, self.dir, &["-p", self.name, "down", "-v"]);
+    }
+}
+
+/// `up -d`, `ps`, `up -d` again (nothing to do), `down -v` of project `name`: each succeeds
+/// and says so.
+pub fn compose_up_ps_down(docker_host: &str, name: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("compose.yaml"),
+        FILE.replace("IMAGE", IMAGE),
+    )
+    .unwrap();
+    let _down = Down {
+        host: docker_host,
+        dir: dir.path(),
+        name,
+    };
+    let (code, text) = compose(docker_host, dir.path(), &["-p", name, "up", "-d"]);
+    assert_eq!(code, 0, "up: {text}");
+    let (code, ps) = compose(docker_host, dir.path(), &["-p", name, "ps"]);
+    assert_eq!(code, 0, "ps: {ps}");
+    for service in ["db", "web"] {
+        assert!(
+            ps.lines()
+                .any(|l| l.contains(&format!("{name}-{service}-1")) && l.contains("running")),
+            "{service} is not running: {ps}"
+        );
+    }
+    // The one-shot has completed (Podman may still call it `stopped`).
+    assert!(ps.contains(&format!("stack {name}: running")), "{ps}");
+    let (code, text) = compose(docker_host, dir.path(), &["-p", name, "up", "-d"]);
+    assert_eq!(code, 0, "second up: {text}");
+    assert!(
+        !text.contains("created container"),
+        "nothing changed: {text}"
+    );
+    let (code, text) = compose(docker_host, dir.path(), &["-p", name, "down", "-v"]);
+    assert_eq!(code, 0, "down: {text}");
+    let (_, ps) = compose(docker_host, dir.path(), &["-p", name, "ps"]);
+    assert!(!ps.contains(&format!("{name}-db-1")), "{ps}");
+}
+
+/// Portainer's calls at `version` (`v1.41`): list, create, start, an exec in the console
+/// WebSocket and one through the plain proxy (hijacked), removal. Returns the container's id.
+pub fn containers_and_console(port: u16, signer: &Signer, version: &str) -> String {
+    let mut c = Connection::open(port);
+    let listed = c.request(
+        "GET",
+        &format!("/{version}/containers/json?all=1"),
+        Some(signer),
+        b"",
+    );
+    assert_eq!(listed.status, 200, "{}", listed.text());
+    let create = serde_json::json!({
+        "Image": IMAGE,
+        "Cmd": ["busybox", "sleep", "600"],
+        "Tty": true,
+        "HostConfig": {"NetworkMode": "none"},
+    });
+    let created = c.request(
+        "POST",
+        &format!("/{version}/containers/create?name={}", unique("console")),
+        Some(signer),
+        create.to_string().as_bytes(),
+    );
+    assert_eq!(created.status, 201, "{}", created.text());
+    let id = created.json()["Id"].as_str().unwrap().to_owned();
+    let _remove = Remove {
+        port,
+        signer,
+        target: format!("/{version}/containers/{id}?force=1"),
+    };
+    let started = c.request(
+        "POST",
+        &format!("/{version}/containers/{id}/start"),
+        Some(signer),
+        b"",
+    );
+    assert_eq!(started.status, 204, "{}", started.text());
+    let exec = |c: &mut Connection| {
+        let body = serde_json::json!({"Cmd": ["busybox", "sh", "-c", "echo hello from exec"], "AttachStdin": true, "AttachStdout": true, "AttachStderr": true, "Tty": true});
+        let answer = c.request(
+            "POST",
+            &format!("/{version}/containers/{id}/exec"),
+            Some(signer),
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(answer.status, 201, "{}", answer.text());
+        answer.json()["Id"].as_str().unwrap().to_owned()
+    };
+
+    let exec_id = exec(&mut c);
+    let mut ws = Connection::open(port);
+    ws.send(
+        "GET",
+        &format!("/websocket/exec?id={exec_id}&endpointId=3"),
+        Some(signer),
+        "Upgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n",
+        b"",
+    );
+    let (status, head) = ws.head();
+    assert_eq!(status, 101, "{head}");
+    let mut console = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !String::from_utf8_lossy(&console).contains("hello from exec") {
+        assert!(Instant::now() < deadline, "{console:?}");
+        let mut piece = [0u8; 512];
+        let n = ws.reader.read(&mut piece).unwrap();
+        assert!(n > 0, "{console:?}");
+        console.extend_from_slice(&piece[..n]);
+    }
+
+    let exec_id = exec(&mut c);
+    let mut raw = Connection::open(port);
+    raw.send(
+        "POST",
+        &format!("/{version}/exec/{exec_id}/start"),
+        Some(signer),
+        "Connection: Upgrade\r\nUpgrade: tcp\r\n",
+        br#"{"Detach":false,"Tty":true}"#,
+    );
+    let (status, head) = raw.head();
+    assert_eq!(status, 101, "{head}");
+    let mut output = Vec::new();
+    let _ = raw.reader.read_to_end(&mut output);
+    assert!(
+        String::from_utf8_lossy(&output).contains("hello from exec"),
+        "{output:?}"
+    );
+    id
+}
+
+/// Removes a container through the API (`target` is the `DELETE`'s).
+struct Remove<'a> {
+    port: u16,
+    signer: &'a Signer,
+    target: String,
+}
+
+impl Drop for Remove<'_> {
+    fn drop(&mut self) {
+        let mut c = Connection::open(self.port);
+        let removed = c.request("DELETE", &self.target, Some(self.signer), b"");
+        if removed.status != 204 && !std::thread::panicking() {
+            panic!("{}: {}", self.target, removed.text());
+        }
+    }
+}
