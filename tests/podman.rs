@@ -124,7 +124,7 @@ fn compose_on_podman() {
             std::thread::sleep(Duration::from_secs(1));
         }
     });
-    scenarios::compose_up_ps_down(&host, &name);
+    scenarios::compose_up_ps_down(&host, &name, "[front, default]");
     stop.store(true, Ordering::Relaxed);
     timer.join().unwrap();
 }

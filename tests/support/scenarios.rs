@@ -7,10 +7,8 @@ use super::docker::{unique, IMAGE};
 use std::io::Read;
 use std::time::{Duration, Instant};
 
-/// A small project: a healthchecked service with a named volume, one that waits for it on a
-/// network of its own, and a one-shot. (One network per service: Docker 29's fake is Docker
-/// 20.10 behind, which cannot take the several networks a create at API 1.44 names; the
-/// compose engine's unit tests cover those bodies.)
+/// A small project: a healthchecked service with a named volume, one that waits for it on
+/// NETWORKS, and a one-shot.
 const FILE: &str = r#"
 services:
   db:
@@ -27,7 +25,7 @@ services:
     command: busybox sleep 600
     depends_on:
       db: {condition: service_healthy}
-    networks: [front]
+    networks: NETWORKS
     stop_signal: SIGKILL
   once:
     image: IMAGE
@@ -68,15 +66,12 @@ impl Drop for Down<'_> {
     }
 }
 
-/// `up -d`, `ps`, `up -d` again (nothing to do), `down -v` of project `name`: each succeeds
-/// and says so.
-pub fn compose_up_ps_down(docker_host: &str, name: &str) {
+/// `up -d`, `ps`, `up -d` again (nothing to do), `down -v` of project `name`, with its second
+/// service on `networks` (`[front, default]`): each succeeds and says so.
+pub fn compose_up_ps_down(docker_host: &str, name: &str, networks: &str) {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(
-        dir.path().join("compose.yaml"),
-        FILE.replace("IMAGE", IMAGE),
-    )
-    .unwrap();
+    let file = FILE.replace("IMAGE", IMAGE).replace("NETWORKS", networks);
+    std::fs::write(dir.path().join("compose.yaml"), file).unwrap();
     let _down = Down {
         host: docker_host,
         dir: dir.path(),
