@@ -6,7 +6,6 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
 use support::api_client::{Connection, Signer};
 use support::chisel::agent_through_tunnel_on;
 use support::docker29::Docker29;
@@ -87,58 +86,6 @@ fn check_names_docker_29_and_the_version_used() {
 #[ignore = "needs the Docker Engine and busybox-static (tests/run.sh)"]
 fn an_edge_stack_deploys_and_goes_on_docker_29() {
     let docker = Docker29::start();
-    let server = support::FakePortainer::start(support::Transport::Plain);
-    server.add_endpoint(1, None);
-    server.set_checkin(0.5);
-    let name = support::docker::unique("stack29");
-    let _project = support::docker::Project::for_stack(&name);
-    let file = format!(
-        "services:\n  web:\n    image: {}\n    command: [\"busybox\", \"sleep\", \"3600\"]\n    stop_grace_period: 1s\n",
-        support::docker::IMAGE
-    );
-    server.put_edge_stack(1, &name, &[("docker-compose.yml", &file)]);
-    server.set_stacks(1, &[(1, 1)]);
-    let agent = support::agent::Agent::new();
-    agent.write_env(&format!(
-        "EDGE_KEY={}\nEDGE_TUNNEL=false\nDOCKER_HOST={}\n",
-        agent.key(&server, 1),
-        docker.host()
-    ));
-    let running = agent.spawn(&mut agent.command(&[]));
-    // Deploying, deployed, running; then removing, removed.
-    wait_history(&server, &running, &[3, 8, 1, 7]);
-    server.set_stacks(1, &[]);
-    wait_history(&server, &running, &[3, 8, 1, 7, 9, 4]);
+    scenarios::edge_stack_deploys_and_goes(&docker.host(), "docker");
     docker.assert_all_accepted(&["/_ping"]);
-    let engines: Vec<_> = server
-        .requests()
-        .iter()
-        .filter(|r| r.path.ends_with("/edge/status"))
-        .map(|r| {
-            r.header("Portainer-Agent-Container-Engine")
-                .map(str::to_owned)
-        })
-        .collect();
-    assert!(
-        engines.iter().all(|e| e.as_deref() == Some("docker")),
-        "{engines:?}"
-    );
-}
-
-fn wait_history(
-    server: &support::FakePortainer,
-    running: &support::agent::Running,
-    expected: &[u8],
-) {
-    let deadline = Instant::now() + Duration::from_secs(90);
-    while server.stack_history(1) != expected {
-        assert!(
-            Instant::now() < deadline,
-            "history {:?}, expected {expected:?}\n{:?}\n{}",
-            server.stack_history(1),
-            server.stack_reports(1),
-            running.log()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }

@@ -1,7 +1,7 @@
 //! The agent on Podman's Docker-compatible API: the engine named on polls and by `check` (fake
 //! engines answering as Podman 4.3.1 and Docker 29 do), then on Debian's real `podman system
-//! service` (tests/run.sh starts it): compose through `edge-agent compose`, Portainer's calls
-//! and the console through the tunnel, `check`. docs/podman.md lists what differs.
+//! service` (tests/run.sh starts it): compose through `edge-agent compose`, an edge stack
+//! through the reconciler, Portainer's calls and the console through the tunnel, `check`. docs/podman.md lists what differs.
 
 mod support;
 
@@ -127,6 +127,12 @@ fn compose_on_podman() {
     scenarios::compose_up_ps_down(&host, &name, "[front, default]");
     stop.store(true, Ordering::Relaxed);
     timer.join().unwrap();
+}
+
+#[test]
+#[ignore = "needs Podman and busybox-static (tests/run.sh)"]
+fn an_edge_stack_deploys_and_goes_on_podman() {
+    scenarios::edge_stack_deploys_and_goes(&podman_host(), "podman");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The agent's key paths, to run on engines other than the test machine's Docker (Docker 29,
-//! Podman): a compose project through `edge-agent compose`, and Portainer's container calls
-//! and console through the tunnel. Each takes the engine as a `DOCKER_HOST` value.
+//! Podman): a compose project through `edge-agent compose`, an edge stack through the agent's
+//! reconciler, and Portainer's container calls and console through the tunnel. Each takes the
+//! engine as a `DOCKER_HOST` value.
 
 use super::api_client::{Connection, Signer};
 use super::docker::{unique, IMAGE};
@@ -207,4 +208,55 @@ impl Drop for Remove<'_> {
             panic!("{}: {}", self.target, removed.text());
         }
     }
+}
+
+/// An edge stack deployed by the agent (polling the fake Portainer, no tunnel), then removed:
+/// the status history says deploying, deployed, running, removing, removed; every poll names
+/// `engine` (`docker`, `podman`).
+pub fn edge_stack_deploys_and_goes(docker_host: &str, engine: &str) {
+    let server = super::FakePortainer::start(super::Transport::Plain);
+    server.add_endpoint(1, None);
+    server.set_checkin(0.5);
+    let name = unique("stack");
+    let _project = super::docker::Project::for_stack(&name);
+    let file = format!(
+        "services:\n  web:\n    image: {IMAGE}\n    command: [\"busybox\", \"sleep\", \"3600\"]\n    stop_grace_period: 1s\n"
+    );
+    server.put_edge_stack(1, &name, &[("docker-compose.yml", &file)]);
+    server.set_stacks(1, &[(1, 1)]);
+    let agent = super::agent::Agent::new();
+    agent.write_env(&format!(
+        "EDGE_KEY={}\nEDGE_TUNNEL=false\nDOCKER_HOST={docker_host}\n",
+        agent.key(&server, 1)
+    ));
+    let running = agent.spawn(&mut agent.command(&[]));
+    let wait_history = |expected: &[u8]| {
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while server.stack_history(1) != expected {
+            assert!(
+                Instant::now() < deadline,
+                "history {:?}, expected {expected:?}\n{:?}\n{}",
+                server.stack_history(1),
+                server.stack_reports(1),
+                running.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    wait_history(&[3, 8, 1, 7]);
+    server.set_stacks(1, &[]);
+    wait_history(&[3, 8, 1, 7, 9, 4]);
+    let engines: Vec<_> = server
+        .requests()
+        .iter()
+        .filter(|r| r.path.ends_with("/edge/status"))
+        .map(|r| {
+            r.header("Portainer-Agent-Container-Engine")
+                .map(str::to_owned)
+        })
+        .collect();
+    assert!(
+        engines.iter().all(|e| e.as_deref() == Some(engine)),
+        "{engines:?}"
+    );
 }
