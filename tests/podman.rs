@@ -1,7 +1,8 @@
 //! The agent on Podman's Docker-compatible API: the engine named on polls and by `check` (fake
 //! engines answering as Podman 4.3.1 and Docker 29 do), then on Debian's real `podman system
 //! service` (tests/run.sh starts it): compose through `edge-agent compose`, an edge stack
-//! through the reconciler, Portainer's calls and the console through the tunnel, `check`. docs/podman.md lists what differs.
+//! through the reconciler, Portainer's calls and the console through the tunnel, `check`.
+//! docs/podman.md lists what differs.
 
 mod support;
 
