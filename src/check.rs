@@ -60,7 +60,7 @@ pub fn check(config: &Config, out: &mut Output<impl Write>) -> bool {
             out,
             "Docker: {} reachable, {}",
             config.docker_socket.display(),
-            docker::Engine::describe(&version, client.api_version())
+            client.engine().describe(&version, client.api_version())
         ),
         Err(e) => {
             say!(out, "Docker: NOT reachable: {e}");

@@ -22,12 +22,17 @@ const PODMAN_VERSION: &str = r#"{"Platform":{"Name":"linux/amd64/debian-12"},"Co
 /// Docker 29's, trimmed.
 const DOCKER_VERSION: &str = r#"{"Platform":{"Name":"Docker Engine - Community"},"Components":[{"Name":"Engine","Version":"29.1.2"},{"Name":"containerd","Version":"v2.2.0"}],"Version":"29.1.2","ApiVersion":"1.52","MinAPIVersion":"1.44"}"#;
 
+/// Podman marks its answers, its ping's too, with `Libpod-Api-Version`.
+const PODMAN_PING: &str = "HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nLibpod-Api-Version: 4.3.1\r\nServer: Libpod/4.3.1 (linux)\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 2\r\n\r\nOK";
+
 fn engine(version: &'static str, api: &'static str) -> FakeDocker {
     FakeDocker::start(move |_, path| {
-        if path.ends_with("/_ping") {
-            ping(api)
-        } else {
+        if !path.ends_with("/_ping") {
             Reply::Close(answer("200 OK", "application/json", version))
+        } else if version == PODMAN_VERSION {
+            Reply::Close(PODMAN_PING.as_bytes().to_vec())
+        } else {
+            ping(api)
         }
     })
 }

@@ -19,15 +19,6 @@ pub struct Version {
     pub os: String,
     pub arch: String,
     pub kernel_version: String,
-    /// Podman lists itself here as `Podman Engine` (see [`super::Engine`]).
-    pub components: Vec<Component>,
-}
-
-/// An item of `Components` in `GET /version`.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(default, rename_all = "PascalCase")]
-pub struct Component {
-    pub name: String,
 }
 
 /// `GET /info`.

@@ -1,8 +1,8 @@
 //! The poll's `Portainer-Agent-Container-Engine` header: `docker` or `podman`, as the Go agent
 //! sends it on every poll (portainer/agent, edge/client/portainer_edge_client.go,
-//! `GetEnvironmentStatus`). The Go agent takes it from `PODMAN=1`; this agent asks the engine
-//! itself ([`Engine::detect`]), once it answers, and leaves the header out until then rather
-//! than name the wrong engine.
+//! `GetEnvironmentStatus`). The Go agent takes it from `PODMAN=1`; this agent pings the engine
+//! ([`Engine::detect`]) until it answers, and leaves the header out until then rather than name
+//! the wrong engine.
 
 use crate::docker::Engine;
 use std::path::PathBuf;
@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 pub const HEADER: &str = "Portainer-Agent-Container-Engine";
 
-/// How long a poll waits for the engine's answers (a hung engine delays a poll once a minute
-/// at most).
+/// How long a poll waits for the engine's ping (a hung engine delays a poll once a minute at
+/// most).
 const DETECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// An engine that did not answer is asked again after this long.
 const RETRY: Duration = Duration::from_secs(60);
