@@ -6,6 +6,11 @@
 #   - a Docker Engine answering on /var/run/docker.sock (docker.io, and dockerd started when
 #     none answers) and Debian's busybox-static: tests/docker.rs, tests/api.rs and the other
 #     real-engine tests build their image from /bin/busybox with `docker import`;
+#   - Podman (Debian's 4.3.1) serving Docker's API on /run/edge-agent-test-podman.sock
+#     (`podman system service`, started when none answers) for tests/podman.rs, which builds
+#     its image with `podman import`; containers get fixed rlimits (default_ulimits in
+#     /etc/containers/containers.conf, written when it sets none) because a sandbox that
+#     refuses to raise rlimits refuses to start them otherwise;
 #   - Go with Debian's x/crypto/ssh and gorilla/websocket: the chisel test server
 #     (tests/chisel/main.go) of the tunnel and API tests;
 #   - Python's asyncssh in a venv (tests/chisel/requirements.txt) for tests/tunnel_asyncssh.rs,
@@ -35,11 +40,16 @@ apt_install() {
 docker_answers() {
     curl -sf --max-time 5 --unix-socket /var/run/docker.sock http://localhost/_ping >/dev/null 2>&1
 }
+podman_socket=/run/edge-agent-test-podman.sock
+podman_answers() {
+    curl -sf --max-time 5 --unix-socket "$podman_socket" http://localhost/_ping >/dev/null 2>&1
+}
 
 packages=()
 command -v curl >/dev/null || packages+=(curl)
 command -v docker >/dev/null && command -v dockerd >/dev/null || packages+=(docker.io)
 [ -x /bin/busybox ] || packages+=(busybox-static)
+command -v podman >/dev/null || packages+=(podman)
 [ -e /usr/share/zoneinfo/Europe/Berlin ] || packages+=(tzdata)
 command -v go >/dev/null || packages+=(golang-go)
 [ -d /usr/share/gocode/src/golang.org/x/crypto/ssh ] || packages+=(golang-golang-x-crypto-dev)
@@ -57,6 +67,30 @@ if ! docker_answers; then
     done
     if ! docker_answers; then
         echo "dockerd did not answer on /var/run/docker.sock within 60 s; the end of its log:" >&2
+        tail -n 30 "$log" >&2
+        exit 1
+    fi
+fi
+
+containers_conf=/etc/containers/containers.conf
+if ! grep -qs '^[[:space:]]*default_ulimits' "$containers_conf"; then
+    limits='default_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]'
+    if grep -qs '^\[containers\]' "$containers_conf"; then
+        as_root sed -i "/^\[containers\]/a $limits" "$containers_conf"
+    else
+        printf '[containers]\n%s\n' "$limits" | as_root tee -a "$containers_conf" >/dev/null
+    fi
+fi
+if ! podman_answers; then
+    log=$(mktemp /tmp/edge-agent-podman.XXXXXX.log)
+    echo "starting podman system service on $podman_socket (log: $log)"
+    as_root sh -c "podman system service --time=0 'unix://$podman_socket' >'$log' 2>&1 &"
+    for _ in $(seq 30); do
+        podman_answers && break
+        sleep 1
+    done
+    if ! podman_answers; then
+        echo "podman did not answer on $podman_socket within 30 s; the end of its log:" >&2
         tail -n 30 "$log" >&2
         exit 1
     fi

@@ -3,8 +3,9 @@
 //! `http/handler/handler.go`: `/key` (no signature, no agent headers), `/ping` and `/v2/ping`
 //! (no signature), then, behind Portainer's signature, `/agents` (503 on a standalone engine),
 //! the console WebSockets, `/host/info`, the volume and host browsers (`/browse/*`),
-//! `/dockerhub`, and the Docker proxy for everything else. The Docker API version
-//! prefix (`/v1.41`) is dropped from paths, as the Go agent does.
+//! `/dockerhub`, and the Docker proxy for everything else. Routes are matched without the
+//! Docker API version prefix (`/v1.41`), as the Go agent does; the proxy forwards it (see
+//! [`proxy`]).
 
 pub(crate) mod browse;
 mod confine;
@@ -55,6 +56,7 @@ pub enum Next {
 pub struct Api {
     verifier: Verifier,
     docker: PathBuf,
+    engine: proxy::Engine,
     key: EdgeKey,
     persisted: Arc<Persisted>,
     refused: Mutex<Repeats>,
@@ -79,6 +81,7 @@ impl Api {
         Api {
             verifier,
             docker: config.docker_socket.clone(),
+            engine: proxy::Engine::new(config.docker_socket.clone()),
             key,
             persisted,
             refused: Mutex::new(Repeats::default()),
@@ -249,13 +252,7 @@ async fn route(api: &Api, conn: &mut Conn, head: &RequestHead) -> io::Result<Nex
             )
             .await
         }
-        _ => {
-            let target = match head.target.split_once('?') {
-                Some((_, query)) => format!("{path}?{query}"),
-                None => path.to_owned(),
-            };
-            proxy::forward(conn, head, &target, &api.docker).await
-        }
+        _ => proxy::forward(conn, head, path, &api.engine).await,
     }
 }
 

@@ -1,21 +1,33 @@
 //! The Docker proxy: a request from Portainer goes to the Docker socket as it came (method,
-//! path without the `/vX.Y` prefix, query, headers, body), and Docker's answer comes back as it
-//! came plus the three `Portainer-Agent` headers. Bodies stream both ways with backpressure and
-//! are never held whole; after a `101` (attach or exec with `Upgrade: tcp`) the connection
-//! carries raw bytes both ways until either side closes.
+//! path, query, headers, body), and Docker's answer comes back as it came plus the three
+//! `Portainer-Agent` headers. Bodies stream both ways with backpressure and are never held
+//! whole; after a `101` (attach or exec with `Upgrade: tcp`) the connection carries raw bytes
+//! both ways until either side closes.
+//!
+//! The one change to the request is its `/vX.Y` API version prefix: it is kept when the engine
+//! accepts that version and moved to the nearest one it accepts otherwise (an older Portainer
+//! UI sends `/v1.41` to Docker 29, which refuses anything below 1.44). The range comes from the
+//! engine's `/version`, asked again every [`RANGE_TTL`]. See docs/agent-api.md.
 
 use super::conn::{self, Conn, STALL};
 use super::{reply, Next, PORTAINER_HEADERS};
+use crate::docker::{self, ApiVersion};
 use crate::http1::{self, Framing, RequestHead, ResponseHead};
 use std::io;
-use std::path::Path;
-use std::time::Duration;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncWriteExt, DuplexStream, ReadHalf};
 use tokio::net::unix::OwnedReadHalf;
 use tokio::net::UnixStream;
 use tokio::time::timeout;
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the engine's API version range is trusted (Portainer's UI caches `/version` as
+/// long); an engine upgraded meanwhile is seen within that time.
+const RANGE_TTL: Duration = Duration::from_secs(5 * 60);
+/// How long an engine that did not tell its range is left alone before it is asked again.
+const RANGE_RETRY: Duration = Duration::from_secs(5);
 /// Docker's answer heads are small; this bounds a broken one.
 const MAX_ANSWER_HEAD: usize = 64 * 1024;
 
@@ -36,12 +48,137 @@ enum Failure {
     Midway,
 }
 
+/// The API versions an engine accepts (`MinAPIVersion` to `ApiVersion` of its `/version`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub min: ApiVersion,
+    pub max: ApiVersion,
+}
+
+/// The Docker socket and what is known of its version range.
+pub struct Engine {
+    socket: PathBuf,
+    /// When it was asked, and its answer (`None`: it did not answer).
+    range: Mutex<Option<(Instant, Option<Range>)>>,
+}
+
+impl Engine {
+    pub fn new(socket: PathBuf) -> Engine {
+        Engine {
+            socket,
+            range: Mutex::new(None),
+        }
+    }
+
+    pub fn socket(&self) -> &Path {
+        &self.socket
+    }
+
+    /// The engine's range, from the cache while it is fresh.
+    async fn range(&self) -> Option<Range> {
+        let cached = self.range.lock().ok().and_then(|cached| *cached);
+        if let Some((asked, range)) = cached {
+            let ttl = if range.is_some() {
+                RANGE_TTL
+            } else {
+                RANGE_RETRY
+            };
+            if asked.elapsed() < ttl {
+                return range;
+            }
+        }
+        let socket = self.socket.clone();
+        let limits = docker::Limits {
+            timeout: CONNECT_TIMEOUT,
+            ..docker::Limits::default()
+        };
+        let asked = super::blocking_within(2 * CONNECT_TIMEOUT, move || {
+            let version = docker::Client::connect(&socket, limits)?.version()?;
+            Ok::<_, docker::Error>(version)
+        })
+        .await;
+        let range = match asked.map(|answer| answer.map_err(|e| e.to_string())) {
+            Ok(Ok(version)) => range_of(&version.min_api_version, &version.api_version),
+            Ok(Err(e)) => unknown_range(&e),
+            Err(e) => unknown_range(&e.to_string()),
+        };
+        if let Ok(mut cached) = self.range.lock() {
+            *cached = Some((Instant::now(), range));
+        }
+        range
+    }
+}
+
+fn unknown_range(why: &str) -> Option<Range> {
+    log::debug!(
+        "Docker proxy: the engine's API versions are unknown ({why}): version prefixes go as sent"
+    );
+    None
+}
+
+/// `min` and `max` as `/version` gives them; `None` when either is not a version or they are
+/// out of order.
+fn range_of(min: &str, max: &str) -> Option<Range> {
+    let range = Range {
+        min: ApiVersion::parse(min)?,
+        max: ApiVersion::parse(max)?,
+    };
+    (range.min <= range.max).then_some(range)
+}
+
+/// The version to send for one `asked` by the client: the same when the engine accepts it (or
+/// its range is unknown), else the nearest end of its range.
+fn version_to_send(asked: ApiVersion, range: Option<Range>) -> ApiVersion {
+    match range {
+        Some(Range { min, .. }) if asked < min => min,
+        Some(Range { max, .. }) if asked > max => max,
+        _ => asked,
+    }
+}
+
+/// The request target for Docker: `path` as the client sent it (the agent API routes on
+/// `unversioned`, the same without its version prefixes), `query` after it. A prefix that is no
+/// version this agent can read is dropped, as the Go agent drops every prefix.
+fn docker_target(
+    path: &str,
+    unversioned: &str,
+    query: Option<&str>,
+    range: Option<Range>,
+) -> String {
+    // `/v1.41` alone routes as `/`.
+    let prefix = path.strip_suffix(unversioned).unwrap_or(path);
+    let asked = prefix
+        .strip_prefix("/v")
+        .and_then(|p| p.split('/').next())
+        .and_then(ApiVersion::parse);
+    let mut target = match asked {
+        Some(asked) => format!("/v{}{unversioned}", version_to_send(asked, range)),
+        None => unversioned.to_owned(),
+    };
+    if let Some(query) = query {
+        target.push('?');
+        target.push_str(query);
+    }
+    target
+}
+
+/// Forwards one request; `unversioned` is its path without the version prefix.
 pub async fn forward(
     conn: &mut Conn,
     head: &RequestHead,
-    target: &str,
-    docker: &Path,
+    unversioned: &str,
+    engine: &Engine,
 ) -> io::Result<Next> {
+    let path = head.path();
+    let range = if path.len() > unversioned.len() {
+        engine.range().await
+    } else {
+        None
+    };
+    let query = head.target.split_once('?').map(|(_, query)| query);
+    let target = docker_target(path, unversioned, query, range);
+    let target = target.as_str();
+    let docker = engine.socket();
     let body = match head.body() {
         Ok(body) => body,
         Err(e) => return reply(conn, 400, "Invalid request", &e.to_string(), Next::Close).await,
@@ -221,4 +358,105 @@ async fn pipe(
         _ = down => {}
     }
     let _ = wr.shutdown().await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn v(text: &str) -> ApiVersion {
+        ApiVersion::parse(text).unwrap()
+    }
+
+    /// Docker 29: 1.44 to 1.52.
+    const DOCKER_29: Option<Range> = Some(Range {
+        min: ApiVersion {
+            major: 1,
+            minor: 44,
+        },
+        max: ApiVersion {
+            major: 1,
+            minor: 52,
+        },
+    });
+
+    #[test]
+    fn a_version_the_engine_accepts_goes_as_sent() {
+        assert_eq!(
+            docker_target(
+                "/v1.47/containers/json",
+                "/containers/json",
+                Some("all=1"),
+                DOCKER_29
+            ),
+            "/v1.47/containers/json?all=1"
+        );
+        assert_eq!(
+            docker_target("/v1.44/_ping", "/_ping", None, DOCKER_29),
+            "/v1.44/_ping"
+        );
+    }
+
+    #[test]
+    fn a_version_below_the_engines_minimum_is_raised_to_it() {
+        // An older Portainer UI on Docker 29, which would answer 400 "client version 1.41 is
+        // too old".
+        assert_eq!(
+            docker_target(
+                "/v1.41/containers/json",
+                "/containers/json",
+                Some("all=1"),
+                DOCKER_29
+            ),
+            "/v1.44/containers/json?all=1"
+        );
+        assert_eq!(docker_target("/v1.41", "/", None, DOCKER_29), "/v1.44/");
+    }
+
+    #[test]
+    fn a_version_above_the_engines_maximum_is_lowered_to_it() {
+        let docker_20 = range_of("1.12", "1.41");
+        assert_eq!(
+            docker_target("/v1.47/info", "/info", None, docker_20),
+            "/v1.41/info"
+        );
+    }
+
+    #[test]
+    fn unknown_ranges_and_unversioned_paths_go_as_sent() {
+        assert_eq!(
+            docker_target("/v1.41/info", "/info", None, None),
+            "/v1.41/info"
+        );
+        assert_eq!(
+            docker_target(
+                "/containers/json",
+                "/containers/json",
+                Some("a=b"),
+                DOCKER_29
+            ),
+            "/containers/json?a=b"
+        );
+        // Stacked prefixes: the first one counts.
+        assert_eq!(
+            docker_target("/v1.41/v1.40/info", "/info", None, DOCKER_29),
+            "/v1.44/info"
+        );
+        // A prefix the Go agent strips but that names no version: dropped.
+        assert_eq!(
+            docker_target("/v1./info", "/info", None, DOCKER_29),
+            "/info"
+        );
+    }
+
+    #[test]
+    fn ranges_come_from_version_fields() {
+        assert_eq!(range_of("1.44", "1.52"), DOCKER_29);
+        assert_eq!(range_of("1.52", "1.44"), None);
+        assert_eq!(range_of("", "1.52"), None);
+        assert_eq!(
+            version_to_send(v("1.24"), range_of("1.24", "1.41")),
+            v("1.24")
+        );
+    }
 }

@@ -89,11 +89,9 @@ fn report(config: &Config, out: &mut Output<impl Write>) -> Verdict {
     {
         Ok((version, client)) => say!(
             out,
-            "Docker: {} reachable, Docker Engine {} (API {}, using {})",
+            "Docker: {} reachable, {}",
             config.docker_socket.display(),
-            version.version,
-            version.api_version,
-            client.api_version()
+            client.engine().describe(&version, client.api_version())
         ),
         Err(e) => {
             say!(out, "Docker: NOT reachable: {e}");

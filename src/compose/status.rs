@@ -100,8 +100,9 @@ pub fn aggregate(states: &[ServiceState]) -> StackStatus {
             ("created" | "restarting" | "paused", _) => starting += 1,
             ("running", _) => running += 1,
             ("removing", _) => removing += 1,
-            ("exited", 0) => completed += 1,
-            ("exited" | "dead", code) if code != 0 => {
+            // Podman says `stopped` for an exited container it has not cleaned up yet.
+            ("exited" | "stopped", 0) => completed += 1,
+            ("exited" | "stopped" | "dead", code) if code != 0 => {
                 return StackStatus::Error(format!("service {} exited with code {code}", s.service))
             }
             // A dead container with code 0 counts as removed, as libstack has it.
@@ -170,8 +171,17 @@ mod tests {
             StackStatus::Error("service db exited with code 2".into())
         );
         assert_eq!(
-            aggregate(&[web, state("db", "removing", 0)]),
+            aggregate(&[web.clone(), state("db", "removing", 0)]),
             StackStatus::Removing
+        );
+        // Podman's `stopped`: exited, not cleaned up yet.
+        assert_eq!(
+            aggregate(&[web.clone(), state("once", "stopped", 0)]),
+            StackStatus::Running
+        );
+        assert_eq!(
+            aggregate(&[web, state("once", "stopped", 3)]),
+            StackStatus::Error("service once exited with code 3".into())
         );
         // A dead container with code 0 is neither running nor completed.
         assert_eq!(

@@ -5,6 +5,7 @@
 mod access;
 mod api;
 mod connection;
+mod engine;
 mod logs;
 mod stream;
 
@@ -14,6 +15,7 @@ pub use api::{
     EventActor, Health, ImageInspect, ImageSummary, Info, LogsOptions, MountPoint, Network,
     Progress, RegistryAuth, Version, Volume,
 };
+pub use engine::Engine;
 pub use logs::{LogStream, Logs};
 pub use stream::JsonLines;
 
@@ -187,6 +189,7 @@ pub struct Client {
     socket: PathBuf,
     api: ApiVersion,
     limits: Limits,
+    engine: Engine,
 }
 
 /// A buffered answer.
@@ -206,15 +209,18 @@ impl Answer {
 
 impl Client {
     /// Asks the engine its API version (`GET /_ping`, else `/version`) and settles on the
-    /// lower of it and [`API_VERSION`]. `limits` apply to that and to later calls.
+    /// lower of it and [`API_VERSION`]; the ping also tells Podman from Docker
+    /// ([`Engine::of_ping`]). `limits` apply to that and to later calls.
     pub fn connect(socket: impl Into<PathBuf>, limits: Limits) -> Result<Client, Error> {
         let mut client = Client {
             socket: socket.into(),
             api: API_VERSION,
             limits,
+            engine: Engine::Docker,
         };
         let (head, body) = client.open("GET", "/_ping", &[], None, false)?;
         let body = expect(head.status, body, &[200])?;
+        client.engine = Engine::of_ping(&head);
         let server = match head.header("API-Version") {
             Some(text) => ApiVersion::parse(text).ok_or_else(|| Error::Unexpected {
                 call: body.call().to_owned(),
@@ -244,6 +250,11 @@ impl Client {
     /// The negotiated version used in every path (`/v1.NN/...`).
     pub fn api_version(&self) -> ApiVersion {
         self.api
+    }
+
+    /// Docker or Podman, as its ping said.
+    pub fn engine(&self) -> Engine {
+        self.engine
     }
 
     /// Sends `method` on `target` (already versioned or not) and reads the head.

@@ -4,6 +4,7 @@
 //! client; the edge stack and job threads have clients of their own, so they never hold up the
 //! poll.
 
+mod container_engine;
 pub mod hints;
 pub mod poll_response;
 pub mod proxy;
@@ -12,6 +13,7 @@ pub mod stack_status;
 pub mod tls;
 
 use crate::config::{Config, GlobalKeyMeta};
+use container_engine::ContainerEngine;
 use poll_response::PollResponse;
 use resolver::CachingResolver;
 use std::fmt;
@@ -96,6 +98,7 @@ pub struct Client {
     base: String,
     edge_id: String,
     time_zone: String,
+    engine: ContainerEngine,
 }
 
 impl Client {
@@ -104,6 +107,7 @@ impl Client {
         portainer_url: &str,
         edge_id: &str,
     ) -> Result<Client, crate::portainer::tls::Error> {
+        let docker_socket = config.docker_socket.clone();
         let proxy = crate::portainer::proxy::for_url(&config.proxies, portainer_url)
             // Validated when the configuration was read.
             .and_then(|url| ureq::Proxy::new(url).ok());
@@ -136,6 +140,7 @@ impl Client {
             base: portainer_url.trim_end_matches('/').to_owned(),
             edge_id: edge_id.to_owned(),
             time_zone: go_time_zone(std::env::var("TZ").ok()),
+            engine: ContainerEngine::new(docker_socket),
         })
     }
 
@@ -201,10 +206,11 @@ impl Client {
         &self.base
     }
 
-    /// `GET /api/endpoints/{id}/edge/status` with the Go agent's headers.
+    /// `GET /api/endpoints/{id}/edge/status` with the Go agent's headers (the container engine's
+    /// once it is known).
     pub fn poll(&self, endpoint_id: i64, etag: Option<&str>) -> Result<Poll, Error> {
         let url = format!("{}/api/endpoints/{endpoint_id}/edge/status", self.base);
-        let mut response = self
+        let mut request = self
             .agent
             .get(&url)
             .header("If-None-Match", etag.unwrap_or(""))
@@ -212,9 +218,11 @@ impl Client {
             .header("X-PortainerAgent-EdgeID", &self.edge_id)
             .header("X-PortainerAgent-TimeZone", &self.time_zone)
             .header("Portainer-Agent-Platform", AGENT_PLATFORM)
-            .header("X-PortainerAgent-Update-ID", "0")
-            .call()
-            .map_err(|e| self.transport(&url, e))?;
+            .header("X-PortainerAgent-Update-ID", "0");
+        if let Some(engine) = self.engine.header_value() {
+            request = request.header(container_engine::HEADER, engine);
+        }
+        let mut response = request.call().map_err(|e| self.transport(&url, e))?;
         let etag = response
             .headers()
             .get("ETag")

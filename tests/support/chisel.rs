@@ -333,8 +333,13 @@ pub struct Setup {
 
 pub fn agent_through_tunnel(env: &str) -> Setup {
     super::docker::engine();
-    let chisel = ChiselServer::start(&[]);
     let docker = format!("unix://{}", super::docker::socket().display());
+    agent_through_tunnel_on(&docker, env)
+}
+
+/// The same on the engine at `docker` (a `DOCKER_HOST` value).
+pub fn agent_through_tunnel_on(docker: &str, env: &str) -> Setup {
+    let chisel = ChiselServer::start(&[]);
     let (portainer, port, agent, running) = agent_with_tunnel(
         &chisel,
         &chisel.fingerprint,

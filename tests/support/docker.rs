@@ -1,6 +1,7 @@
 //! The real Docker Engine for tests and benches: the client (a test that needs it fails when
 //! there is no engine), the test image built from Debian's busybox-static, and containers that
-//! are removed whatever happens.
+//! are removed whatever happens. A test binary may run them against Podman instead
+//! ([`use_podman`]).
 
 use edge_agent::docker::{Client, Limits};
 use std::path::{Path, PathBuf};
@@ -14,8 +15,31 @@ pub const IMAGE: &str = "edge-agent-test/busybox:1";
 /// The label every test container carries, with a value unique to it.
 pub const LABEL: &str = "edge-agent-test";
 
-/// `DOCKER_HOST` when it is `unix://`, else Docker's default socket.
+/// Where `tests/run.sh` starts `podman system service`.
+pub const PODMAN_SOCKET: &str = "/run/edge-agent-test-podman.sock";
+
+/// The engine the tests of one test binary run against: Docker unless the binary chose Podman
+/// ([`use_podman`]) before anything else.
+static PODMAN: OnceLock<bool> = OnceLock::new();
+
+/// Makes every helper here use Podman's socket (and `podman import` for the image).
+pub fn use_podman() {
+    assert!(
+        *PODMAN.get_or_init(|| true),
+        "this test binary already uses Docker"
+    );
+}
+
+fn podman() -> bool {
+    *PODMAN.get_or_init(|| false)
+}
+
+/// Podman's socket when the binary uses Podman; else `DOCKER_HOST` when it is `unix://`, else
+/// Docker's default socket.
 pub fn socket() -> PathBuf {
+    if podman() {
+        return PathBuf::from(PODMAN_SOCKET);
+    }
     match std::env::var("DOCKER_HOST") {
         Ok(host) if host.starts_with("unix://") => PathBuf::from(&host["unix://".len()..]),
         _ => PathBuf::from("/var/run/docker.sock"),
@@ -29,6 +53,9 @@ pub fn engine() -> Client {
             ensure_image(&client);
             client
         }
+        Err(e) if podman() => super::missing(&format!(
+            "Podman does not answer: {e} (tests/run.sh starts podman system service)"
+        )),
         Err(e) => super::missing(&format!("the Docker Engine does not answer: {e}")),
     }
 }
@@ -61,16 +88,25 @@ fn ensure_image(client: &Client) {
             .status()
             .unwrap();
         assert!(status.success(), "tar failed");
-        let out = docker(&["import", tar.to_str().unwrap(), IMAGE]);
+        let out = if podman() {
+            Command::new("podman")
+                .args(["import", tar.to_str().unwrap(), IMAGE])
+                .output()
+                .unwrap_or_else(|e| {
+                    super::missing(&format!("podman: {e} (apt-get install podman)"))
+                })
+        } else {
+            docker(&["import", tar.to_str().unwrap(), IMAGE])
+        };
         assert!(
             out.status.success(),
-            "docker import failed: {}",
+            "import failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
     });
 }
 
-/// The `docker` command line on [`socket`].
+/// The `docker` command line on [`socket`] (Podman's too: it speaks Docker's API).
 pub fn docker(args: &[&str]) -> std::process::Output {
     Command::new("docker")
         .args(args)

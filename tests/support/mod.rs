@@ -16,7 +16,9 @@ pub mod agent;
 pub mod api_client;
 pub mod chisel;
 pub mod docker;
+pub mod docker29;
 pub mod fake_docker;
+pub mod scenarios;
 
 use base64::Engine;
 use std::collections::BTreeMap;
