@@ -421,11 +421,13 @@ fn refusals_alternating_between_two_reasons_log_each_reason_once() {
         key: real.key.clone(),
         signature: other.signature.clone(),
     };
-    // A minute of refusals, ten a second, alternating: another key than the pinned one, then a
-    // signature that does not verify.
+    // About a minute of refusals, ten a second, alternating: another key than the pinned one,
+    // then a signature that does not verify. Counted, not timed, so a loaded machine sends as
+    // many (it only takes longer).
     let start = Instant::now();
     let mut refused = 0;
-    while start.elapsed() < Duration::from_secs(60) {
+    while refused < 520 {
+        assert!(start.elapsed() < Duration::from_secs(600), "{refused} refusals in 10 minutes");
         for signer in [&other, &forged] {
             assert_eq!(
                 c.request("GET", "/v1.41/_ping", Some(signer), b"").status,
@@ -440,7 +442,6 @@ fn refusals_alternating_between_two_reasons_log_each_reason_once() {
         .lines()
         .filter(|l| l.contains("refused a request"))
         .collect();
-    assert!(refused > 500, "{refused} refusals sent");
     assert_eq!(
         lines.len(),
         2,
