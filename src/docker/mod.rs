@@ -6,6 +6,7 @@ mod access;
 mod api;
 mod connection;
 mod logs;
+pub mod registry_auth;
 mod stream;
 
 pub use access::{Access, Id};
