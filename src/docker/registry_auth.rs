@@ -139,7 +139,7 @@ pub fn for_image(image: &str) -> Result<Credentials, HelperError> {
 }
 
 /// docker/cli `config.Dir()`: `$DOCKER_CONFIG`, else `$HOME/.docker`; a systemd service has no
-/// `HOME`, and the agent runs as root, so then `/root/.docker`.
+/// `HOME`, and the agent runs as root, whose home docker/cli would take: `/root/.docker`.
 fn config_dir(var: impl Fn(&str) -> Option<OsString>) -> PathBuf {
     let set = |name: &str| var(name).filter(|v| !v.is_empty()).map(PathBuf::from);
     set("DOCKER_CONFIG")
