@@ -230,6 +230,19 @@ fn private_images_are_pulled_with_the_docker_cli_credentials() {
         "{said}"
     );
 
+    // A broken config.json: one warning naming it and the fault, then an anonymous pull.
+    let broken = tempfile::tempdir().unwrap();
+    let config = write_config(broken.path(), &format!(r#"{{"auths": {{"{host}": "#));
+    let said = text(&project.up(&config, bin.path()));
+    let file = config.join("config.json");
+    assert!(
+        said.contains(&format!(
+            "{}: it is not valid JSON (line 1, column ",
+            file.display()
+        )) && said.contains("refused an anonymous pull"),
+        "{said}"
+    );
+
     // (a) `auths` with user:password in base64, as `docker login` writes it.
     let auths = tempfile::tempdir().unwrap();
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));

@@ -112,7 +112,10 @@ pub fn for_image(image: &str) -> Result<Credentials, HelperError> {
                 "{}: {reason}; pulling {image} without registry credentials",
                 file.display()
             );
-            return Ok(anonymous(format!("{} (unreadable)", file.display())));
+            return Ok(anonymous(format!(
+                "{} (not used: see the warning)",
+                file.display()
+            )));
         }
     };
     match config.helper_for(&key) {
