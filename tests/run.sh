@@ -15,7 +15,9 @@
 #     (tests/chisel/main.go) of the tunnel and API tests;
 #   - Python's asyncssh in a venv (tests/chisel/requirements.txt) for tests/tunnel_asyncssh.rs,
 #     named in EDGE_AGENT_PYTHON;
-#   - tzdata: the edge job schedules are computed in local time.
+#   - tzdata: the edge job schedules are computed in local time;
+#   - Debian's docker-registry and apache2-utils (htpasswd): tests/registry_auth.rs starts its
+#     own registry with password auth on 127.0.0.1.
 #
 # usage: tests/run.sh [cargo test arguments...]     (as root, or with sudo for apt and dockerd)
 set -euo pipefail
@@ -51,6 +53,8 @@ command -v docker >/dev/null && command -v dockerd >/dev/null || packages+=(dock
 [ -x /bin/busybox ] || packages+=(busybox-static)
 command -v podman >/dev/null || packages+=(podman)
 [ -e /usr/share/zoneinfo/Europe/Berlin ] || packages+=(tzdata)
+[ -x /usr/bin/docker-registry ] || packages+=(docker-registry)
+command -v htpasswd >/dev/null || packages+=(apache2-utils)
 command -v go >/dev/null || packages+=(golang-go)
 [ -d /usr/share/gocode/src/golang.org/x/crypto/ssh ] || packages+=(golang-golang-x-crypto-dev)
 [ -d /usr/share/gocode/src/github.com/gorilla/websocket ] || packages+=(golang-github-gorilla-websocket-dev)

@@ -203,8 +203,9 @@ struct ErrorDetail {
     message: String,
 }
 
-/// Registry credentials for a pull, sent as `X-Registry-Auth` (base64url of this JSON).
-#[derive(Debug, Clone, Default, Serialize)]
+/// Registry credentials for a pull, sent as `X-Registry-Auth` (base64url of this JSON). Its
+/// `Debug` shows the user and the server only.
+#[derive(Clone, Default, Serialize)]
 pub struct RegistryAuth {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
@@ -214,6 +215,18 @@ pub struct RegistryAuth {
     pub server_address: Option<String>,
     #[serde(rename = "identitytoken", skip_serializing_if = "Option::is_none")]
     pub identity_token: Option<String>,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let hidden = |v: &Option<String>| v.as_ref().map(|_| "<hidden>");
+        f.debug_struct("RegistryAuth")
+            .field("username", &self.username)
+            .field("password", &hidden(&self.password))
+            .field("server_address", &self.server_address)
+            .field("identity_token", &hidden(&self.identity_token))
+            .finish()
+    }
 }
 
 /// What `GET /containers/{id}/logs` returns.

@@ -7,6 +7,7 @@ mod api;
 mod connection;
 mod engine;
 mod logs;
+pub mod registry_auth;
 mod stream;
 
 pub use access::{Access, Id};

@@ -1,10 +1,11 @@
 //! The images step: each distinct image resolved to its id, pulled first when missing (or
-//! `pull_policy: always`; `never` and missing is an error), the pull's progress streamed to the
-//! end and logged once with its size and time.
+//! `pull_policy: always`; `never` and missing is an error) with the registry credentials of the
+//! Docker CLI's config (`docker::registry_auth`), the pull's progress streamed to the end and
+//! logged once with its size and time.
 
 use super::error::{is_not_found, UpError};
 use super::{Phase, Up};
-use crate::docker::{self, Client, Limits};
+use crate::docker::{self, registry_auth, Client, Limits};
 use std::time::{Duration, Instant};
 
 /// The longest silence of a pull's progress stream.
@@ -57,11 +58,15 @@ impl Up {
             image: image.to_owned(),
             message,
         };
+        let credentials = registry_auth::for_image(image).map_err(|e| failed(e.to_string()))?;
+        let refused = |e: docker::Error| failed(credentials.explain(&docker_message(&e)));
         let progress = self
-            .call(true, || streaming.pull(name, tag, None))
-            .map_err(|e| failed(docker_message(&e)))?;
+            .call(true, || {
+                streaming.pull(name, tag, credentials.auth.as_ref())
+            })
+            .map_err(refused)?;
         for item in progress {
-            item.map_err(|e| failed(docker_message(&e)))?;
+            item.map_err(refused)?;
         }
         self.pulled.push((image.to_owned(), started.elapsed()));
         Ok(())
