@@ -147,7 +147,10 @@ pub fn container(
     let env: Vec<String> = s
         .environment
         .iter()
-        .map(|(k, v)| format!("{k}={v}"))
+        .map(|(k, v)| match v {
+            Some(v) => format!("{k}={v}"),
+            None => k.clone(),
+        })
         .collect();
     put(&mut c, "Env", json!(env));
     if let Some(h) = &s.healthcheck {

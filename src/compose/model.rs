@@ -55,8 +55,9 @@ pub struct Service {
     pub command: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<Vec<String>>,
+    /// `None`: a bare key (`- KEY`, `KEY:`) whose variable is unset, sent as `KEY` without `=`.
     #[serde(skip_serializing_if = "is_default")]
-    pub environment: BTreeMap<String, String>,
+    pub environment: BTreeMap<String, Option<String>>,
     #[serde(skip_serializing_if = "is_default")]
     pub ports: Vec<Port>,
     /// `80/tcp`.

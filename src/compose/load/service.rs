@@ -333,7 +333,9 @@ pub(super) fn service(
                 })
             })?;
         match entries {
-            Some(entries) => s.environment.extend(entries),
+            Some(entries) => s
+                .environment
+                .extend(entries.into_iter().map(|(k, v)| (k, Some(v)))),
             None if required => {
                 return Err(ctx.err(
                     line_node,
@@ -344,15 +346,11 @@ pub(super) fn service(
             None => {}
         }
     }
+    // A bare key whose variable is unset stays, without a value (compose-go's
+    // `MappingWithEquals` keeps it nil, and compose sends `KEY` with no `=`).
     for (key, value) in environment {
-        match value.or_else(|| ctx.env.get(&key).cloned()) {
-            Some(value) => {
-                s.environment.insert(key, value);
-            }
-            None => {
-                s.environment.remove(&key);
-            }
-        }
+        let value = value.or_else(|| ctx.env.get(&key).cloned());
+        s.environment.insert(key, value);
     }
     Ok(s)
 }
@@ -374,21 +372,24 @@ mod tests {
         let p = project.unwrap();
         let web = &p.services["web"];
         assert_eq!(web.image, "from-dotenv:3");
-        let env: Vec<(&str, &str)> = web
+        let env: Vec<(&str, Option<&str>)> = web
             .environment
             .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .map(|(k, v)| (k.as_str(), v.as_deref()))
             .collect();
         assert_eq!(
             env,
             [
-                ("BARE", "from dotenv"),
-                ("FROM_FILE", "override"),
-                ("LIT", "$HOME"),
-                ("ONLY_FILE", "3"),
-                ("PROJECT", "demo")
+                ("BARE", Some("from dotenv")),
+                ("FROM_FILE", Some("override")),
+                ("GONE", None),
+                ("LIT", Some("$HOME")),
+                ("ONLY_FILE", Some("3")),
+                ("PROJECT", Some("demo"))
             ]
         );
+        let body = crate::compose::body::container(&p, "web", 1, "i", super::super::tests::API);
+        assert_eq!(body["Env"][2], "GONE", "a bare unset key is sent without =");
         assert_eq!(
             p.warnings,
             ["variable UNSET is not set: using an empty string"]
