@@ -362,14 +362,21 @@ fn first_container(project: &Project, key: &str) -> String {
     }
 }
 
-/// Binds (short-syntax host folders, created when missing, as `src:dst:rw[,opts]`) and the
-/// other mounts, as compose's `buildContainerVolumes` splits them.
+/// Binds and the other mounts, as compose v2.40.3's `buildContainerVolumes` splits them: a bind
+/// that creates its host folder and has no propagation (`bindRequiresMountAPI`), and a named
+/// volume without `nocopy` or `subpath` (`volumeRequiresMountAPI`), are `src:dst:rw|ro[,opts]`
+/// binds (`toBindString`); anonymous volumes, tmpfs and the rest are mounts.
 fn mounts(s: &Service) -> (Vec<String>, Vec<Value>) {
     let mut binds = Vec::new();
     let mut mounts = Vec::new();
     for m in &s.volumes {
+        let bind = match m.kind {
+            MountType::Bind => m.create_host_path && m.propagation.is_empty(),
+            MountType::Volume => !m.source.is_empty() && !m.nocopy && m.subpath.is_empty(),
+            MountType::Tmpfs => false,
+        };
         match m.kind {
-            MountType::Bind if m.create_host_path => {
+            _ if bind => {
                 let mut options = vec![if m.read_only { "ro" } else { "rw" }];
                 if !m.selinux.is_empty() {
                     options.push(&m.selinux);

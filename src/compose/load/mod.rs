@@ -369,9 +369,8 @@ mod tests {
                                 "Timeout": 5_000_000_000u64, "StartPeriod": 60_000_000_000u64, "Retries": 3},
                 "StopTimeout": 90,
                 "HostConfig": {
-                    "Binds": [format!("{dir}/conf:/etc/nginx/conf.d:rw")],
+                    "Binds": ["demo_data:/data:ro", format!("{dir}/conf:/etc/nginx/conf.d:rw")],
                     "Mounts": [
-                        {"Type": "volume", "Source": "demo_data", "Target": "/data", "ReadOnly": true},
                         {"Type": "bind", "Source": "/srv", "Target": "/srv", "BindOptions": {"Propagation": "rslave"}},
                         {"Type": "tmpfs", "Target": "/cache", "TmpfsOptions": {"SizeBytes": 1_048_576}},
                     ],
