@@ -11,7 +11,7 @@ use super::service_settings::{
     count, depends_on, deploy, env_file_list, extra_hosts, file_ref, healthcheck, service_networks,
 };
 use super::short_forms::{mount, port, range, words};
-use crate::compose::model::{Device, Logging, Mount, MountType, Project, Service, Ulimit};
+use crate::compose::model::{Device, Logging, Mount, MountType, Port, Project, Service, Ulimit};
 use crate::compose::yaml::{Node, Value};
 
 /// Keys compose knows that this engine does not implement.
@@ -64,7 +64,27 @@ pub(super) fn service(
             "env_file" => env_files = env_file_list(ctx, n, &p)?,
             "ports" => {
                 for (item, ip) in ctx.items(n, &p)? {
-                    s.ports.extend(port(ctx, item, &ip)?);
+                    for new in port(ctx, item, &ip)? {
+                        // compose-go's `override.EnforceUnicity` (`portIndexer`): a repeated
+                        // host IP, published port, target and protocol replaces the first.
+                        let key = |p: &Port| {
+                            let ip = if p.host_ip.is_empty() {
+                                "0.0.0.0"
+                            } else {
+                                &p.host_ip
+                            };
+                            (
+                                ip.to_owned(),
+                                p.published.clone(),
+                                p.target,
+                                p.protocol.clone(),
+                            )
+                        };
+                        match s.ports.iter_mut().find(|p| key(p) == key(&new)) {
+                            Some(old) => *old = new,
+                            None => s.ports.push(new),
+                        }
+                    }
                 }
             }
             "expose" => {
@@ -358,6 +378,20 @@ pub(super) fn service(
 #[cfg(test)]
 mod tests {
     use crate::compose::load::tests::load_files;
+
+    #[test]
+    fn a_repeated_port_is_kept_once_as_compose_go_enforces_unicity() {
+        let p = crate::compose::load::tests::load_ok(
+            "services:\n  web:\n    image: a\n    ports: [\"8080:80\", \"81:81\", \"0.0.0.0:8080:80/tcp\", \"8080:82\"]\n",
+        );
+        let ports: Vec<String> = p.services["web"]
+            .ports
+            .iter()
+            .map(|p| format!("{}:{}:{}", p.host_ip, p.published, p.target))
+            .collect();
+        // As in v2.40.3, a port published twice for different targets is not refused at load.
+        assert_eq!(ports, ["0.0.0.0:8080:80", ":81:81", ":8080:82"]);
+    }
 
     #[test]
     fn environment_precedence_dotenv_and_env_files() {
