@@ -17,6 +17,7 @@ mod networks_volumes;
 mod normalize;
 mod read;
 mod service;
+mod service_host;
 mod service_settings;
 mod short_forms;
 
@@ -286,7 +287,7 @@ mod tests {
                 .contains("allows one container, but scale is 2")
         );
         assert!(
-            load_err("services:\n  web:\n    image: a\n    blkio_config: {}\n")
+            load_err("services:\n  web:\n    image: a\n    cpu_count: 1\n")
                 .contains("not supported by this compose engine")
         );
         assert!(

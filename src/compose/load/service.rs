@@ -7,34 +7,25 @@
 use super::context::Ctx;
 use super::error::{Fail, LoadError};
 use super::read::read_env_file;
+use super::service_host::host_setting;
 use super::service_settings::{
     count, depends_on, deploy, env_file_list, extra_hosts, file_ref, healthcheck, service_networks,
 };
 use super::short_forms::{mount, port, range, words};
-use crate::compose::model::{Device, Logging, Mount, MountType, Port, Project, Service, Ulimit};
+use crate::compose::model::{Logging, Mount, MountType, Port, Project, Service, Ulimit};
 use crate::compose::yaml::{Node, Value};
 
 /// Keys compose knows that this engine does not implement.
 const UNSUPPORTED: &[&str] = &[
-    "annotations",
     "attach",
-    "blkio_config",
-    "cgroup",
-    "cgroup_parent",
     "cpu_count",
     "cpu_percent",
     "cpu_period",
     "cpu_quota",
-    "cpu_rt_period",
-    "cpu_rt_runtime",
     "credential_spec",
-    "external_links",
     "isolation",
-    "mem_swappiness",
-    "oom_kill_disable",
     "post_start",
     "pre_stop",
-    "uts",
     "volume_driver",
 ];
 
@@ -130,29 +121,6 @@ pub(super) fn service(
             "depends_on" => s.depends_on = depends_on(ctx, n, &p)?,
             "healthcheck" => s.healthcheck = healthcheck(ctx, n, &p)?,
             "privileged" => s.privileged = ctx.bool(n, &p)?,
-            "devices" => {
-                for (item, ip) in ctx.items(n, &p)? {
-                    let text = ctx.string(item, &ip)?;
-                    let parts: Vec<&str> = text.split(':').collect();
-                    let (source, target, permissions) = match parts.as_slice() {
-                        [s] => (*s, *s, "rwm"),
-                        [s, t] => (*s, *t, "rwm"),
-                        [s, t, p] => (*s, *t, *p),
-                        _ => {
-                            return Err(ctx.err(
-                                item,
-                                &ip,
-                                "expected /dev/host[:/dev/container[:rwm]]",
-                            ))
-                        }
-                    };
-                    s.devices.push(Device {
-                        source: source.into(),
-                        target: target.into(),
-                        permissions: permissions.into(),
-                    });
-                }
-            }
             "cap_add" => s.cap_add = ctx.list(n, &p)?,
             "cap_drop" => s.cap_drop = ctx.list(n, &p)?,
             "logging" => {
@@ -291,6 +259,7 @@ pub(super) fn service(
             "develop" => return Err(ctx.err(n, &p, "develop (watch) is not supported")),
             "extends" => {}
             k if k.starts_with("x-") => {}
+            k if host_setting(ctx, &mut s, k, n, &p)? => {}
             k if UNSUPPORTED.contains(&k) => {
                 return Err(ctx.err(n, &p, "not supported by this compose engine: remove it"))
             }
