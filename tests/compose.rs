@@ -333,3 +333,67 @@ fn a_missing_image_is_pulled_and_a_failed_pull_names_it() {
         "cannot pull image 127.0.0.1:9/edge-agent-test/nothing:1: it is not on this machine and pull_policy is never"
     );
 }
+
+/// What docker-compose v2.40.3 created for the same file (`docker inspect`): the flow list
+/// closed at its key's column, a literal `$`, a bare unset key, named volumes as binds unless
+/// they need the Mount API, unknown volume options ignored, host settings.
+#[test]
+#[ignore = "needs the Docker Engine and busybox-static (tests/run.sh)"]
+fn the_container_is_created_as_compose_2_40_creates_it() {
+    let client = engine();
+    let stack = Stack::new(&client, "v240");
+    stack.write(
+        "compose.yaml",
+        "services:\n  a:\n    image: IMAGE\n    command: [\n      busybox, sleep, \"600\"\n    ]\n\
+         \x20   network_mode: none\n    stop_signal: SIGKILL\n    uts: host\n    cgroup: private\n\
+         \x20   environment:\n      - H=${UNSET:-$2a$14$$x}\n      - AUTH_TYPE\n\
+         \x20   devices: [{source: /dev/null, target: /dev/xnull, permissions: r}]\n\
+         \x20   volumes:\n      - data:/data\n      - data:/ro:ro\n      - data:/nc:nocopy\n\
+         \x20     - ./host:/host:ro,cached\n      - data:/dl:delegated\n      - /anon\n\
+         volumes: {data: {}}\n",
+    );
+    compose::up(&client, &stack.load(&[])).unwrap();
+    let name = format!("{}-a-1", stack.name);
+    let env = inspect("container", &name, "{{json .Config.Env}}");
+    assert!(env.contains(r#""H=$2a$14$x""#), "{env}");
+    assert!(env.contains(r#""AUTH_TYPE""#), "{env}");
+    let data = format!("{}_data", stack.name);
+    let binds = inspect("container", &name, "{{json .HostConfig.Binds}}");
+    let host = stack.dir.path().join("host");
+    let expected = [
+        format!("{data}:/data:rw"),
+        format!("{data}:/ro:ro"),
+        format!("{}:/host:ro", host.display()),
+        format!("{data}:/dl:rw"),
+    ];
+    assert_eq!(
+        binds,
+        serde_json::to_string(&expected).unwrap(),
+        "v2.40.3 sends these as Binds"
+    );
+    let mounts = inspect("container", &name, "{{json .HostConfig.Mounts}}");
+    let targets: Vec<&str> = mounts
+        .split(r#""Target":""#)
+        .skip(1)
+        .map(|t| &t[..t.find('"').unwrap()])
+        .collect();
+    assert_eq!(targets, ["/nc", "/anon"], "{mounts}");
+    assert!(mounts.contains(r#""NoCopy":true"#), "{mounts}");
+    let modes = inspect(
+        "container",
+        &name,
+        "{{range .Mounts}}{{.Destination}}={{.Mode}},{{.RW}} {{end}}",
+    );
+    for mode in ["/data=rw,true", "/ro=ro,false", "/dl=rw,true"] {
+        assert!(modes.contains(mode), "{mode} in {modes}");
+    }
+    let host_config = inspect(
+        "container",
+        &name,
+        "{{.HostConfig.UTSMode}} {{.HostConfig.CgroupnsMode}} {{json .HostConfig.Devices}}",
+    );
+    assert_eq!(
+        host_config,
+        r#"host private [{"PathOnHost":"/dev/null","PathInContainer":"/dev/xnull","CgroupPermissions":"r"}]"#
+    );
+}

@@ -147,7 +147,10 @@ pub fn container(
     let env: Vec<String> = s
         .environment
         .iter()
-        .map(|(k, v)| format!("{k}={v}"))
+        .map(|(k, v)| match v {
+            Some(v) => format!("{k}={v}"),
+            None => k.clone(),
+        })
         .collect();
     put(&mut c, "Env", json!(env));
     if let Some(h) = &s.healthcheck {
@@ -196,9 +199,35 @@ pub fn container(
     put(&mut h, "CpuShares", json!(r.cpu_shares));
     put(&mut h, "PidsLimit", json!(r.pids_limit));
     put(&mut h, "DeviceCgroupRules", json!(r.device_cgroup_rules));
+    put(&mut h, "CgroupParent", json!(r.cgroup_parent));
+    put(&mut h, "MemorySwappiness", json!(r.mem_swappiness));
+    put(&mut h, "OomKillDisable", json!(r.oom_kill_disable));
+    put(&mut h, "CpuRealtimePeriod", json!(r.cpu_rt_period));
+    put(&mut h, "CpuRealtimeRuntime", json!(r.cpu_rt_runtime));
+    put(&mut h, "BlkioWeight", json!(r.blkio_weight));
+    for (field, devices) in &r.blkio_devices {
+        let value = if field == "BlkioWeightDevice" {
+            "Weight"
+        } else {
+            "Rate"
+        };
+        let list: Vec<Value> = devices
+            .iter()
+            .map(|(path, v)| json!({"Path": path, value: v}))
+            .collect();
+        put(&mut h, field, json!(list));
+    }
+    // `gpus` are requests with `gpu` added to their capabilities (`getDeployResources`).
+    let gpus = r.gpus.iter().map(|d| {
+        let mut gpu = d.clone();
+        gpu.capabilities.push("gpu".into());
+        gpu
+    });
     let requests: Vec<Value> = r
         .device_requests
         .iter()
+        .cloned()
+        .chain(gpus)
         .map(|d| {
             json!({"Driver": d.driver, "Count": d.count, "DeviceIDs": d.device_ids,
                    "Capabilities": [d.capabilities], "Options": d.options})
@@ -226,6 +255,9 @@ pub fn container(
     put(&mut h, "UsernsMode", json!(s.userns_mode));
     put(&mut h, "Privileged", json!(s.privileged));
     put(&mut h, "PidMode", json!(s.pid));
+    put(&mut h, "CgroupnsMode", json!(s.cgroup));
+    put(&mut h, "UTSMode", json!(s.uts));
+    put(&mut h, "Annotations", json!(s.annotations));
     let tmpfs: Map<String, Value> = s
         .tmpfs
         .iter()
@@ -250,6 +282,15 @@ pub fn container(
             let (other, alias) = link.split_once(':').unwrap_or((link, link));
             format!("{}:{alias}", first_container(project, other))
         })
+        .collect();
+    // External links after the services' (`getLinks`): `container[:alias]` as `container:alias`.
+    let links: Vec<String> = links
+        .into_iter()
+        .chain(s.external_links.iter().map(|link| {
+            let parts: Vec<&str> = link.split(':').collect();
+            let alias = if parts.len() == 2 { parts[1] } else { parts[0] };
+            format!("{}:{alias}", parts[0])
+        }))
         .collect();
     put(&mut h, "Links", json!(links));
     put(&mut h, "OomScoreAdj", json!(s.oom_score_adj));
@@ -359,14 +400,21 @@ fn first_container(project: &Project, key: &str) -> String {
     }
 }
 
-/// Binds (short-syntax host folders, created when missing, as `src:dst:rw[,opts]`) and the
-/// other mounts, as compose's `buildContainerVolumes` splits them.
+/// Binds and the other mounts, as compose v2.40.3's `buildContainerVolumes` splits them: a bind
+/// that creates its host folder and has no propagation (`bindRequiresMountAPI`), and a named
+/// volume without `nocopy` or `subpath` (`volumeRequiresMountAPI`), are `src:dst:rw|ro[,opts]`
+/// binds (`toBindString`); anonymous volumes, tmpfs and the rest are mounts.
 fn mounts(s: &Service) -> (Vec<String>, Vec<Value>) {
     let mut binds = Vec::new();
     let mut mounts = Vec::new();
     for m in &s.volumes {
+        let bind = match m.kind {
+            MountType::Bind => m.create_host_path && m.propagation.is_empty(),
+            MountType::Volume => !m.source.is_empty() && !m.nocopy && m.subpath.is_empty(),
+            MountType::Tmpfs => false,
+        };
         match m.kind {
-            MountType::Bind if m.create_host_path => {
+            _ if bind => {
                 let mut options = vec![if m.read_only { "ro" } else { "rw" }];
                 if !m.selinux.is_empty() {
                     options.push(&m.selinux);

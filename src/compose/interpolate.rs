@@ -1,9 +1,11 @@
-//! Variable substitution in values, as compose-go's `template` package does it: `$$` is a `$`;
-//! `$NAME` and `${NAME}` (NAME is `[_A-Za-z][_A-Za-z0-9]*`); `${NAME:-default}` (unset or
-//! empty), `${NAME-default}` (unset), `${NAME:?message}` / `${NAME?message}` (an error),
-//! `${NAME:+alt}` / `${NAME+alt}` (alt when set); defaults, alternatives and messages are
-//! substituted in turn, so they nest. Any other `$` is an error. An unset name without an
-//! operator becomes "" and is reported once through `unset`.
+//! Variable substitution in values, as compose-go v2.9.1's `template` package does it (the one
+//! in Compose v2.40.3): `$$` is a `$`; `$NAME` and `${NAME}` (NAME is `[_A-Za-z][_A-Za-z0-9]*`);
+//! `${NAME:-default}` (unset or empty), `${NAME-default}` (unset), `${NAME:?message}` /
+//! `${NAME?message}` (an error), `${NAME:+alt}` / `${NAME+alt}` (alt when set); defaults,
+//! alternatives and messages are substituted in turn, so they nest. A `${` that is not one of
+//! these is an error; any other `$` (`$2a`, `cost $`) stays a literal `$`, as upstream's pattern
+//! does not match it. An unset name without an operator becomes "" and is reported once through
+//! `unset`.
 
 /// What interpolation may produce for one compose file, or one env file, in all (the caller
 /// counts): far more than a real file needs (files are at most 1 MiB), and a bound on variables
@@ -50,11 +52,10 @@ pub fn substitute(
         } else {
             let len = name_len(after);
             if len == 0 {
-                return Err(format!(
-                    "invalid interpolation in {text:?}: $ must start $NAME, ${{NAME}} or $$ (a literal $)"
-                ));
+                out.push('$');
+            } else {
+                out.push_str(&value(&after[..len], lookup, unset));
             }
-            out.push_str(&value(&after[..len], lookup, unset));
             rest = &after[len..];
         }
     }
@@ -80,15 +81,16 @@ fn name_len(text: &str) -> usize {
         .count()
 }
 
-/// The index of the `}` that closes a `${`, counting nested `${...}`.
+/// The index of the `}` that closes a `${`, as upstream's `getFirstBraceClosingIndex` finds it:
+/// every `{` opens a level (and the character after it is skipped), every `}` closes one; when
+/// they do not balance, upstream's pattern ends at the last `}`.
 fn closing_brace(inner: &str) -> Option<usize> {
     let bytes = inner.as_bytes();
     let mut depth = 0;
     let mut i = 0;
     while i < bytes.len() {
         match bytes[i] {
-            b'$' if bytes.get(i + 1) == Some(&b'$') => i += 1,
-            b'$' if bytes.get(i + 1) == Some(&b'{') => {
+            b'{' => {
                 depth += 1;
                 i += 1;
             }
@@ -98,7 +100,7 @@ fn closing_brace(inner: &str) -> Option<usize> {
         }
         i += 1;
     }
-    None
+    inner.rfind('}')
 }
 
 fn value(
@@ -186,6 +188,9 @@ mod tests {
         assert_eq!(ok("no vars"), "no vars");
         assert_eq!(ok("$SET-$lower_1/${SET}x"), "v-l/vx");
         assert_eq!(ok("$$SET costs $$5"), "$SET costs $5");
+        // A `$` that starts neither a name, `{` nor `$$` is literal (a bcrypt hash).
+        assert_eq!(ok("${NOPE:-$2a$14$SET}"), "$2a$14v");
+        assert_eq!(ok("$1 cost $ a$-b $} $"), "$1 cost $ a$-b $} $");
         let (out, missing) = run("a${NOPE}b$NOPE2");
         assert_eq!(out.unwrap(), "ab");
         assert_eq!(missing, ["NOPE", "NOPE2"]);
@@ -215,6 +220,17 @@ mod tests {
         assert_eq!(ok("${NOPE:-${ALSO:-${SET}}}"), "v");
         assert_eq!(ok("${NOPE:-a-$SET-b}"), "a-v-b");
         assert_eq!(ok("${SET:+[${SET}]}"), "[v]");
+        // Cases checked against docker-compose v2.40.3 `config`.
+        assert_eq!(ok("${NOPE:-a}}"), "a}");
+        assert_eq!(ok("${NOPE-a-b} ${SET}} $SET}"), "a-b v} v}");
+        assert_eq!(ok("${NOPE:-${SET}x}y"), "vxy");
+        assert_eq!(ok("${NOPE:-{a}}"), "{a}");
+        assert_eq!(ok("${NOPE:-$} ${NOPE:-$$} ${NOPE:-}"), "$ $ ");
+        assert_eq!(ok("${NOPE:-${X:-1}-${Y:-2}}"), "1-2");
+        assert_eq!(
+            run("${NOPE?x:-y}").0.unwrap_err(),
+            "required variable NOPE is missing a value: x:-y"
+        );
         assert_eq!(
             run("${NOPE:?${SET} is needed}").0.unwrap_err(),
             "required variable NOPE is missing a value: v is needed"
@@ -224,7 +240,7 @@ mod tests {
     #[test]
     fn malformed_templates_are_errors() {
         for bad in [
-            "${", "${SET", "$1", "cost: $", "${1A}", "${SET!x}", "${}", "$ x",
+            "${", "${SET", "${1A}", "${SET!x}", "${}", "${SET:x}", "${SET x}", "${ SET}",
         ] {
             let e = run(bad).0.unwrap_err();
             assert!(e.contains("invalid interpolation"), "{bad}: {e}");

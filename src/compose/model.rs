@@ -55,8 +55,9 @@ pub struct Service {
     pub command: Option<Vec<String>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub entrypoint: Option<Vec<String>>,
+    /// `None`: a bare key (`- KEY`, `KEY:`) whose variable is unset, sent as `KEY` without `=`.
     #[serde(skip_serializing_if = "is_default")]
-    pub environment: BTreeMap<String, String>,
+    pub environment: BTreeMap<String, Option<String>>,
     #[serde(skip_serializing_if = "is_default")]
     pub ports: Vec<Port>,
     /// `80/tcp`.
@@ -162,6 +163,16 @@ pub struct Service {
     /// `service:name[:ro|rw]` or `container:name[:ro|rw]`.
     #[serde(skip_serializing_if = "is_default")]
     pub volumes_from: Vec<String>,
+    /// `container[:alias]`, linked after `links`.
+    #[serde(skip_serializing_if = "is_default")]
+    pub external_links: Vec<String>,
+    /// Cgroup namespace: `host` or `private`.
+    #[serde(skip_serializing_if = "is_default")]
+    pub cgroup: String,
+    #[serde(skip_serializing_if = "is_default")]
+    pub uts: String,
+    #[serde(skip_serializing_if = "is_default")]
+    pub annotations: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -306,6 +317,26 @@ pub struct Resources {
     pub device_cgroup_rules: Vec<String>,
     #[serde(skip_serializing_if = "is_default")]
     pub device_requests: Vec<DeviceRequest>,
+    /// `gpus:`, after `device_requests`; Docker gets `gpu` added to their capabilities.
+    #[serde(skip_serializing_if = "is_default")]
+    pub gpus: Vec<DeviceRequest>,
+    #[serde(skip_serializing_if = "is_default")]
+    pub cgroup_parent: String,
+    /// 0: not set (compose sends none).
+    #[serde(skip_serializing_if = "is_default")]
+    pub mem_swappiness: i64,
+    #[serde(skip_serializing_if = "is_default")]
+    pub oom_kill_disable: bool,
+    /// Microseconds.
+    #[serde(skip_serializing_if = "is_default")]
+    pub cpu_rt_runtime: i64,
+    #[serde(skip_serializing_if = "is_default")]
+    pub cpu_rt_period: i64,
+    #[serde(skip_serializing_if = "is_default")]
+    pub blkio_weight: i64,
+    /// Docker's field (`BlkioWeightDevice`, `BlkioDeviceReadBps`, ...) to (path, weight or rate).
+    #[serde(skip_serializing_if = "is_default")]
+    pub blkio_devices: BTreeMap<String, Vec<(String, i64)>>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]

@@ -72,6 +72,15 @@ struct Builder {
 
 /// The first (only) document of `text`; an empty file is [`Value::Null`].
 pub fn parse(text: &str) -> Result<Node, Error> {
+    parse_strict(text).or_else(|e| match e.message.starts_with("invalid indentation") {
+        true => {
+            relax_flow_indentation(text).map_or(Err(e.clone()), |t| parse_strict(&t).or(Err(e)))
+        }
+        false => Err(e),
+    })
+}
+
+fn parse_strict(text: &str) -> Result<Node, Error> {
     let mut builder = Builder {
         stack: Vec::new(),
         anchors: HashMap::new(),
@@ -248,6 +257,65 @@ impl Builder {
         }
         Ok(())
     }
+}
+
+/// `text` with every line that starts inside a flow collection (`[ ]`, `{ }`) indented past the
+/// outermost bracket, or None if there is no such line. saphyr-parser wants those lines indented
+/// more than the block around them; go-yaml (libyaml) takes any indentation there, so
+/// `command: [` ... `]` with the `]` at the key's column is valid to Compose.
+fn relax_flow_indentation(text: &str) -> Option<String> {
+    let (mut out, mut changed) = (String::with_capacity(text.len() + 64), false);
+    let (mut depth, mut outer, mut quote) = (0usize, 0usize, None::<char>);
+    for line in text.split_inclusive('\n') {
+        if depth > 0 && quote.is_none() {
+            // Bounded: a bracket far right over many lines must not take gigabytes.
+            if out.len() + outer > 2 * text.len() + 4096 {
+                return None;
+            }
+            out.extend(std::iter::repeat_n(' ', outer + 1));
+            changed = true;
+        }
+        out.push_str(line);
+        // A token starts at the line's first character, after `- `, `? `, `: ` and (in flow)
+        // after `[`, `{`, `,`; only there do brackets and quotes mean anything.
+        let (mut start, mut prev) = (true, ' ');
+        let mut chars = line.chars().enumerate().peekable();
+        while let Some((col, c)) = chars.next() {
+            let next = chars.peek().map_or('\n', |&(_, n)| n);
+            match (quote, c) {
+                (Some('"'), '\\') => {
+                    chars.next();
+                }
+                (Some(q), _) if c == q => {
+                    if q == '\'' && next == '\'' {
+                        chars.next();
+                    } else {
+                        quote = None;
+                        start = false;
+                    }
+                }
+                (Some(_), _) => {}
+                (None, '#') if prev.is_whitespace() => break,
+                (None, '\'' | '"') if start => quote = Some(c),
+                (None, '[' | '{') if start || depth > 0 => {
+                    if depth == 0 {
+                        outer = col;
+                    }
+                    depth += 1;
+                    start = true;
+                }
+                (None, ']' | '}') if depth > 0 => depth -= 1,
+                (None, ',') if depth > 0 => start = true,
+                (None, '-' | '?' | ':') if next.is_whitespace() || (depth > 0 && c == ':') => {
+                    start = true
+                }
+                (None, _) if c.is_whitespace() => {}
+                (None, _) => start = false,
+            }
+            prev = c;
+        }
+    }
+    changed.then_some(out)
 }
 
 /// `<<: *a` or `<<: [*a, *b]`: keys of the merged maps not already set are added.
@@ -476,6 +544,32 @@ mod tests {
             .message
             .contains("second"));
         assert!(parse("<<: 1\n").unwrap_err().message.contains("merge key"));
+    }
+
+    #[test]
+    fn a_flow_collection_may_close_at_its_key_column_as_in_go_yaml() {
+        let yaml = "services:\n  s:\n    command: [\n      \"sh\", \"-c\",\n\"x # ]\"\n    ]\n    \
+                    labels: {\n  a: 'it''s [',\n    }\n    image: a # [\n";
+        let root = parse(yaml).unwrap();
+        let s = map(map(&root)[0].1)[0].1;
+        let entries = map(s);
+        match &entries[0].1.value {
+            Value::Seq(items) => {
+                assert_eq!(
+                    items.iter().map(text).collect::<Vec<_>>(),
+                    ["sh", "-c", "x # ]"]
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(text(map(entries[1].1)[0].1), "it's [");
+        assert_eq!((entries[2].0, entries[2].1.line), ("image", 10));
+        // Padding is bounded (the error stays).
+        let far = format!("a: {}[\n{}]\n", " ".repeat(5000), "\n".repeat(5000));
+        assert!(relax_flow_indentation(&far).is_none());
+        // Block indentation errors stay errors.
+        let e = parse("a:\n    b: 1\n  c: 2\n").unwrap_err();
+        assert_eq!(e.line, 3, "{e}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod networks_volumes;
 mod normalize;
 mod read;
 mod service;
+mod service_host;
 mod service_settings;
 mod short_forms;
 
@@ -286,7 +287,7 @@ mod tests {
                 .contains("allows one container, but scale is 2")
         );
         assert!(
-            load_err("services:\n  web:\n    image: a\n    blkio_config: {}\n")
+            load_err("services:\n  web:\n    image: a\n    cpu_count: 1\n")
                 .contains("not supported by this compose engine")
         );
         assert!(
@@ -369,9 +370,8 @@ mod tests {
                                 "Timeout": 5_000_000_000u64, "StartPeriod": 60_000_000_000u64, "Retries": 3},
                 "StopTimeout": 90,
                 "HostConfig": {
-                    "Binds": [format!("{dir}/conf:/etc/nginx/conf.d:rw")],
+                    "Binds": ["demo_data:/data:ro", format!("{dir}/conf:/etc/nginx/conf.d:rw")],
                     "Mounts": [
-                        {"Type": "volume", "Source": "demo_data", "Target": "/data", "ReadOnly": true},
                         {"Type": "bind", "Source": "/srv", "Target": "/srv", "BindOptions": {"Propagation": "rslave"}},
                         {"Type": "tmpfs", "Target": "/cache", "TmpfsOptions": {"SizeBytes": 1_048_576}},
                     ],

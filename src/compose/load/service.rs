@@ -7,34 +7,25 @@
 use super::context::Ctx;
 use super::error::{Fail, LoadError};
 use super::read::read_env_file;
+use super::service_host::host_setting;
 use super::service_settings::{
     count, depends_on, deploy, env_file_list, extra_hosts, file_ref, healthcheck, service_networks,
 };
 use super::short_forms::{mount, port, range, words};
-use crate::compose::model::{Device, Logging, Mount, MountType, Project, Service, Ulimit};
+use crate::compose::model::{Logging, Mount, MountType, Port, Project, Service, Ulimit};
 use crate::compose::yaml::{Node, Value};
 
 /// Keys compose knows that this engine does not implement.
 const UNSUPPORTED: &[&str] = &[
-    "annotations",
     "attach",
-    "blkio_config",
-    "cgroup",
-    "cgroup_parent",
     "cpu_count",
     "cpu_percent",
     "cpu_period",
     "cpu_quota",
-    "cpu_rt_period",
-    "cpu_rt_runtime",
     "credential_spec",
-    "external_links",
     "isolation",
-    "mem_swappiness",
-    "oom_kill_disable",
     "post_start",
     "pre_stop",
-    "uts",
     "volume_driver",
 ];
 
@@ -64,7 +55,27 @@ pub(super) fn service(
             "env_file" => env_files = env_file_list(ctx, n, &p)?,
             "ports" => {
                 for (item, ip) in ctx.items(n, &p)? {
-                    s.ports.extend(port(ctx, item, &ip)?);
+                    for new in port(ctx, item, &ip)? {
+                        // compose-go's `override.EnforceUnicity` (`portIndexer`): a repeated
+                        // host IP, published port, target and protocol replaces the first.
+                        let key = |p: &Port| {
+                            let ip = if p.host_ip.is_empty() {
+                                "0.0.0.0"
+                            } else {
+                                &p.host_ip
+                            };
+                            (
+                                ip.to_owned(),
+                                p.published.clone(),
+                                p.target,
+                                p.protocol.clone(),
+                            )
+                        };
+                        match s.ports.iter_mut().find(|p| key(p) == key(&new)) {
+                            Some(old) => *old = new,
+                            None => s.ports.push(new),
+                        }
+                    }
                 }
             }
             "expose" => {
@@ -110,29 +121,6 @@ pub(super) fn service(
             "depends_on" => s.depends_on = depends_on(ctx, n, &p)?,
             "healthcheck" => s.healthcheck = healthcheck(ctx, n, &p)?,
             "privileged" => s.privileged = ctx.bool(n, &p)?,
-            "devices" => {
-                for (item, ip) in ctx.items(n, &p)? {
-                    let text = ctx.string(item, &ip)?;
-                    let parts: Vec<&str> = text.split(':').collect();
-                    let (source, target, permissions) = match parts.as_slice() {
-                        [s] => (*s, *s, "rwm"),
-                        [s, t] => (*s, *t, "rwm"),
-                        [s, t, p] => (*s, *t, *p),
-                        _ => {
-                            return Err(ctx.err(
-                                item,
-                                &ip,
-                                "expected /dev/host[:/dev/container[:rwm]]",
-                            ))
-                        }
-                    };
-                    s.devices.push(Device {
-                        source: source.into(),
-                        target: target.into(),
-                        permissions: permissions.into(),
-                    });
-                }
-            }
             "cap_add" => s.cap_add = ctx.list(n, &p)?,
             "cap_drop" => s.cap_drop = ctx.list(n, &p)?,
             "logging" => {
@@ -271,6 +259,7 @@ pub(super) fn service(
             "develop" => return Err(ctx.err(n, &p, "develop (watch) is not supported")),
             "extends" => {}
             k if k.starts_with("x-") => {}
+            k if host_setting(ctx, &mut s, k, n, &p)? => {}
             k if UNSUPPORTED.contains(&k) => {
                 return Err(ctx.err(n, &p, "not supported by this compose engine: remove it"))
             }
@@ -333,7 +322,9 @@ pub(super) fn service(
                 })
             })?;
         match entries {
-            Some(entries) => s.environment.extend(entries),
+            Some(entries) => s
+                .environment
+                .extend(entries.into_iter().map(|(k, v)| (k, Some(v)))),
             None if required => {
                 return Err(ctx.err(
                     line_node,
@@ -344,15 +335,11 @@ pub(super) fn service(
             None => {}
         }
     }
+    // A bare key whose variable is unset stays, without a value (compose-go's
+    // `MappingWithEquals` keeps it nil, and compose sends `KEY` with no `=`).
     for (key, value) in environment {
-        match value.or_else(|| ctx.env.get(&key).cloned()) {
-            Some(value) => {
-                s.environment.insert(key, value);
-            }
-            None => {
-                s.environment.remove(&key);
-            }
-        }
+        let value = value.or_else(|| ctx.env.get(&key).cloned());
+        s.environment.insert(key, value);
     }
     Ok(s)
 }
@@ -360,6 +347,20 @@ pub(super) fn service(
 #[cfg(test)]
 mod tests {
     use crate::compose::load::tests::load_files;
+
+    #[test]
+    fn a_repeated_port_is_kept_once_as_compose_go_enforces_unicity() {
+        let p = crate::compose::load::tests::load_ok(
+            "services:\n  web:\n    image: a\n    ports: [\"8080:80\", \"81:81\", \"0.0.0.0:8080:80/tcp\", \"8080:82\"]\n",
+        );
+        let ports: Vec<String> = p.services["web"]
+            .ports
+            .iter()
+            .map(|p| format!("{}:{}:{}", p.host_ip, p.published, p.target))
+            .collect();
+        // As in v2.40.3, a port published twice for different targets is not refused at load.
+        assert_eq!(ports, ["0.0.0.0:8080:80", ":81:81", ":8080:82"]);
+    }
 
     #[test]
     fn environment_precedence_dotenv_and_env_files() {
@@ -374,21 +375,24 @@ mod tests {
         let p = project.unwrap();
         let web = &p.services["web"];
         assert_eq!(web.image, "from-dotenv:3");
-        let env: Vec<(&str, &str)> = web
+        let env: Vec<(&str, Option<&str>)> = web
             .environment
             .iter()
-            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .map(|(k, v)| (k.as_str(), v.as_deref()))
             .collect();
         assert_eq!(
             env,
             [
-                ("BARE", "from dotenv"),
-                ("FROM_FILE", "override"),
-                ("LIT", "$HOME"),
-                ("ONLY_FILE", "3"),
-                ("PROJECT", "demo")
+                ("BARE", Some("from dotenv")),
+                ("FROM_FILE", Some("override")),
+                ("GONE", None),
+                ("LIT", Some("$HOME")),
+                ("ONLY_FILE", Some("3")),
+                ("PROJECT", Some("demo"))
             ]
         );
+        let body = crate::compose::body::container(&p, "web", 1, "i", super::super::tests::API);
+        assert_eq!(body["Env"][2], "GONE", "a bare unset key is sent without =");
         assert_eq!(
             p.warnings,
             ["variable UNSET is not set: using an empty string"]

@@ -209,7 +209,7 @@ pub(super) fn deploy(
                                 for (dn, dp) in ctx.items(ln, &lp)? {
                                     s.resources
                                         .device_requests
-                                        .push(device_request(ctx, dn, &dp)?);
+                                        .push(device_request(ctx, dn, &dp, false)?);
                                 }
                             }
                             ("limits" | "reservations", _) => return Err(ctx.unknown(ln, &lp)),
@@ -253,24 +253,39 @@ pub(super) fn deploy(
     Ok(())
 }
 
-fn device_request(ctx: &Ctx, node: &Node, path: &str) -> Result<DeviceRequest, Fail> {
+/// A `deploy.resources.reservations.devices` entry, or a `gpus` one (no capabilities needed).
+/// Without `count` and `device_ids`, the count is `all` (compose-go `deviceRequestDefaults`).
+pub(super) fn device_request(
+    ctx: &Ctx,
+    node: &Node,
+    path: &str,
+    gpu: bool,
+) -> Result<DeviceRequest, Fail> {
     let mut d = DeviceRequest::default();
+    let mut counted = false;
     for (k, n, p) in ctx.entries(node, path)? {
         match k {
             "capabilities" => d.capabilities = ctx.list(n, &p)?,
             "count" => {
+                counted = true;
                 d.count = match ctx.string(n, &p)?.as_str() {
                     "all" => -1,
                     _ => ctx.int(n, &p)?,
                 }
             }
-            "device_ids" => d.device_ids = ctx.list(n, &p)?,
+            "device_ids" => {
+                counted = true;
+                d.device_ids = ctx.list(n, &p)?;
+            }
             "driver" => d.driver = ctx.string(n, &p)?,
             "options" => d.options = ctx.string_map(n, &p)?,
             _ => return Err(ctx.unknown(n, &p)),
         }
     }
-    if d.capabilities.is_empty() {
+    if !counted {
+        d.count = -1;
+    }
+    if d.capabilities.is_empty() && !gpu {
         return Err(ctx.err(node, path, "capabilities: is missing (e.g. [gpu])"));
     }
     Ok(d)

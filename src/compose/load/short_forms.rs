@@ -190,7 +190,7 @@ const PROPAGATIONS: &[&str] = &[
 pub(super) fn mount(ctx: &Ctx, project: &Project, node: &Node, path: &str) -> Result<Mount, Fail> {
     let mut m = Mount::default();
     if let Value::Map(_) = node.value {
-        let mut kind = None;
+        let (mut kind, mut bind_options) = (None, false);
         for (k, n, p) in ctx.entries(node, path)? {
             match k {
                 "type" => kind = Some((ctx.string(n, &p)?, n, p)),
@@ -199,6 +199,7 @@ pub(super) fn mount(ctx: &Ctx, project: &Project, node: &Node, path: &str) -> Re
                 "read_only" => m.read_only = ctx.bool(n, &p)?,
                 "consistency" => {}
                 "bind" => {
+                    bind_options = true;
                     for (bk, bn, bp) in ctx.entries(n, &p)? {
                         match bk {
                             "propagation" => m.propagation = ctx.string(bn, &bp)?,
@@ -246,6 +247,9 @@ pub(super) fn mount(ctx: &Ctx, project: &Project, node: &Node, path: &str) -> Re
         if m.target.is_empty() {
             return Err(ctx.err(node, path, "target: is missing (the path in the container)"));
         }
+        // Without `bind:`, compose-go has no bind options and compose uses the Binds API, which
+        // creates a missing host folder: the same as `create_host_path: true`.
+        m.create_host_path |= m.kind == MountType::Bind && !bind_options;
     } else {
         let text = ctx.string(node, path)?;
         let parts: Vec<&str> = text.split(':').collect();
@@ -276,7 +280,8 @@ pub(super) fn mount(ctx: &Ctx, project: &Project, node: &Node, path: &str) -> Re
                 "z" | "Z" => m.selinux = option.into(),
                 "nocopy" => m.nocopy = true,
                 o if PROPAGATIONS.contains(&o) => m.propagation = o.into(),
-                o => return Err(ctx.err(node, path, format!("unknown volume option {o:?} (expected ro, rw, z, Z, nocopy or a propagation)"))),
+                // compose-go's `format.ParseVolume` ignores other options (`cached`, ...).
+                _ => {}
             }
         }
     }
@@ -332,6 +337,48 @@ mod tests {
                 "|9001|91/tcp",
                 "|7000-7005|7000/tcp",
                 "0.0.0.0|8443|443/tcp"
+            ]
+        );
+    }
+
+    #[test]
+    fn named_volumes_are_binds_unless_they_need_the_mount_api_as_in_compose_2_40() {
+        let p = load_ok(
+            "services:\n  web:\n    image: a\n    volumes:\n      - data:/data\n      - data:/ro:ro,z\n\
+             \x20     - data:/nc:nocopy\n      - {type: volume, source: data, target: /sub, volume: {subpath: x}}\n\
+             \x20     - {type: volume, source: data, target: /lro, read_only: true}\n      - /anon\n\
+             \x20     - /h:/h:ro,cached\n      - /d:/d:delegated,rshared\n      - {type: bind, source: /l, target: /l}\n\
+             \x20     - {type: bind, source: /b, target: /b, bind: {selinux: z}}\n      - {type: tmpfs, target: /t}\n\
+             volumes: {data: {}}\n",
+        );
+        let body =
+            crate::compose::body::container(&p, "web", 1, "sha256:i", super::super::tests::API);
+        let host = &body["HostConfig"];
+        assert_eq!(
+            host["Binds"],
+            serde_json::json!([
+                "demo_data:/data:rw",
+                "demo_data:/ro:ro,z",
+                "demo_data:/lro:ro",
+                "/h:/h:ro",
+                "/l:/l:rw"
+            ])
+        );
+        let mounts: Vec<String> = host["Mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| format!("{} {} {}", m["Type"], m["Target"], m["VolumeOptions"]))
+            .collect();
+        assert_eq!(
+            mounts,
+            [
+                r#""volume" "/nc" {"NoCopy":true}"#,
+                r#""volume" "/sub" {"Subpath":"x"}"#,
+                r#""volume" "/anon" null"#,
+                r#""bind" "/d" null"#,
+                r#""bind" "/b" null"#,
+                r#""tmpfs" "/t" null"#
             ]
         );
     }
