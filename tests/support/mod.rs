@@ -1068,7 +1068,8 @@ fn stack_status(request: &Request, stack: &str, inner: &Inner) -> Response {
         .find(|(id, _)| *id == stack)
         .map(|(_, v)| *v);
     if !world.edge_stacks.contains_key(&stack) {
-        return Response::json(200, if no_body { String::new() } else { "null".into() });
+        let body = if no_body { "" } else { "null" };
+        return Response::json(200, body.into());
     }
     let report = StackReport {
         stack,
