@@ -7,7 +7,20 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::time::{Duration, Instant};
 use support::agent::{Agent, Running};
-use support::{EdgeJob, FakePortainer, Transport};
+use support::{EdgeJob, FakePortainer, Rules, Transport};
+
+/// The log scenario against both servers: CE 2.23 answers 404 for a log of a job no longer
+/// assigned, CE 2.45 a 500 that must not be retried either.
+mod jobs_run_upload_logs_update_and_stop_when_removed {
+    #[test]
+    fn v2_23() {
+        super::jobs_run_upload_logs_update_and_stop_when_removed(super::Rules::V2_23)
+    }
+    #[test]
+    fn v2_45() {
+        super::jobs_run_upload_logs_update_and_stop_when_removed(super::Rules::V2_45)
+    }
+}
 
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -55,9 +68,8 @@ fn ended(pid: &str) -> bool {
             .starts_with('Z')
 }
 
-#[test]
-fn jobs_run_upload_logs_update_and_stop_when_removed() {
-    let server = FakePortainer::start(Transport::Plain);
+fn jobs_run_upload_logs_update_and_stop_when_removed(rules: Rules) {
+    let server = FakePortainer::start_with(Transport::Plain, rules);
     server.add_endpoint(3, None);
     server.set_checkin(0.05);
     let script = "echo \"run by $PORTAINER_EDGE_ID in $PWD\"\necho oops >&2\n";
@@ -157,6 +169,28 @@ fn jobs_run_upload_logs_update_and_stop_when_removed() {
         "{}",
         agent.state_text()
     );
+
+    // A log asked for while the route fails, of a job unassigned before the retry: the
+    // server's refusal (2.23: 404; 2.45: 500 "Unable to verify...") is final.
+    server.set_job_log_fault(Some(503));
+    let mut asked = job(7, "@every 1s", "echo last\n", 4);
+    asked.collect_logs = true;
+    server.set_jobs(3, &[asked]);
+    let failing = "edge job 7: cannot send its log to Portainer (HTTP 503";
+    wait_for("the upload fails", &running, || {
+        running.log().matches(failing).count() >= 2
+    });
+    server.set_jobs(3, &[]);
+    server.set_job_log_fault(None);
+    let refused = match rules {
+        Rules::V2_23 => "edge job 7: Portainer refused its log (HTTP 404",
+        Rules::V2_45 => "the job no longer targets this environment; not sent again",
+    };
+    running.wait_log(refused, Duration::from_secs(90));
+    let sent = uploads(&server);
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(uploads(&server), sent, "not retried");
+    assert_eq!(running.log().matches(refused).count(), 1, "logged once");
 }
 
 #[test]

@@ -1,14 +1,44 @@
 //! Edge stacks end to end: the real binary against the fake Portainer server and the real
 //! Docker Engine (skipped without one, failed under `CI=true`). Each test names its stacks
 //! uniquely and removes what they made, also when it fails. The status histories the server
-//! recorded are printed (`--nocapture` shows them).
+//! recorded are printed (`--nocapture` shows them). The key scenarios run against both status
+//! rules the fake server knows (CE 2.23, which appends every report, and CE 2.45, which
+//! de-duplicates, filters by `Version` and refuses unassigned stacks): `mod <scenario>` holds
+//! one test per rule set.
 
 mod support;
 
 use std::time::{Duration, Instant};
 use support::agent::{Agent, Running};
 use support::docker::{docker, engine, unique, Project, IMAGE};
-use support::{FakePortainer, Fault, Transport};
+use support::{FakePortainer, Fault, Rules, Transport};
+
+/// `fn $name(Rules)` run once per server: tests `$name::v2_23` and `$name::v2_45`.
+macro_rules! on_both_servers {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            #[ignore = "needs the Docker Engine and busybox-static (tests/run.sh)"]
+            fn v2_23() {
+                super::$name(super::Rules::V2_23)
+            }
+            #[test]
+            #[ignore = "needs the Docker Engine and busybox-static (tests/run.sh)"]
+            fn v2_45() {
+                super::$name(super::Rules::V2_45)
+            }
+        }
+    )*};
+}
+
+on_both_servers!(
+    deploy_update_restart_and_removal_while_stopped,
+    failures_are_reported_with_their_cause_and_a_fixed_version_deploys,
+    a_failed_deploy_retried_ends_running,
+    statuses_sent_while_the_server_is_down_arrive_in_order_once_each,
+    reports_of_an_old_version_never_land_after_an_update,
+    a_one_shot_stack_completes,
+);
 
 const DEPLOY: Duration = Duration::from_secs(90);
 const ENDPOINT: i64 = 1;
@@ -29,8 +59,8 @@ fn agent(server: &FakePortainer) -> Agent {
     agent
 }
 
-fn server() -> FakePortainer {
-    let server = FakePortainer::start(Transport::Plain);
+fn server(rules: Rules) -> FakePortainer {
+    let server = FakePortainer::start_with(Transport::Plain, rules);
     server.add_endpoint(ENDPOINT, None);
     server.set_checkin(0.5);
     server
@@ -43,6 +73,14 @@ fn wait_history(server: &FakePortainer, running: &Running, id: i64, expected: &[
         let history = server.stack_history(id);
         if history == expected {
             println!("stack {id} history: {history:?}");
+            let reports = server.stack_reports(id);
+            assert!(
+                reports
+                    .iter()
+                    .all(|r| r.version > 0
+                        && r.body.contains(&format!(",\"Version\":{}}}", r.version))),
+                "every report carries the stack version: {reports:?}"
+            );
             return;
         }
         assert!(
@@ -85,11 +123,9 @@ volumes:
     )
 }
 
-#[test]
-#[ignore = "needs the Docker Engine and busybox-static (tests/run.sh)"]
-fn deploy_update_restart_and_removal_while_stopped() {
+fn deploy_update_restart_and_removal_while_stopped(rules: Rules) {
     let _client = engine();
-    let server = server();
+    let server = server(rules);
     let name = unique("life");
     let project = Project::for_stack(&name);
     let p = &project.0;
@@ -111,7 +147,8 @@ fn deploy_update_restart_and_removal_while_stopped() {
     assert!(
         reports[0]
             .body
-            .starts_with(r#"{"Error":"","Status":3,"EndpointID":1,"Time":"#),
+            .starts_with(r#"{"Error":"","Status":3,"EndpointID":1,"Time":"#)
+            && reports[0].body.ends_with(r#","Version":1}"#),
         "{}",
         reports[0].body
     );
@@ -159,6 +196,8 @@ fn deploy_update_restart_and_removal_while_stopped() {
     );
     server.set_stacks(ENDPOINT, &[(1, 2)]);
     wait_history(&server, &running, 1, &[3, 8, 1, 7, 3, 8, 1, 7]);
+    let versions: Vec<i64> = server.stack_reports(1).iter().map(|r| r.version).collect();
+    assert_eq!(versions, [1, 1, 1, 1, 2, 2, 2, 2]);
     let updated = project.containers();
     assert_eq!(updated[0], containers[0], "web is kept");
     assert_eq!(updated[1].0, containers[1].0);
@@ -212,11 +251,9 @@ fn deploy_update_restart_and_removal_while_stopped() {
     running.wait_log("removed", Duration::from_secs(5));
 }
 
-#[test]
-#[ignore = "needs the Docker Engine and busybox-static (tests/run.sh)"]
-fn failures_are_reported_with_their_cause_and_a_fixed_version_deploys() {
+fn failures_are_reported_with_their_cause_and_a_fixed_version_deploys(rules: Rules) {
     let _client = engine();
-    let server = server();
+    let server = server(rules);
     let names: Vec<String> = (0..4).map(|i| unique(&format!("bad{i}"))).collect();
     let _projects: Vec<Project> = names.iter().map(|n| Project::for_stack(n)).collect();
     let service = |body: &str| format!("services:\n  app:\n    image: {IMAGE}\n{body}");
@@ -291,11 +328,9 @@ fn failures_are_reported_with_their_cause_and_a_fixed_version_deploys() {
     wait_history(&server, &running, 10, &[3, 2, 3, 8, 1, 7]);
 }
 
-#[test]
-#[ignore = "needs the Docker Engine and busybox-static (tests/run.sh)"]
-fn statuses_sent_while_the_server_is_down_arrive_in_order_once_each() {
+fn statuses_sent_while_the_server_is_down_arrive_in_order_once_each(rules: Rules) {
     let _client = engine();
-    let server = server();
+    let server = server(rules);
     let name = unique("down");
     let project = Project::for_stack(&name);
     let file = format!(
@@ -331,11 +366,9 @@ fn statuses_sent_while_the_server_is_down_arrive_in_order_once_each() {
     assert_eq!(server.stack_history(20), [3, 8, 1, 7]);
 }
 
-#[test]
-#[ignore = "needs the Docker Engine and busybox-static (tests/run.sh)"]
-fn a_one_shot_stack_completes() {
+fn a_one_shot_stack_completes(rules: Rules) {
     let _client = engine();
-    let server = server();
+    let server = server(rules);
     let name = unique("once");
     let _project = Project::for_stack(&name);
     let file =
@@ -347,13 +380,93 @@ fn a_one_shot_stack_completes() {
     wait_history(&server, &running, 30, &[3, 8, 1, 13]);
 }
 
+/// An image missing at first: 3, 8, 2; present at the retry: running. 2.23 records the retry's
+/// 8 and 1 again, 2.45 only the types not yet in the list; the last entry is 7 on both.
+fn a_failed_deploy_retried_ends_running(rules: Rules) {
+    let _client = engine();
+    let server = server(rules);
+    let name = unique("retry");
+    let _project = Project::for_stack(&name);
+    let image = format!("edge-agent-test/later-{}:1", name.to_lowercase());
+    let _untag = Untag(image.clone());
+    let file = format!(
+        "services:\n  app:\n    image: {image}\n    command: [\"busybox\", \"sleep\", \"3600\"]\n    stop_grace_period: 1s\n"
+    );
+    server.put_edge_stack(40, &name, &[("docker-compose.yml", &file)]);
+    server.set_stacks(ENDPOINT, &[(40, 1)]);
+    let agent = agent(&server);
+    let running = agent.spawn(&mut agent.command(&[]));
+    wait_history(&server, &running, 40, &[3, 8, 2]);
+    assert!(docker(&["tag", IMAGE, &image]).status.success());
+    let expected: &[u8] = match rules {
+        Rules::V2_23 => &[3, 8, 2, 8, 1, 7],
+        Rules::V2_45 => &[3, 8, 2, 1, 7],
+    };
+    // The first retry comes 30 to 60 s after the failure.
+    std::thread::sleep(Duration::from_secs(30));
+    wait_history(&server, &running, 40, expected);
+}
+
+/// Removes a tag made by a test, also when it fails.
+struct Untag(String);
+
+impl Drop for Untag {
+    fn drop(&mut self) {
+        let _ = docker(&["rmi", &self.0]);
+    }
+}
+
+/// Version 1 deploys while status reports fail (503), version 2 comes before the server takes
+/// them again: only version 2's reports are recorded.
+fn reports_of_an_old_version_never_land_after_an_update(rules: Rules) {
+    let _client = engine();
+    let server = server(rules);
+    let name = unique("old");
+    let project = Project::for_stack(&name);
+    let file = |secs: u32| {
+        format!(
+            "services:\n  app:\n    image: {IMAGE}\n    command: [\"busybox\", \"sleep\", \"{secs}\"]\n    stop_grace_period: 1s\n"
+        )
+    };
+    server.put_edge_stack(50, &name, &[("docker-compose.yml", &file(3600))]);
+    server.set_fault_on("/api/edge_stacks/", Fault::Status(503));
+    server.set_stacks(ENDPOINT, &[(50, 1)]);
+    let agent = agent(&server);
+    let running = agent.spawn(&mut agent.command(&[]));
+    let up = |command: &str| {
+        let deadline = Instant::now() + DEPLOY;
+        loop {
+            let containers = project.containers();
+            if containers.len() == 1
+                && inspect(&containers[0].0, "{{.State.Status}}") == "running"
+                && inspect(&containers[0].0, "{{json .Config.Cmd}}").contains(command)
+            {
+                return;
+            }
+            assert!(Instant::now() < deadline, "{}", running.log());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    };
+    up("3600");
+    running.wait_log("cannot report status", Duration::from_secs(10));
+    server.put_edge_stack(50, &name, &[("docker-compose.yml", &file(3601))]);
+    server.set_stacks(ENDPOINT, &[(50, 2)]);
+    up("3601");
+    server.set_fault(None);
+    wait_history(&server, &running, 50, &[3, 8, 1, 7]);
+    std::thread::sleep(Duration::from_secs(3));
+    let reports = server.stack_reports(50);
+    let versions: Vec<i64> = reports.iter().map(|r| r.version).collect();
+    assert_eq!(versions, [2, 2, 2, 2], "{reports:?}");
+}
+
 #[test]
 #[ignore = "needs the Docker Engine and busybox-static (tests/run.sh)"]
 fn a_deploy_converges_through_409_and_404_races_on_the_real_engine() {
     use std::sync::atomic::{AtomicBool, Ordering};
     use std::sync::Arc;
     let _client = engine();
-    let server = server();
+    let server = server(Rules::V2_23);
     let name = unique("races");
     let project = Project::for_stack(&name);
     let p = project.0.clone();

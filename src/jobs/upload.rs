@@ -2,6 +2,8 @@
 //! scheduler waits on the network. One pending upload per job at most (a poll that asks again
 //! while one is pending adds nothing); transport errors and 5xx are retried with the poll's
 //! backoff, other refusals are logged and dropped (the next poll that asks queues it again).
+//! Portainer 2.45 answers 500 "Unable to verify if the edge job is assigned to the environment"
+//! for a job no longer targeting this environment: final too, not retried.
 
 use super::runner::{LOG, MAX_LOG};
 use crate::poller::{backoff, DEFAULT_INTERVAL};
@@ -103,6 +105,10 @@ fn work(shared: &Shared, client: &Client, dir: &std::path::Path) {
                 None
             }
             Err(e) => match e.retry() {
+                Some(_) if unassigned(&e) => {
+                    log::warn!("edge job {job}: Portainer refused its log ({e}): the job no longer targets this environment; not sent again unless Portainer asks again");
+                    None
+                }
                 Some(retry_after) => {
                     failures += 1;
                     let delay = backoff::delay(
@@ -147,6 +153,13 @@ fn work(shared: &Shared, client: &Client, dir: &std::path::Path) {
     }
 }
 
+/// 2.45's answer for a job that no longer targets the environment (`endpointedge_job_logs.go`):
+/// a 500 that no retry changes.
+fn unassigned(e: &crate::portainer::Error) -> bool {
+    matches!(e, crate::portainer::Error::Status { status: 500, message, .. }
+        if message.starts_with("Unable to verify if the edge job is assigned to the environment"))
+}
+
 /// The log as text (invalid UTF-8 replaced, as Go's `string(bytes)` in JSON); empty when the
 /// job never ran, as the Go agent sends.
 fn read_log(path: &std::path::Path) -> String {
@@ -157,4 +170,32 @@ fn read_log(path: &std::path::Path) -> String {
         }
     }
     String::from_utf8_lossy(&bytes).into_owned()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::portainer::Error;
+
+    fn status(status: u16, message: &str) -> Error {
+        Error::Status {
+            status,
+            message: message.into(),
+            retry_after: None,
+        }
+    }
+
+    #[test]
+    fn only_the_unassigned_500_is_final() {
+        assert!(unassigned(&status(
+            500,
+            "Unable to verify if the edge job is assigned to the environment: not found"
+        )));
+        assert!(!unassigned(&status(500, "Unexpected error")));
+        assert!(!unassigned(&status(
+            502,
+            "Unable to verify if the edge job is assigned to the environment"
+        )));
+        assert!(!unassigned(&Error::Transport("reset".into())));
+    }
 }

@@ -35,8 +35,8 @@ const MAX_POLL_BODY: u64 = 1024 * 1024;
 const MAX_SMALL_BODY: u64 = 16 * 1024;
 /// An edge stack payload: its files (at most 1 MiB, see `stacks::payload`) in base64 and JSON.
 const MAX_STACK_PAYLOAD: u64 = 2 * 1024 * 1024;
-/// The answer to a status report is the whole edge stack (CE ignores `X-Portainer-No-Body`);
-/// only whether it is `null` matters.
+/// The answer to a status report is the whole edge stack on 2.23 (which ignores
+/// `X-Portainer-No-Body`), an empty body on 2.45 (which honours it); only a `null` matters.
 const MAX_STATUS_ANSWER: u64 = 1024 * 1024;
 
 #[derive(Debug)]
@@ -299,7 +299,9 @@ impl Client {
     }
 
     /// `PUT /api/edge_stacks/{stack}/status` with a body from `stack_status::body`.
-    /// `Ok(false)`: the server answered `200 null`, it no longer knows the stack.
+    /// `Ok(false)`: the server answered `200 null`, it no longer knows the stack (2.23). Sends
+    /// `X-Portainer-No-Body` as the Go agent does: 2.45 then answers `200` with no body whether
+    /// or not it knows the stack, so there `Ok(true)` only means accepted or ignored.
     pub fn stack_status(&self, stack_id: i64, body: &str) -> Result<bool, Error> {
         let url = format!("{}/api/edge_stacks/{stack_id}/status", self.base);
         let mut response = self

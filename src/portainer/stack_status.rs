@@ -58,8 +58,11 @@ impl fmt::Display for Status {
     }
 }
 
-/// The JSON body, keys in the Go agent's order; `RollbackTo` (EE) is omitted as Go omits a nil.
-pub fn body(status: Status, error: &str, endpoint_id: i64, time: i64) -> String {
+/// The JSON body, keys in the Go agent's order; `RollbackTo` (EE, no longer read by 2.45) is
+/// omitted as Go omits a nil. `Version` is the stack version the status is about (the 2.44 Go
+/// agent sends the version from the poll): 2.45 ignores a report for a version older than the
+/// stack's, 2.23 ignores the field.
+pub fn body(status: Status, error: &str, endpoint_id: i64, time: i64, version: i64) -> String {
     #[derive(Serialize)]
     struct Body<'a> {
         #[serde(rename = "Error")]
@@ -70,12 +73,15 @@ pub fn body(status: Status, error: &str, endpoint_id: i64, time: i64) -> String 
         endpoint_id: i64,
         #[serde(rename = "Time")]
         time: i64,
+        #[serde(rename = "Version")]
+        version: i64,
     }
     serde_json::to_string(&Body {
         error,
         status: status as u8,
         endpoint_id,
         time,
+        version,
     })
     .unwrap_or_default()
 }
@@ -87,12 +93,12 @@ mod tests {
     #[test]
     fn body_is_what_the_go_agent_sends() {
         assert_eq!(
-            body(Status::Acknowledged, "", 12, 1729000000),
-            r#"{"Error":"","Status":3,"EndpointID":12,"Time":1729000000}"#
+            body(Status::Acknowledged, "", 12, 1729000000, 4),
+            r#"{"Error":"","Status":3,"EndpointID":12,"Time":1729000000,"Version":4}"#
         );
         assert_eq!(
-            body(Status::Error, "service \"db\" exited with code 1", 3, 5),
-            r#"{"Error":"service \"db\" exited with code 1","Status":2,"EndpointID":3,"Time":5}"#
+            body(Status::Error, "service \"db\" exited with code 1", 3, 5, 1),
+            r#"{"Error":"service \"db\" exited with code 1","Status":2,"EndpointID":3,"Time":5,"Version":1}"#
         );
     }
 

@@ -263,6 +263,28 @@ mod tests {
         assert_eq!(p.entries[1].mode, 0o644);
     }
 
+    /// CE 2.45's `StackPayload` (`endpointedge_stack_inspect.go`) adds `CreatedBy`,
+    /// `CreatedByUserId`, `ForceUpdate`, `DeployerOptionsPayload`, `HelmConfig` and the EE-only
+    /// `RetryPeriod`, `AlwaysCloneGitRepoForRelativePath`, `SupportPerDeviceConfigs` (zero in
+    /// CE): unknown fields are ignored, not refused.
+    #[test]
+    fn parses_what_ce_2_45_sends() {
+        let body = format!(
+            r#"{{"ID":4,"Name":"web","StackFileContent":"","DirEntries":[{{"Name":"docker-compose.yml","Content":"{}","IsFile":true,"Permissions":420}}],"EntryFileName":"docker-compose.yml","Namespace":"","Version":3,"RollbackTo":null,"RegistryCredentials":[],"PrePullImage":false,"RePullImage":false,"RetryDeploy":false,"RetryPeriod":0,"EdgeUpdateID":0,"SupportRelativePath":false,"FilesystemPath":"","SupportPerDeviceConfigs":false,"AlwaysCloneGitRepoForRelativePath":false,"EnvVars":[],"ReadyRePullImage":false,"CreatedBy":"admin","CreatedByUserId":"1","ForceUpdate":false,"DeployerOptionsPayload":{{"Prune":false,"RemoveVolumes":false,"ForceRecreate":false}},"HelmConfig":{{"Namespace":"","ReleaseName":"","ValuesFiles":null,"Atomic":false,"Timeout":0}}}}"#,
+            b64("services:\n  web:\n    image: nginx\n"),
+        );
+        let p = Payload::parse(body.as_bytes()).unwrap();
+        assert_eq!(p.name, "web");
+        assert_eq!(p.entry_file, "docker-compose.yml");
+        assert_eq!(p.entries.len(), 1);
+        assert_eq!(p.entries[0].path, "docker-compose.yml");
+        assert_eq!(p.entries[0].mode, 0o644);
+        assert_eq!(
+            p.entries[0].content.as_deref(),
+            Some(&b"services:\n  web:\n    image: nginx\n"[..])
+        );
+    }
+
     #[test]
     fn legacy_inline_content() {
         let p = Payload::parse(br#"{"Name":"x","StackFileContent":"services: {}\n"}"#).unwrap();

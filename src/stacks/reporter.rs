@@ -1,7 +1,10 @@
 //! Status reports to Portainer, sent in order per stack by a thread of their own, so a slow or
 //! absent server never holds up a deploy (the Go agent retries every 5 s while holding its stack
 //! manager). Transport errors, 5xx and 429 are retried with jittered backoff (never sooner than a Retry-After); other refusals
-//! (403 untrusted, 404 unknown environment, 400) are logged and dropped. What is queued for an
+//! (403 untrusted or, on 2.45, a stack no longer assigned to this environment; 404 unknown
+//! environment; 400) are final: the refused report and what is queued after it for the same
+//! stack version (Removing and Removed excepted, which 2.45 accepts for unassigned stacks) are
+//! dropped, logged once per stack version. What is queued for an
 //! older version of a stack, or before its removal, is dropped unsent: Portainer resets a
 //! stack's history on a new version and deletes it on removal.
 
@@ -56,6 +59,21 @@ impl Queue {
             .range(after..)
             .chain(self.stacks.range(..after))
             .find_map(|(_, q)| q.front())
+    }
+
+    /// `report` was refused for good: what else is queued for its stack version goes too, but
+    /// for Removing and Removed (2.45 takes those even for a stack no longer assigned).
+    fn refused(&mut self, report: &Report) {
+        self.done(report);
+        if let Some(queue) = self.stacks.get_mut(&report.stack) {
+            queue.retain(|r| {
+                r.version != report.version
+                    || matches!(r.status, Status::Removing | Status::Removed)
+            });
+            if queue.is_empty() {
+                self.stacks.remove(&report.stack);
+            }
+        }
     }
 
     /// `report` is done with (sent, or refused for good) unless something replaced it.
@@ -114,6 +132,8 @@ fn send_loop(shared: &Shared, client: &Client, persisted: &Persisted) {
     let mut failures = 0u32;
     let mut logged = Repeats::default();
     let mut retry_at: Option<Instant> = None;
+    // Stack versions whose refusal was logged: one line each, not one per status.
+    let mut refused = std::collections::BTreeSet::new();
     loop {
         let report = {
             let mut queue = shared.lock();
@@ -140,6 +160,7 @@ fn send_loop(shared: &Shared, client: &Client, persisted: &Persisted) {
             &report.error,
             report.endpoint_id,
             report.time,
+            report.version,
         );
         match client.stack_status(report.stack, &body) {
             Ok(known) => {
@@ -191,12 +212,15 @@ fn send_loop(shared: &Shared, client: &Client, persisted: &Persisted) {
                 }
             }
             Err(e) => {
-                log::error!(
-                    "edge stack {}: Portainer refused status {} ({e}); not retried",
-                    report.stack,
-                    report.status
-                );
-                shared.lock().done(&report);
+                if refused.insert((report.stack, report.version)) {
+                    log::error!(
+                        "edge stack {} version {}: Portainer refused status {} ({e}); this and later statuses of this version are dropped (check that the stack is still assigned to this environment's edge groups)",
+                        report.stack,
+                        report.version,
+                        report.status
+                    );
+                }
+                shared.lock().refused(&report);
             }
         }
     }
@@ -261,6 +285,22 @@ mod tests {
         q.push(report(1, 2, Status::Acknowledged));
         q.done(&in_flight);
         assert_eq!(drain(&mut q), [(1, 2, 3)]);
+    }
+
+    #[test]
+    fn a_refusal_drops_the_rest_of_the_version_but_removals() {
+        let mut q = Queue::default();
+        q.push(report(1, 1, Status::Acknowledged));
+        q.push(report(1, 1, Status::Deploying));
+        q.push(report(2, 1, Status::Acknowledged));
+        let first = q.next().cloned().unwrap();
+        q.refused(&first);
+        q.push(report(1, 1, Status::Removing));
+        assert_eq!(drain(&mut q), [(2, 1, 3), (1, 1, 9)]);
+        q.push(report(3, 1, Status::Running));
+        let first = q.next().cloned().unwrap();
+        q.refused(&first);
+        assert_eq!(drain(&mut q), []);
     }
 
     #[test]

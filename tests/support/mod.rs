@@ -128,7 +128,20 @@ struct EdgeStack {
     files: Vec<(String, Vec<u8>, bool, u32)>,
 }
 
-/// One status report the server accepted.
+/// Which Portainer's status rules the fake server applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rules {
+    /// CE 2.23: every valid status report is appended, `X-Portainer-No-Body` ignored.
+    V2_23,
+    /// CE 2.45 (`edgestack_status_update.go`): 403 for a stack not assigned to the environment
+    /// (but for 9 Removing and 4 Removed), a report whose `Version` is older than the stack's
+    /// ignored, a status type already in the environment's list not appended again, the lists
+    /// cleared when the stack's version changes, `X-Portainer-No-Body` honoured; and the job log
+    /// route answers 500 for a job no longer targeting the environment.
+    V2_45,
+}
+
+/// One status report the server accepted (on 2.45: appended to the environment's list).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StackReport {
     pub stack: i64,
@@ -136,6 +149,8 @@ pub struct StackReport {
     pub status: u8,
     pub error: String,
     pub time: i64,
+    /// `Version` as sent (0 when absent).
+    pub version: i64,
     /// The request body as sent.
     pub body: String,
 }
@@ -155,6 +170,9 @@ struct World {
     job_logs: BTreeMap<(i64, i64), String>,
     /// Status the job log route answers instead of storing the log.
     job_log_fault: Option<u16>,
+    rules: Rules,
+    /// 2.45: `(stack, environment)` → the stack version the list is for, and its status types.
+    lists: BTreeMap<(i64, i64), (i64, Vec<u8>)>,
 }
 
 struct Inner {
@@ -193,6 +211,15 @@ pub struct FakePortainer {
 
 impl FakePortainer {
     pub fn start(transport: Transport) -> FakePortainer {
+        FakePortainer::start_with(transport, Rules::V2_23)
+    }
+
+    /// A server applying CE 2.45's rules (see [`Rules::V2_45`]).
+    pub fn start_245(transport: Transport) -> FakePortainer {
+        FakePortainer::start_with(transport, Rules::V2_45)
+    }
+
+    pub fn start_with(transport: Transport, rules: Rules) -> FakePortainer {
         let files = tempfile::tempdir().unwrap();
         let tls = tls::setup(transport, files.path());
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -209,6 +236,8 @@ impl FakePortainer {
                 reports: Vec::new(),
                 job_logs: BTreeMap::new(),
                 job_log_fault: None,
+                rules,
+                lists: BTreeMap::new(),
             }),
             recorded: Condvar::new(),
             polls: AtomicUsize::new(0),
@@ -816,6 +845,7 @@ fn status(request: &Request, id: &str, inner: &Inner) -> Response {
 /// `CollectLogs` and the environment's ETag, answers `200 null`.
 fn job_logs(request: &Request, id: &str, job: &str, inner: &Inner) -> Response {
     let mut world = inner.world();
+    let rules = world.rules;
     if let Some(status) = world.job_log_fault {
         return Response::error(status, "Unexpected error", "Injected fault");
     }
@@ -846,6 +876,13 @@ fn job_logs(request: &Request, id: &str, job: &str, inner: &Inner) -> Response {
         return Response::error(400, "Invalid request payload", "");
     };
     let Some(found) = endpoint.jobs.iter_mut().find(|j| j.id == job) else {
+        if rules == Rules::V2_45 {
+            return Response::error(
+                500,
+                "Unable to verify if the edge job is assigned to the environment",
+                "edge job not assigned to the environment",
+            );
+        }
         return Response::error(
             404,
             "Unable to find an edge job with the specified identifier inside the database",
@@ -978,7 +1015,8 @@ fn stack_payload(request: &Request, id: &str, stack: &str, inner: &Inner) -> Res
 }
 
 /// `PUT /api/edge_stacks/{id}/status` (`edgestack_status_update.go`), validated as the server
-/// does; an unknown stack is `200 null`.
+/// does; an unknown stack is `200 null` (2.45: after the environment checks, and no body when
+/// asked for none). The rest as [`Rules`] says.
 fn stack_status(request: &Request, stack: &str, inner: &Inner) -> Response {
     let Ok(stack) = stack.parse::<i64>() else {
         return Response::error(400, "Invalid stack identifier route variable", "");
@@ -993,6 +1031,8 @@ fn stack_status(request: &Request, stack: &str, inner: &Inner) -> Response {
         endpoint_id: i64,
         #[serde(rename = "Time", default)]
         time: i64,
+        #[serde(rename = "Version", default)]
+        version: i64,
     }
     let invalid = |details: String| Response::error(400, "Invalid request payload", &details);
     let payload: Payload = match serde_json::from_slice(&request.body) {
@@ -1012,7 +1052,9 @@ fn stack_status(request: &Request, stack: &str, inner: &Inner) -> Response {
         return invalid("Error message is mandatory when status is error".into());
     }
     let mut world = inner.world();
-    if !world.edge_stacks.contains_key(&stack) {
+    let rules = world.rules;
+    let no_body = rules == Rules::V2_45 && request.header("X-Portainer-No-Body") == Some("1");
+    if rules == Rules::V2_23 && !world.edge_stacks.contains_key(&stack) {
         return Response::json(200, "null".into());
     }
     let Some(endpoint) = world.endpoints.get(&payload.endpoint_id) else {
@@ -1021,14 +1063,56 @@ fn stack_status(request: &Request, stack: &str, inner: &Inner) -> Response {
     if let Some(refused) = edge_id_refused(request, endpoint) {
         return refused;
     }
-    world.reports.push(StackReport {
+    // The stack's version as this environment's poll lists it; `None`: not assigned.
+    let assigned = endpoint
+        .stacks
+        .iter()
+        .find(|(id, _)| *id == stack)
+        .map(|(_, v)| *v);
+    if !world.edge_stacks.contains_key(&stack) {
+        let body = if no_body { "" } else { "null" };
+        return Response::json(200, body.into());
+    }
+    let report = StackReport {
         stack,
         endpoint_id: payload.endpoint_id,
         status,
         error: payload.error,
         time: payload.time,
+        version: payload.version,
         body: String::from_utf8_lossy(&request.body).into_owned(),
-    });
+    };
+    if rules == Rules::V2_45 {
+        let removal = matches!(status, 4 | 9);
+        if assigned.is_none() && !removal {
+            return Response::error(
+                403,
+                "Permission denied to update status for this Edge stack",
+                "",
+            );
+        }
+        let current = assigned.unwrap_or(0);
+        let key = (stack, payload.endpoint_id);
+        let list = world.lists.entry(key).or_default();
+        if list.0 != current {
+            // `updateStackVersion` clears every environment's list.
+            *list = (current, Vec::new());
+        }
+        if payload.version > 0 && payload.version < current {
+            // Ignored, answered as accepted.
+        } else if status == 4 {
+            world.lists.remove(&key);
+            world.reports.push(report);
+        } else if !list.1.contains(&status) {
+            list.1.push(status);
+            world.reports.push(report);
+        }
+    } else {
+        world.reports.push(report);
+    }
+    if no_body {
+        return Response::json(200, String::new());
+    }
     let name = world
         .edge_stacks
         .get(&stack)
