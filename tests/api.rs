@@ -427,7 +427,10 @@ fn refusals_alternating_between_two_reasons_log_each_reason_once() {
     let start = Instant::now();
     let mut refused = 0;
     while refused < 520 {
-        assert!(start.elapsed() < Duration::from_secs(600), "{refused} refusals in 10 minutes");
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "{refused} refusals in 10 minutes"
+        );
         for signer in [&other, &forged] {
             assert_eq!(
                 c.request("GET", "/v1.41/_ping", Some(signer), b"").status,

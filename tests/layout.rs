@@ -27,8 +27,8 @@ fn lines_before_tests(text: &str) -> usize {
     lines
         .windows(2)
         .position(|w| {
-            w[0] == "#[cfg(test)]" && w[1].starts_with("mod ")
-                || w[0] == "#[cfg(test)]" && w[1].starts_with("pub(crate) mod tests")
+            w[0] == "#[cfg(test)]"
+                && (w[1].starts_with("mod ") || w[1].starts_with("pub(crate) mod tests"))
         })
         .unwrap_or(lines.len())
 }
