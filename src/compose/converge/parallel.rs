@@ -8,6 +8,10 @@ use std::sync::Mutex;
 /// while a handful already overlaps the daemon's per-call latency (compose v2 has no limit).
 pub const CALLS: usize = 8;
 
+/// Concurrent stops of `down` and `stop`: a stop mostly waits out the container's grace
+/// period in the daemon, so the bound is higher; 16 threads with small stacks cost ~1 MiB.
+pub const STOPS: usize = 16;
+
 const STACK: usize = 128 * 1024;
 
 /// `f` over every item on at most `workers` threads; results in the items' order.
