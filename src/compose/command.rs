@@ -125,7 +125,13 @@ pub fn run(args: ComposeCli) -> ExitCode {
                         s.service, s.name, s.state, s.exit_code, s.health
                     ));
                 }
-                out.line(format_args!("stack {name}: {}", super::aggregate(&states)));
+                if states.is_empty() {
+                    out.line(format_args!(
+                        "project {name} has no containers: not deployed, or brought down"
+                    ));
+                } else {
+                    out.line(format_args!("stack {name}: {}", super::aggregate(&states)));
+                }
             })
             .map_err(Into::into),
         _ => Ok(()),
