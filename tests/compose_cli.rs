@@ -1,5 +1,6 @@
-//! `edge-agent compose` as an operator types it, against the real Docker Engine: what `ps`
-//! says after a failed `up` and for a project never deployed.
+//! `edge-agent compose` as an operator types it, against the real Docker Engine: `stop`,
+//! `start` and `restart` by service in dependency order, and what `ps` says after a failed
+//! `up` and for a project never deployed.
 
 mod support;
 
@@ -24,6 +25,17 @@ fn text(out: &Output) -> String {
     )
 }
 
+/// Service → state, by `docker inspect` of `NAME-SERVICE-1`.
+fn state(name: &str, service: &str) -> String {
+    let out = support::docker::docker(&[
+        "inspect",
+        "--format",
+        "{{.State.Status}}",
+        &format!("{name}-{service}-1"),
+    ]);
+    String::from_utf8_lossy(&out.stdout).trim().to_owned()
+}
+
 /// Brings the project down when dropped.
 struct Down<'a>(&'a std::path::Path, &'a str);
 
@@ -31,6 +43,53 @@ impl Drop for Down<'_> {
     fn drop(&mut self) {
         compose(self.0, self.1, &["down", "-v"]);
     }
+}
+
+#[test]
+#[ignore = "needs the Docker Engine and busybox-static (tests/run.sh)"]
+fn stop_start_restart_by_service() {
+    engine();
+    let dir = tempfile::tempdir().unwrap();
+    let name = unique("cli");
+    let file = "services:\n  db:\n    image: IMAGE\n    command: busybox sleep 600\n    network_mode: none\n    stop_signal: SIGKILL\n\
+                \x20 web:\n    image: IMAGE\n    command: busybox sleep 600\n    network_mode: none\n    stop_signal: SIGKILL\n    depends_on: [db]\n";
+    std::fs::write(
+        dir.path().join("compose.yaml"),
+        file.replace("IMAGE", IMAGE),
+    )
+    .unwrap();
+    let _down = Down(dir.path(), &name);
+    let up = compose(dir.path(), &name, &["up", "-d"]);
+    assert!(up.status.success(), "{}", text(&up));
+
+    let stop = compose(dir.path(), &name, &["stop", "web"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    assert_eq!(
+        (state(&name, "db"), state(&name, "web")),
+        ("running".into(), "exited".into())
+    );
+    let stop = compose(dir.path(), &name, &["stop"]);
+    assert!(stop.status.success(), "{}", text(&stop));
+    assert_eq!(state(&name, "db"), "exited");
+
+    let start = compose(dir.path(), &name, &["start"]);
+    assert!(start.status.success(), "{}", text(&start));
+    assert_eq!(
+        (state(&name, "db"), state(&name, "web")),
+        ("running".into(), "running".into())
+    );
+
+    let restart = compose(dir.path(), &name, &["restart", "db"]);
+    assert!(restart.status.success(), "{}", text(&restart));
+    assert_eq!(state(&name, "db"), "running");
+
+    let missing = compose(dir.path(), &name, &["stop", "nothing"]);
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(
+        text(&missing).contains("service nothing has no container in project"),
+        "{}",
+        text(&missing)
+    );
 }
 
 #[test]

@@ -47,8 +47,10 @@ pub fn run(args: ComposeCli) -> ExitCode {
             )
         }
     };
-    let by_name = matches!(args.action, ComposeAction::Down { .. } | ComposeAction::Ps)
-        && !args.project_name.is_empty()
+    let by_name = matches!(
+        args.action,
+        ComposeAction::Down { .. } | ComposeAction::Ps | ComposeAction::Lifecycle { .. }
+    ) && !args.project_name.is_empty()
         && file.is_none();
     let project = if by_name {
         None
@@ -111,6 +113,9 @@ pub fn run(args: ComposeCli) -> ExitCode {
         (ComposeAction::Up, Some(project)) => super::up(&docker, project).map_err(Into::into),
         (ComposeAction::Down { volumes }, _) => {
             super::down(&docker, &name, *volumes).map_err(Into::into)
+        }
+        (ComposeAction::Lifecycle { what, services }, _) => {
+            super::lifecycle(&docker, &name, services, *what).map_err(Into::into)
         }
         (ComposeAction::Ps, _) => super::ps(&docker, &name)
             .map(|states| {

@@ -51,7 +51,7 @@ fn gone(r: Result<(), docker::Error>) -> Result<(), docker::Error> {
     }
 }
 
-fn name(c: &ContainerSummary) -> &str {
+pub(super) fn name(c: &ContainerSummary) -> &str {
     c.names
         .first()
         .map_or(c.id.as_str(), |n| n.trim_start_matches('/'))
@@ -70,13 +70,15 @@ fn depends_on(c: &ContainerSummary) -> Vec<&str> {
         .unwrap_or_default()
 }
 
-fn service(c: &ContainerSummary) -> &str {
+pub(super) fn service(c: &ContainerSummary) -> &str {
     c.labels.get(body::SERVICE).map_or("", String::as_str)
 }
 
 /// The containers in rounds: each round holds the services no container left after it
 /// depends on (a dependency cycle, which load refuses, ends in one last round).
-fn reverse_dependency_rounds(containers: &[ContainerSummary]) -> Vec<Vec<ContainerSummary>> {
+pub(super) fn reverse_dependency_rounds(
+    containers: &[ContainerSummary],
+) -> Vec<Vec<ContainerSummary>> {
     let mut left: Vec<&ContainerSummary> = containers.iter().collect();
     let mut rounds = Vec::new();
     while !left.is_empty() {

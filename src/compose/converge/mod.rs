@@ -10,11 +10,13 @@ mod dependencies;
 mod down;
 mod error;
 mod images;
+mod lifecycle;
 mod networks_volumes;
 mod parallel;
 
 pub use down::down;
 pub use error::UpError;
+pub use lifecycle::{lifecycle, Lifecycle};
 
 use super::body;
 use super::model::Project;
