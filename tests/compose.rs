@@ -236,7 +236,10 @@ fn failed_dependencies_are_reported() {
          \x20 app:\n    image: IMAGE\n    command: busybox sleep 600\n    network_mode: none\n    depends_on:\n      migrate: {condition: service_completed_successfully}\n",
     );
     let e = compose::up(&client, &stack.load(&[])).unwrap_err();
-    assert_eq!(e.to_string(), "migrate exited with code 2");
+    assert_eq!(
+        e.to_string(),
+        "service app did not start: dependency failed to start: migrate exited with code 2"
+    );
     let states = compose::ps(&client, &stack.name).unwrap();
     assert_eq!(
         compose::aggregate(&states),
@@ -253,9 +256,76 @@ fn failed_dependencies_are_reported() {
     let e = compose::up(&client, &stack.load(&[]))
         .unwrap_err()
         .to_string();
-    assert!(e.starts_with("db is unhealthy after "), "{e}");
-    let services: Vec<String> = stack.ids().into_keys().collect();
-    assert_eq!(services, ["db"], "app was not created");
+    assert!(
+        e.starts_with(
+            "service app did not start: dependency failed to start: db is unhealthy after "
+        ),
+        "{e}"
+    );
+    // As compose v2: every container is created, the dependent is not started.
+    let states: Vec<(String, String)> = compose::ps(&client, &stack.name)
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.service, s.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("app".into(), "created".into()),
+            ("db".into(), "running".into())
+        ]
+    );
+}
+
+#[test]
+#[ignore = "needs the Docker Engine and busybox-static (tests/run.sh)"]
+fn a_service_that_fails_to_start_does_not_stop_the_others() {
+    let client = engine();
+    let stack = Stack::new(&client, "nostart");
+    // `broken` cannot start (no such executable); `after` needs it; `solo` does not.
+    stack.write(
+        "compose.yaml",
+        r#"
+services:
+  broken:
+    image: IMAGE
+    command: /nonexistent
+    network_mode: none
+  after:
+    image: IMAGE
+    command: busybox sleep 600
+    network_mode: none
+    depends_on: [broken]
+  solo:
+    image: IMAGE
+    command: busybox sleep 600
+    network_mode: none
+    stop_signal: SIGKILL
+"#,
+    );
+    let e = compose::up(&client, &stack.load(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.starts_with(&format!(
+            "service broken did not start: container {}-broken-1 failed to start: ",
+            stack.name
+        )) && e.contains("/nonexistent"),
+        "{e}"
+    );
+    let states: Vec<(String, String)> = compose::ps(&client, &stack.name)
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.service, s.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("after".into(), "created".into()),
+            ("broken".into(), "created".into()),
+            ("solo".into(), "running".into())
+        ]
+    );
 }
 
 /// Steps of `up` until `stop` says so; the converge is then abandoned.
@@ -279,14 +349,14 @@ fn an_interrupted_up_is_completed_and_a_second_up_changes_nothing() {
     }
     stack.write("compose.yaml", &file);
     let project = stack.load(&[]);
-    // Abandon the converge once the first container exists (created, not yet started).
+    // Abandon the converge once the containers exist (created, not yet started).
     let name = stack.name.clone();
     let c = client.clone();
     steps_until(&client, &project, move || {
         !compose::ps(&c, &name).unwrap().is_empty()
     });
     let states = compose::ps(&client, &stack.name).unwrap();
-    assert_eq!(states.len(), 1);
+    assert!(states.iter().all(|s| s.state == "created"), "{states:?}");
     assert_eq!(compose::aggregate(&states), StackStatus::Starting);
 
     compose::up(&client, &project).unwrap();

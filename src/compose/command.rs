@@ -47,8 +47,10 @@ pub fn run(args: ComposeCli) -> ExitCode {
             )
         }
     };
-    let by_name = matches!(args.action, ComposeAction::Down { .. } | ComposeAction::Ps)
-        && !args.project_name.is_empty()
+    let by_name = matches!(
+        args.action,
+        ComposeAction::Down { .. } | ComposeAction::Ps | ComposeAction::Lifecycle { .. }
+    ) && !args.project_name.is_empty()
         && file.is_none();
     let project = if by_name {
         None
@@ -112,6 +114,9 @@ pub fn run(args: ComposeCli) -> ExitCode {
         (ComposeAction::Down { volumes }, _) => {
             super::down(&docker, &name, *volumes).map_err(Into::into)
         }
+        (ComposeAction::Lifecycle { what, services }, _) => {
+            super::lifecycle(&docker, &name, services, *what).map_err(Into::into)
+        }
         (ComposeAction::Ps, _) => super::ps(&docker, &name)
             .map(|states| {
                 let mut out = output::stdout();
@@ -125,7 +130,13 @@ pub fn run(args: ComposeCli) -> ExitCode {
                         s.service, s.name, s.state, s.exit_code, s.health
                     ));
                 }
-                out.line(format_args!("stack {name}: {}", super::aggregate(&states)));
+                if states.is_empty() {
+                    out.line(format_args!(
+                        "project {name} has no containers: not deployed, or brought down"
+                    ));
+                } else {
+                    out.line(format_args!("stack {name}: {}", super::aggregate(&states)));
+                }
             })
             .map_err(Into::into),
         _ => Ok(()),

@@ -7,9 +7,10 @@
 //! pub fn load(&Source) -> Result<Project, LoadError>        // pure pipeline + file reads
 //! pub fn normalize_project_name(&str) -> String             // compose-go's NormalizeProjectName
 //! pub struct Up; Up::new(&Project) -> Up; Up::step(&mut self, &docker::Client) -> Result<Step, UpError>
-//! pub enum Step { Continue, Done }                          // one bounded Docker call (or a wait ≤ 0.5 s) per step
+//! pub enum Step { Continue, Done }                          // per step: one bounded Docker call, up to 8 side by side, or a wait ≤ 0.5 s
 //! pub fn up(&docker::Client, &Project) -> Result<(), UpError>            // loops over step
 //! pub fn down(&docker::Client, project_name, remove_volumes) -> Result<(), docker::Error>
+//! pub fn lifecycle(&docker::Client, project_name, services, Lifecycle) -> Result<(), UpError> // stop/start/restart
 //! pub fn ps(&docker::Client, project_name) -> Result<Vec<ServiceState>, docker::Error>
 //! pub fn aggregate(&[ServiceState]) -> StackStatus          // libstack's rules
 //! ```
@@ -27,7 +28,7 @@ mod model;
 mod status;
 mod yaml;
 
-pub use converge::{down, up, Step, Up, UpError};
+pub use converge::{down, lifecycle, up, Lifecycle, Step, Up, UpError};
 pub use load::{load, load_with, normalize_project_name, LoadError, ReadFile};
 pub use model::{Project, Service};
 pub use status::{aggregate, ps, ServiceState, StackStatus};

@@ -44,7 +44,9 @@ impl fmt::Display for StackStatus {
 }
 
 /// The containers of `project_name` (lower-cased, as compose does), by service and name. One
-/// list call: the exit code is read from Docker's `Status` text (`Exited (2) 5 seconds ago`).
+/// list call: the exit code is read from Docker's `Status` text (`Exited (2) 5 seconds ago`),
+/// except for `created` containers, inspected: Docker records there the code of a start that
+/// failed (127 for a missing executable), which the list does not show.
 pub fn ps(docker: &Client, project_name: &str) -> Result<Vec<ServiceState>, docker::Error> {
     let filter = format!("{}={}", body::PROJECT, project_name.to_lowercase());
     let mut states: Vec<ServiceState> = docker
@@ -62,6 +64,14 @@ pub fn ps(docker: &Client, project_name: &str) -> Result<Vec<ServiceState>, dock
             state: c.state,
         })
         .collect();
+    for s in states.iter_mut().filter(|s| s.state == "created") {
+        match docker.inspect_container(&s.name) {
+            Ok(inspect) => s.exit_code = inspect.state.exit_code,
+            // Removed since the list.
+            Err(docker::Error::Docker { status: 404, .. }) => {}
+            Err(e) => return Err(e),
+        }
+    }
     states.sort_by(|a, b| (&a.service, &a.name).cmp(&(&b.service, &b.name)));
     Ok(states)
 }
@@ -90,6 +100,8 @@ fn health(status: &str) -> &'static str {
 
 /// libstack's aggregation: any error → error; any starting → starting; any removing →
 /// removing; all completed → completed; running and completed → running; none → removed.
+/// A container left `created` by a start that failed (a non-zero exit code) is an error, as
+/// the deploy that Portainer saw fail, rather than starting for ever.
 pub fn aggregate(states: &[ServiceState]) -> StackStatus {
     if states.is_empty() {
         return StackStatus::Removed;
@@ -97,6 +109,12 @@ pub fn aggregate(states: &[ServiceState]) -> StackStatus {
     let (mut starting, mut removing, mut running, mut completed) = (0, 0, 0, 0);
     for s in states {
         match (s.state.as_str(), s.exit_code) {
+            ("created", code) if code != 0 => {
+                return StackStatus::Error(format!(
+                    "service {} failed to start (exit code {code})",
+                    s.service
+                ))
+            }
             ("created" | "restarting" | "paused", _) => starting += 1,
             ("running", _) => running += 1,
             ("removing", _) => removing += 1,
@@ -180,8 +198,12 @@ mod tests {
             StackStatus::Running
         );
         assert_eq!(
-            aggregate(&[web, state("once", "stopped", 3)]),
+            aggregate(&[web.clone(), state("once", "stopped", 3)]),
             StackStatus::Error("service once exited with code 3".into())
+        );
+        assert_eq!(
+            aggregate(&[web, state("broken", "created", 127)]),
+            StackStatus::Error("service broken failed to start (exit code 127)".into())
         );
         // A dead container with code 0 is neither running nor completed.
         assert_eq!(

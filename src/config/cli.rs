@@ -41,6 +41,11 @@ pub enum ComposeAction {
         volumes: bool,
     },
     Ps,
+    /// `stop`, `start`, `restart` of the services named (all when none).
+    Lifecycle {
+        what: crate::compose::Lifecycle,
+        services: Vec<String>,
+    },
     Help,
 }
 
@@ -184,8 +189,9 @@ fn parse_compose(
             _ => return Err(format!("unknown compose option {arg}; {USAGE}")),
         }
     }
-    let action = action
-        .ok_or_else(|| format!("compose needs a command: config, up, down or ps; {USAGE}"))?;
+    let action = action.ok_or_else(|| {
+        format!("compose needs a command: config, up, down, ps, stop, start or restart; {USAGE}")
+    })?;
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     cli.action = match (action.as_str(), flags.as_slice()) {
         ("config", []) => ComposeAction::Config { json: false },
@@ -199,7 +205,19 @@ fn parse_compose(
         ("down", []) => ComposeAction::Down { volumes: false },
         ("down", ["-v"] | ["--volumes"]) => ComposeAction::Down { volumes: true },
         ("ps", [] | ["-a"] | ["--all"]) => ComposeAction::Ps,
-        ("config" | "up" | "down" | "ps", _) => {
+        ("stop" | "start" | "restart", services)
+            if services.iter().all(|s| !s.starts_with('-')) =>
+        {
+            use crate::compose::Lifecycle;
+            let what = match action.as_str() {
+                "stop" => Lifecycle::Stop,
+                "start" => Lifecycle::Start,
+                _ => Lifecycle::Restart,
+            };
+            let services = services.iter().map(|s| s.to_string()).collect();
+            ComposeAction::Lifecycle { what, services }
+        }
+        ("config" | "up" | "down" | "ps" | "stop" | "start" | "restart", _) => {
             return Err(format!(
                 "compose {action}: unexpected {}; {USAGE}",
                 flags.join(" ")
@@ -218,7 +236,10 @@ pub fn compose_help() -> String {
        config [--format json]  print the resolved model\n  \
        up [-d]                 create or update the containers, networks and volumes (detached)\n  \
        down [-v]               stop and remove them (named volumes too with -v)\n  \
-       ps                      each container's service, state and exit code, and the stack status\n"
+       ps                      each container's service, state and exit code, and the stack status\n  \
+       stop [SERVICE...]       stop the containers (dependents first; all services when none named)\n  \
+       start [SERVICE...]      start the stopped containers (dependencies first)\n  \
+       restart [SERVICE...]    restart the containers (dependencies first)\n"
         .to_owned()
 }
 
@@ -418,9 +439,19 @@ mod tests {
         assert!(action(&["compose"])
             .unwrap_err()
             .contains("needs a command"));
-        assert!(action(&["compose", "start"])
+        assert_eq!(
+            action(&["compose", "stop", "web", "db"]),
+            Ok(ComposeAction::Lifecycle {
+                what: crate::compose::Lifecycle::Stop,
+                services: vec!["web".into(), "db".into()]
+            })
+        );
+        assert!(action(&["compose", "restart", "-t", "3"])
             .unwrap_err()
-            .contains("unknown compose command \"start\""));
+            .contains("compose restart: unexpected -t 3"));
+        assert!(action(&["compose", "logs"])
+            .unwrap_err()
+            .contains("unknown compose command \"logs\""));
         assert!(action(&["compose", "down", "--rmi"])
             .unwrap_err()
             .contains("unexpected --rmi"));

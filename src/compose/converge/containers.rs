@@ -1,13 +1,57 @@
-//! The services and orphans steps: for each service in dependency order, outdated or surplus
-//! containers stopped and removed (anonymous volumes kept for the successor), then each missing
-//! container created once its dependencies are ready, connected to its other networks, and
-//! started; then containers of services no longer in the file removed.
+//! The services and orphans steps. Each step plans, from what is observed, every Docker call
+//! that can be made now ([`Action`]), runs them on a bounded worker set ([`parallel`]), then
+//! records the answers. A service's containers are replaced (outdated or surplus ones stopped
+//! and removed, anonymous volumes kept for the successor) and created once its dependencies'
+//! containers exist, connected to their other networks, and started once its dependencies
+//! have started and met their conditions (compose v2's `InDependencyOrder`, with independent
+//! services side by side). A service that fails to start does not stop the others: its
+//! dependents are not started, and `up` reports it at the end. Then containers of services no
+//! longer in the file are removed.
 
+use super::dependencies::POLL;
 use super::error::{is_conflict, is_not_found, UpError};
-use super::{Observed, Phase, Up};
+use super::{parallel, Connect, Observed, Phase, Up};
 use crate::compose::body;
 use crate::compose::model::MountType;
-use crate::docker::{self, Client};
+use crate::docker::{self, Client, ContainerState};
+
+/// One Docker call a step can make.
+#[derive(Debug, Clone)]
+pub(super) enum Action {
+    /// Reads the anonymous volumes of an outdated container before it goes.
+    Inherit(Observed),
+    Stop(Observed),
+    Remove(Observed, &'static str),
+    Create(Box<Create>),
+    Connect(Connect),
+    Start(Observed),
+    /// Inspects container `id` of `dep`, for the condition `service` puts on it.
+    Check {
+        service: String,
+        dep: String,
+        id: String,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub(super) struct Create {
+    service: String,
+    number: u32,
+    name: String,
+    config: serde_json::Value,
+}
+
+/// A call's answer, read by [`Up::record`].
+pub(super) enum Answer {
+    Done,
+    Mounts(Vec<(String, String)>),
+    Created(docker::Created),
+    /// The create's name is taken: by a container of this project (`true`) or not.
+    NameTaken(bool),
+    /// Start says not found: the container still exists (something it needs is gone), or not.
+    Missing(bool),
+    State(ContainerState),
+}
 
 impl Up {
     fn up_to_date(&self, c: &Observed) -> bool {
@@ -19,173 +63,340 @@ impl Up {
             && self.image_ids.get(&s.image) == Some(&c.image)
     }
 
-    pub(super) fn service(&mut self, docker: &Client, i: usize) -> Result<(), UpError> {
-        let Some(key) = self.order.get(i).cloned() else {
-            self.phase = Phase::Orphans;
-            return Ok(());
-        };
-        let scale = self.project.services[&key].scale;
-        // Outdated or surplus containers go first: stopped, then removed.
-        if let Some(c) = self
-            .observed
+    /// Every container of `key` exists, is up to date and connected.
+    pub(super) fn created(&self, key: &str) -> bool {
+        let scale = self.project.services.get(key).map_or(0, |s| s.scale);
+        let mine = |c: &&Observed| c.service == key;
+        self.observed
             .iter()
-            .find(|c| c.service == key && !self.up_to_date(c))
-            .cloned()
-        {
-            let slot = (key.clone(), c.number);
-            let anonymous = self.project.services[&key]
-                .volumes
-                .iter()
-                .any(|m| m.kind == MountType::Volume && m.source.is_empty());
-            if anonymous && c.number <= scale && !self.inherited.iter().any(|(s, _)| *s == slot) {
-                let mounts = match self.call(false, || docker.inspect_container(&c.id)) {
-                    Ok(inspect) => inspect.mounts,
-                    Err(e) if is_not_found(&e) => Vec::new(),
-                    Err(e) => return Err(e.into()),
-                };
-                let volumes = mounts
-                    .into_iter()
-                    .filter(|m| m.kind == "volume")
-                    .map(|m| (m.destination, m.name))
-                    .collect();
-                self.inherited.push((slot, volumes));
-                return Ok(());
-            }
-            return self.remove(docker, &c, "recreating");
-        }
-        let pending = (1..=scale).find(|n| {
-            !self
-                .observed
-                .iter()
-                .any(|c| c.service == key && c.number == *n && c.running)
-        });
-        let Some(number) = pending else {
-            self.phase = Phase::Services(i + 1);
-            return Ok(());
-        };
-        if !self.dependencies_ready(docker, &key)? {
-            return Ok(());
-        }
-        let existing = self
-            .observed
-            .iter()
-            .position(|c| c.service == key && c.number == number);
-        let Some(at) = existing else {
-            return self.create(docker, &key, number);
-        };
-        if let Some((network, config)) = self.connects.pop() {
-            self.call(true, || docker.connect_network(&network, &config))?;
-            return Ok(());
-        }
-        let (id, name) = (self.observed[at].id.clone(), self.observed[at].name.clone());
-        match self.call(true, || docker.start_container(&id)) {
-            Ok(()) => {
-                log::info!("started container {name}");
-                self.observed[at].running = true;
-            }
-            // Removed meanwhile, or something it needs is gone (a network removed since it
-            // was created): observe again, and in the second case make networks and volumes
-            // again first.
-            Err(e) if is_not_found(&e) => {
-                if self.call(false, || docker.inspect_container(&id)).is_ok() {
-                    log::info!("container {name} cannot start ({e}): checking the project's networks and volumes again");
-                    self.prepared = false;
-                }
-                self.phase = Phase::Observe;
-            }
-            Err(e) => return Err(e.into()),
-        }
-        Ok(())
+            .filter(mine)
+            .all(|c| self.up_to_date(c))
+            && (1..=scale).all(|n| self.observed.iter().filter(mine).any(|c| c.number == n))
+            && !self.connects.iter().any(|c| c.service == key)
     }
 
-    fn create(&mut self, docker: &Client, key: &str, number: u32) -> Result<(), UpError> {
+    /// `key` is created and all its containers were started.
+    pub(super) fn started(&self, key: &str) -> bool {
+        self.created(key) && self.observed.iter().all(|c| c.service != key || c.running)
+    }
+
+    /// The calls that can be made now for the services, in dependency order.
+    fn plan(&mut self) -> Vec<Action> {
+        self.block_dependents_of_failures();
+        let mut actions = Vec::new();
+        for key in self.order.clone() {
+            if self.finished(&key) || !self.dependencies(&key).all(|d| self.created(d)) {
+                continue;
+            }
+            let before = actions.len();
+            self.replace_and_create(&key, &mut actions);
+            if actions.len() == before {
+                actions.extend(
+                    self.connects
+                        .iter()
+                        .filter(|c| c.service == key)
+                        .cloned()
+                        .map(Action::Connect),
+                );
+            }
+            if actions.len() == before && !self.started(&key) {
+                self.start(&key, &mut actions);
+            }
+        }
+        actions
+    }
+
+    fn replace_and_create(&self, key: &str, actions: &mut Vec<Action>) {
+        let s = &self.project.services[key];
+        let anonymous = s
+            .volumes
+            .iter()
+            .any(|m| m.kind == MountType::Volume && m.source.is_empty());
+        let before = actions.len();
+        for c in self.observed.iter().filter(|c| c.service == key) {
+            if self.up_to_date(c) {
+                continue;
+            }
+            let slot = (key.to_owned(), c.number);
+            actions.push(
+                if anonymous
+                    && c.number <= s.scale
+                    && !self.inherited.iter().any(|(s, _)| *s == slot)
+                {
+                    Action::Inherit(c.clone())
+                } else if c.running {
+                    Action::Stop(c.clone())
+                } else {
+                    Action::Remove(c.clone(), "recreating")
+                },
+            );
+        }
+        if actions.len() > before {
+            return;
+        }
+        for number in 1..=s.scale {
+            if !self
+                .observed
+                .iter()
+                .any(|c| c.service == key && c.number == number)
+            {
+                actions.push(Action::Create(Box::new(self.create_body(key, number))));
+            }
+        }
+    }
+
+    fn create_body(&self, key: &str, number: u32) -> Create {
         let s = &self.project.services[key];
         let image_id = self.image_ids.get(&s.image).cloned().unwrap_or_default();
-        let name = body::container_name(&self.project.name, key, s, number);
-        let hash = s.config_hash();
-        let api = docker.api_version();
-        let mut config = body::container(&self.project, key, number, &image_id, api);
+        let mut config = body::container(&self.project, key, number, &image_id, self.api);
         let slot = (key.to_owned(), number);
         if let Some((_, volumes)) = self.inherited.iter().find(|(s, _)| *s == slot) {
             inherit_anonymous_volumes(&mut config, volumes);
         }
-        match self.call(true, || docker.create_container(Some(&name), &config)) {
-            Ok(created) => {
+        Create {
+            service: key.to_owned(),
+            number,
+            name: body::container_name(&self.project.name, key, s, number),
+            config,
+        }
+    }
+
+    /// Starts `key`'s stopped containers once every dependency has started and met its
+    /// condition; checks the conditions not known to be met first.
+    fn start(&mut self, key: &str, actions: &mut Vec<Action>) {
+        if !self.dependencies(key).all(|d| self.started(d)) {
+            return;
+        }
+        let checks = self.checks(key);
+        if !checks.is_empty() {
+            actions.extend(checks);
+            return;
+        }
+        actions.extend(
+            self.observed
+                .iter()
+                .filter(|c| c.service == key && !c.running)
+                .cloned()
+                .map(Action::Start),
+        );
+    }
+
+    pub(super) fn services(&mut self, docker: &Client) -> Result<(), UpError> {
+        let actions = self.plan();
+        if actions.is_empty() {
+            self.phase = Phase::Orphans;
+            return Ok(());
+        }
+        self.run(docker, actions)
+    }
+
+    pub(super) fn orphans(&mut self, docker: &Client) -> Result<(), UpError> {
+        let actions: Vec<Action> = self
+            .observed
+            .iter()
+            .filter(|c| {
+                !self.project.services.contains_key(&c.service)
+                    && !self.project.disabled.contains(&c.service)
+            })
+            .map(|c| match c.running {
+                true => Action::Stop(c.clone()),
+                false => Action::Remove(c.clone(), "orphan"),
+            })
+            .collect();
+        if !actions.is_empty() {
+            return self.run(docker, actions);
+        }
+        self.phase = Phase::Done;
+        match self.failed.is_empty() {
+            true => Ok(()),
+            false => Err(UpError::NotStarted(std::mem::take(&mut self.failed))),
+        }
+    }
+
+    /// Makes the calls side by side, then records their answers; the first error that stops
+    /// the converge is returned once every answer is recorded. A step that only found
+    /// dependencies not ready yet waits [`POLL`] before the next.
+    fn run(&mut self, docker: &Client, actions: Vec<Action>) -> Result<(), UpError> {
+        let only_checks = actions.iter().all(|a| matches!(a, Action::Check { .. }));
+        self.calls += actions.len();
+        self.changes += actions
+            .iter()
+            .filter(|a| !matches!(a, Action::Inherit(_) | Action::Check { .. }))
+            .count();
+        let answers = parallel::map(&actions, parallel::CALLS, |a| call(docker, a));
+        let mut first_error = None;
+        let mut checks = Vec::new();
+        for (action, answer) in actions.into_iter().zip(answers) {
+            let recorded = match (action, answer) {
+                (Action::Check { service, dep, .. }, answer) => {
+                    checks.push((service, dep, answer));
+                    Ok(())
+                }
+                (action, answer) => self.record(action, answer),
+            };
+            if let Err(e) = recorded {
+                first_error.get_or_insert(e);
+            }
+        }
+        if !checks.is_empty() && !self.record_checks(checks)? && only_checks {
+            std::thread::sleep(POLL);
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn record(
+        &mut self,
+        action: Action,
+        answer: Result<Answer, docker::Error>,
+    ) -> Result<(), UpError> {
+        let at = |observed: &[Observed], id: &str| observed.iter().position(|o| o.id == id);
+        match (action, answer) {
+            (Action::Inherit(c), Ok(Answer::Mounts(volumes))) => {
+                self.inherited.push(((c.service, c.number), volumes));
+            }
+            (Action::Stop(c), Ok(_)) => {
+                if let Some(i) = at(&self.observed, &c.id) {
+                    self.observed[i].running = false;
+                }
+            }
+            (Action::Remove(c, why), Ok(_)) => {
+                log::info!("{why}: removed container {}", c.name);
+                self.observed.retain(|o| o.id != c.id);
+            }
+            (Action::Create(create), Ok(Answer::Created(created))) => {
+                let Create {
+                    service,
+                    number,
+                    name,
+                    ..
+                } = *create;
                 for warning in &created.warnings {
                     log::warn!("container {name}: {warning}");
                 }
                 log::info!("created container {name}");
-                self.connects = body::later_networks(&self.project, key, number, api);
+                let s = &self.project.services[&service];
+                for (network, config) in
+                    body::later_networks(&self.project, &service, number, self.api)
+                {
+                    self.connects.push(Connect {
+                        service: service.clone(),
+                        network,
+                        config,
+                    });
+                }
                 self.observed.push(Observed {
                     id: created.id,
                     name,
-                    service: key.to_owned(),
                     number,
-                    hash,
-                    image: image_id,
+                    hash: s.config_hash(),
+                    image: self.image_ids.get(&s.image).cloned().unwrap_or_default(),
                     running: false,
+                    service,
                 });
-                Ok(())
             }
-            // The name is taken: by one of ours (observe again), or by another container.
-            Err(e) if is_conflict(&e) => {
-                match self.call(false, || docker.inspect_container(&name)) {
-                    Ok(other)
-                        if other.config.labels.get(body::PROJECT) != Some(&self.project.name) =>
-                    {
-                        Err(UpError::Conflict(format!(
-                            "the container name {name} is taken by a container of another project: remove or rename it"
-                        )))
-                    }
-                    _ => {
-                        self.phase = Phase::Observe;
-                        Ok(())
-                    }
+            (Action::Create(create), Ok(Answer::NameTaken(false))) => {
+                return Err(UpError::Conflict(format!(
+                    "service {}: the container name {} is taken by a container of another project: remove or rename it",
+                    create.service, create.name
+                )));
+            }
+            (Action::Connect(c), Ok(_)) => self
+                .connects
+                .retain(|o| o.network != c.network || o.config != c.config),
+            (Action::Start(c), Ok(Answer::Done)) => {
+                log::info!("started container {}", c.name);
+                if let Some(i) = at(&self.observed, &c.id) {
+                    self.observed[i].running = true;
                 }
             }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    /// Stops `c` (one step), then removes it (the next).
-    fn remove(&mut self, docker: &Client, c: &Observed, why: &str) -> Result<(), UpError> {
-        let at = self.observed.iter().position(|o| o.id == c.id);
-        let result = if c.running {
-            self.call(true, || docker.stop_container(&c.id, None))
-        } else {
-            self.call(true, || docker.remove_container(&c.id, false, false))
-        };
-        match result {
-            Ok(()) | Err(docker::Error::Docker { status: 404, .. }) => {}
-            Err(e) => return Err(e.into()),
-        }
-        if let Some(at) = at {
-            if c.running {
-                self.observed[at].running = false;
-            } else {
-                log::info!("{why}: removed container {}", c.name);
-                self.observed.remove(at);
+            // Removed meanwhile, or something it needs is gone (a network removed since it
+            // was created): observe again, and in the second case make networks and volumes
+            // again first.
+            (Action::Start(c), Ok(Answer::Missing(exists))) => {
+                if exists {
+                    log::info!("container {} cannot start: checking the project's networks and volumes again", c.name);
+                    self.prepared = false;
+                }
+                self.phase = Phase::Observe;
             }
+            (Action::Start(c), Err(e)) => {
+                log::error!(
+                    "service {}: container {} failed to start: {e}",
+                    c.service,
+                    c.name
+                );
+                let message = format!("container {} failed to start: {e}", c.name);
+                self.failed.push((c.service, message));
+            }
+            // A name taken by one of ours, a container gone: observe again.
+            (Action::Create(_), Ok(_)) | (_, Ok(_)) => self.phase = Phase::Observe,
+            (Action::Create(c), Err(e)) => {
+                return Err(UpError::Service {
+                    service: c.service,
+                    error: Box::new(e.into()),
+                })
+            }
+            (Action::Inherit(c) | Action::Stop(c) | Action::Remove(c, _), Err(e)) => {
+                return Err(UpError::Service {
+                    service: c.service,
+                    error: Box::new(e.into()),
+                })
+            }
+            (Action::Connect(c), Err(e)) => {
+                return Err(UpError::Service {
+                    service: c.service,
+                    error: Box::new(e.into()),
+                })
+            }
+            (Action::Check { .. }, _) => {}
         }
         Ok(())
     }
+}
 
-    pub(super) fn orphan(&mut self, docker: &Client) -> Result<(), UpError> {
-        let orphan = self
-            .observed
-            .iter()
-            .find(|c| {
-                !self.project.services.contains_key(&c.service)
-                    && !self.project.disabled.contains(&c.service)
-            })
-            .cloned();
-        match orphan {
-            Some(c) => self.remove(docker, &c, "orphan"),
-            None => {
-                self.phase = Phase::Done;
-                Ok(())
+/// One call; what is already gone is not an error for stop and remove.
+fn call(docker: &Client, action: &Action) -> Result<Answer, docker::Error> {
+    let gone = |r: Result<(), docker::Error>| match r {
+        Err(e) if !is_not_found(&e) => Err(e),
+        _ => Ok(Answer::Done),
+    };
+    match action {
+        Action::Inherit(c) => match docker.inspect_container(&c.id) {
+            Ok(inspect) => Ok(Answer::Mounts(
+                inspect
+                    .mounts
+                    .into_iter()
+                    .filter(|m| m.kind == "volume")
+                    .map(|m| (m.destination, m.name))
+                    .collect(),
+            )),
+            Err(e) if is_not_found(&e) => Ok(Answer::Mounts(Vec::new())),
+            Err(e) => Err(e),
+        },
+        Action::Stop(c) => gone(docker.stop_container(&c.id, None)),
+        Action::Remove(c, _) => gone(docker.remove_container(&c.id, false, false)),
+        Action::Create(c) => match docker.create_container(Some(&c.name), &c.config) {
+            Ok(created) => Ok(Answer::Created(created)),
+            Err(e) if is_conflict(&e) => {
+                let ours = docker.inspect_container(&c.name).map_or(true, |other| {
+                    other.config.labels.get(body::PROJECT).map(String::as_str)
+                        == c.config["Labels"][body::PROJECT].as_str()
+                });
+                Ok(Answer::NameTaken(ours))
             }
-        }
+            Err(e) => Err(e),
+        },
+        Action::Connect(c) => docker
+            .connect_network(&c.network, &c.config)
+            .map(|()| Answer::Done),
+        Action::Start(c) => match docker.start_container(&c.id) {
+            Ok(()) => Ok(Answer::Done),
+            Err(e) if is_not_found(&e) => {
+                Ok(Answer::Missing(docker.inspect_container(&c.id).is_ok()))
+            }
+            Err(e) => Err(e),
+        },
+        Action::Check { id, .. } => docker.inspect_container(id).map(|i| Answer::State(i.state)),
     }
 }
 

@@ -1,11 +1,14 @@
-//! Dependencies: the order services are converged in, and whether a service's `depends_on`
-//! conditions are met (started, healthy within its healthcheck's wait, or completed
-//! successfully), one inspect or one pause of [`POLL`] per step.
+//! Dependencies: the order services are planned in, which services cannot start because a
+//! dependency failed, and whether a service's `depends_on` conditions are met (healthy within
+//! its healthcheck's wait, or completed successfully), checked by inspecting the dependency's
+//! containers, with a pause of [`POLL`] between two checks that found it not ready
+//! (compose v2's `waitDependencies`, `pkg/compose/convergence.go`).
 
+use super::containers::{Action, Answer};
 use super::error::UpError;
 use super::Up;
 use crate::compose::model::{Condition, Project};
-use crate::docker::Client;
+use crate::docker::{self, ContainerState};
 use std::time::{Duration, Instant};
 
 /// The pause between two checks of a dependency that is not ready yet (compose's 500 ms).
@@ -15,87 +18,136 @@ const HEALTHY_WAIT: Duration = Duration::from_secs(60);
 /// The longest wait for a dependency to complete (`service_completed_successfully`).
 const COMPLETION_WAIT: Duration = Duration::from_secs(300);
 
+/// A check's answer.
+type Answered = Result<Answer, docker::Error>;
+
 impl Up {
-    /// Whether `key`'s dependencies meet their conditions; one inspect, or a pause, per call.
-    pub(super) fn dependencies_ready(
-        &mut self,
-        docker: &Client,
-        key: &str,
-    ) -> Result<bool, UpError> {
-        let deps = self.project.services[key].depends_on.clone();
-        for (dep, d) in deps {
-            let pair = (key.to_owned(), dep.clone());
-            if self.satisfied.contains(&pair) || d.condition == Condition::Started {
+    /// `key`'s dependencies that are services of the project.
+    pub(super) fn dependencies<'a>(&'a self, key: &str) -> impl Iterator<Item = &'a str> + 'a {
+        self.project.services[key]
+            .depends_on
+            .keys()
+            .filter(|d| self.project.services.contains_key(*d))
+            .map(String::as_str)
+    }
+
+    /// `key` failed, or will not be started because a dependency did not.
+    pub(super) fn finished(&self, key: &str) -> bool {
+        self.failed.iter().any(|(s, _)| s == key) || self.blocked.iter().any(|s| s == key)
+    }
+
+    /// Services whose dependency failed are not started (compose does not visit them), and
+    /// neither are theirs: in dependency order, one pass reaches them all.
+    pub(super) fn block_dependents_of_failures(&mut self) {
+        for key in self.order.clone() {
+            if self.finished(&key) {
                 continue;
             }
-            let Some(c) = self.observed.iter().find(|c| c.service == dep).cloned() else {
-                self.satisfied.push(pair);
-                continue;
-            };
-            let state = self.call(false, || docker.inspect_container(&c.id))?.state;
-            let since = match &self.waiting {
-                Some((name, since)) if *name == dep => *since,
-                _ => {
-                    let now = Instant::now();
-                    self.waiting = Some((dep.clone(), now));
-                    now
-                }
-            };
-            let ready = match d.condition {
-                Condition::Healthy => match state.health.as_ref().map(|h| h.status.as_str()) {
-                    None => Err(UpError::NoHealthcheck {
-                        service: dep.clone(),
-                        dependent: key.to_owned(),
-                    }),
-                    Some("healthy") => Ok(true),
-                    Some("unhealthy") => Err(UpError::Unhealthy {
-                        service: dep.clone(),
-                        after: since.elapsed(),
-                    }),
-                    _ if !state.running => Err(UpError::Exited {
-                        service: dep.clone(),
-                        code: state.exit_code,
-                    }),
-                    _ if since.elapsed() > self.healthy_wait(&dep) => Err(UpError::Unhealthy {
-                        service: dep.clone(),
-                        after: since.elapsed(),
-                    }),
-                    _ => Ok(false),
-                },
-                Condition::CompletedSuccessfully => match state.status.as_str() {
-                    "exited" | "dead" if state.exit_code == 0 => Ok(true),
-                    "exited" | "dead" => Err(UpError::Exited {
-                        service: dep.clone(),
-                        code: state.exit_code,
-                    }),
-                    _ if since.elapsed() > COMPLETION_WAIT => Err(UpError::NotCompleted {
-                        service: dep.clone(),
-                        after: since.elapsed(),
-                    }),
-                    _ => Ok(false),
-                },
-                Condition::Started => Ok(true),
-            };
-            match ready {
-                Ok(true) => {
-                    self.waiting = None;
-                    self.satisfied.push(pair);
-                    continue;
-                }
-                Ok(false) => {
-                    std::thread::sleep(POLL);
-                    return Ok(false);
-                }
-                Err(e) if !d.required => {
-                    log::warn!("{key}: optional dependency: {e}");
-                    self.waiting = None;
-                    self.satisfied.push(pair);
-                    continue;
-                }
-                Err(e) => return Err(e),
+            let failed = self
+                .dependencies(&key)
+                .find(|d| self.finished(d))
+                .map(str::to_owned);
+            if let Some(dep) = failed {
+                log::warn!("service {key} is not started: its dependency {dep} did not start");
+                self.blocked.push(key);
             }
         }
-        Ok(true)
+    }
+
+    /// Inspections of the dependencies' containers whose condition for `key` is not known to
+    /// be met.
+    pub(super) fn checks(&self, key: &str) -> Vec<Action> {
+        let mut checks = Vec::new();
+        for (dep, d) in &self.project.services[key].depends_on {
+            let pair = (key.to_owned(), dep.clone());
+            if d.condition == Condition::Started || self.satisfied.contains(&pair) {
+                continue;
+            }
+            let scale = self.project.services.get(dep).map_or(0, |s| s.scale);
+            checks.extend(
+                self.observed
+                    .iter()
+                    .filter(|c| c.service == *dep && c.number <= scale)
+                    .map(|c| Action::Check {
+                        service: key.to_owned(),
+                        dep: dep.clone(),
+                        id: c.id.clone(),
+                    }),
+            );
+        }
+        checks
+    }
+
+    /// Records the answers of a step's checks, by `(service, dependency, answer)`: a condition
+    /// met by every container is satisfied, one that cannot be met fails the service (or is
+    /// passed over with a warning when the dependency is not required). Whether any was
+    /// settled.
+    pub(super) fn record_checks(
+        &mut self,
+        checks: Vec<(String, String, Answered)>,
+    ) -> Result<bool, UpError> {
+        let mut settled = false;
+        let mut grouped: Vec<((String, String), Vec<Answered>)> = Vec::new();
+        for (key, dep, answer) in checks {
+            match grouped.iter_mut().find(|(p, _)| p.0 == key && p.1 == dep) {
+                Some((_, answers)) => answers.push(answer),
+                None => grouped.push(((key, dep), vec![answer])),
+            }
+        }
+        for ((key, dep), answers) in grouped {
+            let since = self.since(&key, &dep);
+            let d = &self.project.services[&key].depends_on[&dep];
+            let (condition, required) = (d.condition, d.required);
+            let wait = self.healthy_wait(&dep);
+            let mut verdict = Ok(true);
+            for answer in answers {
+                let state = match answer {
+                    Ok(Answer::State(state)) => state,
+                    Ok(_) => continue,
+                    Err(e) => {
+                        return Err(UpError::Service {
+                            service: dep,
+                            error: Box::new(e.into()),
+                        })
+                    }
+                };
+                verdict = condition_met(condition, &state, &dep, &key, since.elapsed(), wait);
+                if verdict.as_ref().map_or(true, |met| !met) {
+                    break;
+                }
+            }
+            let pair = (key.clone(), dep.clone());
+            match verdict {
+                Ok(false) => continue,
+                Ok(true) => self.satisfied.push(pair),
+                Err(e) if !required => {
+                    log::warn!("{key}: optional dependency: {e}");
+                    self.satisfied.push(pair);
+                }
+                Err(e) => {
+                    log::error!("service {key}: dependency failed to start: {e}");
+                    self.failed
+                        .push((key.clone(), format!("dependency failed to start: {e}")));
+                }
+            }
+            self.waiting
+                .retain(|(p, _)| *p != (key.clone(), dep.clone()));
+            settled = true;
+        }
+        Ok(settled)
+    }
+
+    /// When `key` started waiting for `dep`.
+    fn since(&mut self, key: &str, dep: &str) -> Instant {
+        let pair = (key.to_owned(), dep.to_owned());
+        match self.waiting.iter().find(|(p, _)| *p == pair) {
+            Some((_, since)) => *since,
+            None => {
+                let now = Instant::now();
+                self.waiting.push((pair, now));
+                now
+            }
+        }
     }
 
     /// The wait for `dep` to become healthy: its healthcheck's start period and retries
@@ -115,6 +167,53 @@ impl Up {
     }
 }
 
+/// Whether one container of `dep` meets `condition` for `dependent`: `Ok(false)` while it may
+/// still, an error once it cannot.
+fn condition_met(
+    condition: Condition,
+    state: &ContainerState,
+    dep: &str,
+    dependent: &str,
+    waited: Duration,
+    healthy_wait: Duration,
+) -> Result<bool, UpError> {
+    let service = dep.to_owned();
+    match condition {
+        Condition::Healthy => match state.health.as_ref().map(|h| h.status.as_str()) {
+            None => Err(UpError::NoHealthcheck {
+                service,
+                dependent: dependent.to_owned(),
+            }),
+            Some("healthy") => Ok(true),
+            Some("unhealthy") => Err(UpError::Unhealthy {
+                service,
+                after: waited,
+            }),
+            _ if !state.running => Err(UpError::Exited {
+                service,
+                code: state.exit_code,
+            }),
+            _ if waited > healthy_wait => Err(UpError::Unhealthy {
+                service,
+                after: waited,
+            }),
+            _ => Ok(false),
+        },
+        Condition::CompletedSuccessfully => match state.status.as_str() {
+            "exited" | "dead" if state.exit_code == 0 => Ok(true),
+            "exited" | "dead" => Err(UpError::Exited {
+                service,
+                code: state.exit_code,
+            }),
+            _ if waited > COMPLETION_WAIT => Err(UpError::NotCompleted {
+                service,
+                after: waited,
+            }),
+            _ => Ok(false),
+        },
+        Condition::Started => Ok(true),
+    }
+}
 /// Service keys with every service after its dependencies (load refused cycles), by name
 /// otherwise.
 pub(super) fn dependency_order(project: &Project) -> Vec<String> {

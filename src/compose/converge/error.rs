@@ -35,6 +35,13 @@ pub enum UpError {
     },
     /// Something that must be fixed outside: a name taken, an external resource missing.
     Conflict(String),
+    /// A call for one service failed.
+    Service {
+        service: String,
+        error: Box<UpError>,
+    },
+    /// Services that did not start, with why (every other service was converged).
+    NotStarted(Vec<(String, String)>),
 }
 
 impl fmt::Display for UpError {
@@ -56,6 +63,14 @@ impl fmt::Display for UpError {
                 write!(f, "{service} has not completed after {} s", after.as_secs())
             }
             UpError::Conflict(message) => f.write_str(message),
+            UpError::Service { service, error } => write!(f, "service {service}: {error}"),
+            UpError::NotStarted(failed) => {
+                for (i, (service, why)) in failed.iter().enumerate() {
+                    let sep = if i == 0 { "" } else { "; " };
+                    write!(f, "{sep}service {service} did not start: {why}")?;
+                }
+                Ok(())
+            }
         }
     }
 }

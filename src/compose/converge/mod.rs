@@ -1,23 +1,26 @@
 //! `up` as a level-triggered reconciler: observe the project's containers by label, then take
-//! one step at a time (one bounded Docker call, or a wait of at most [`POLL`](dependencies::POLL))
-//! toward the file: [`images`], then [`networks_volumes`], then each service in dependency
-//! order ([`dependencies`]: remove what is outdated, wait for its dependencies' conditions,
-//! create, connect, start), then orphans (both in [`containers`]). A converge interrupted at
-//! any step is completed by the next `up`, which observes again. And [`down()`].
+//! one step at a time toward the file: [`images`], then [`networks_volumes`] (one bounded
+//! Docker call a step), then the services and the orphans ([`containers`]: each step makes
+//! every call the dependency graph allows now, at most [`parallel::CALLS`] at once, or waits
+//! at most [`POLL`](dependencies::POLL) for a dependency's condition). A converge interrupted
+//! at any step is completed by the next `up`, which observes again. And [`down()`].
 
 mod containers;
 mod dependencies;
 mod down;
 mod error;
 mod images;
+mod lifecycle;
 mod networks_volumes;
+mod parallel;
 
 pub use down::down;
 pub use error::UpError;
+pub use lifecycle::{lifecycle, Lifecycle};
 
 use super::body;
 use super::model::Project;
-use crate::docker::{self, Client};
+use crate::docker::{self, ApiVersion, Client};
 use dependencies::dependency_order;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -49,13 +52,22 @@ enum Phase {
     Images(usize),
     Networks(usize),
     Volumes(usize),
-    Services(usize),
+    Services,
     Orphans,
     Done,
 }
 
 /// A container's place: its service and number.
 type Slot = (String, u32);
+
+/// A network to connect a created container of `service` to, before it starts.
+#[derive(Debug, Clone)]
+struct Connect {
+    service: String,
+    network: String,
+    /// The `POST /networks/{network}/connect` body, which names the container.
+    config: serde_json::Value,
+}
 
 /// One converge of a project; see the module doc. Drop it to abandon the converge.
 pub struct Up {
@@ -71,14 +83,21 @@ pub struct Up {
     prepared: bool,
     image_ids: BTreeMap<String, String>,
     pulled: Vec<(String, Duration)>,
-    /// `(network, connect body)` still to do for a created container, before it starts.
-    connects: Vec<(String, serde_json::Value)>,
+    /// Networks still to connect created containers to.
+    connects: Vec<Connect>,
     /// Anonymous volumes (target → volume name) of a container being recreated, by service and
     /// number, for its successor (compose's `inherit`).
     inherited: Vec<(Slot, Vec<(String, String)>)>,
     /// `(service, dependency)` pairs known to be satisfied.
     satisfied: Vec<(String, String)>,
-    waiting: Option<(String, Instant)>,
+    /// When each `(service, dependency)` pair being checked was first checked.
+    waiting: Vec<((String, String), Instant)>,
+    /// Services that failed to start, with why.
+    failed: Vec<(String, String)>,
+    /// Services not started because a dependency failed.
+    blocked: Vec<String>,
+    /// The Engine API version, for create bodies.
+    api: ApiVersion,
     calls: usize,
     changes: usize,
 }
@@ -106,7 +125,10 @@ impl Up {
             connects: Vec::new(),
             inherited: Vec::new(),
             satisfied: Vec::new(),
-            waiting: None,
+            waiting: Vec::new(),
+            failed: Vec::new(),
+            blocked: Vec::new(),
+            api: docker::API_VERSION,
             calls: 0,
             changes: 0,
         }
@@ -129,8 +151,11 @@ impl Up {
             Phase::Images(i) => self.image(docker, i)?,
             Phase::Networks(i) => self.network(docker, i)?,
             Phase::Volumes(i) => self.volume(docker, i)?,
-            Phase::Services(i) => self.service(docker, i)?,
-            Phase::Orphans => self.orphan(docker)?,
+            Phase::Services => {
+                self.api = docker.api_version();
+                self.services(docker)?
+            }
+            Phase::Orphans => self.orphans(docker)?,
             Phase::Done => return Ok(Step::Done),
         }
         Ok(if self.phase == Phase::Done {
@@ -152,6 +177,8 @@ impl Up {
 
     fn observe(&mut self, docker: &Client) -> Result<(), UpError> {
         self.observations += 1;
+        self.failed.clear();
+        self.blocked.clear();
         if self.observations > MAX_OBSERVE {
             return Err(UpError::Conflict(format!(
                 "project {}: containers keep changing under us (another compose running?)",
@@ -185,7 +212,7 @@ impl Up {
         // Images, networks and volumes are done once per converge; after a re-observation the
         // services are taken again from the first.
         self.phase = if self.prepared {
-            Phase::Services(0)
+            Phase::Services
         } else {
             Phase::Images(0)
         };

@@ -62,7 +62,7 @@ impl Up {
             .map(|(k, v)| (k.clone(), v.clone()))
         else {
             self.prepared = true;
-            self.phase = Phase::Services(0);
+            self.phase = Phase::Services;
             return Ok(());
         };
         match self.call(false, || docker.inspect_volume(&volume.name)) {
