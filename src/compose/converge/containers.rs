@@ -15,7 +15,7 @@ impl Up {
             return false;
         };
         c.number <= s.scale
-            && c.hash == s.config_hash()
+            && c.hash == s.config_hash(&self.project)
             && self.image_ids.get(&s.image) == Some(&c.image)
     }
 
@@ -102,7 +102,7 @@ impl Up {
         let s = &self.project.services[key];
         let image_id = self.image_ids.get(&s.image).cloned().unwrap_or_default();
         let name = body::container_name(&self.project.name, key, s, number);
-        let hash = s.config_hash();
+        let hash = s.config_hash(&self.project);
         let api = docker.api_version();
         let mut config = body::container(&self.project, key, number, &image_id, api);
         let slot = (key.to_owned(), number);
