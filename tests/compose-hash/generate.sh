@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 v2=${EDGE_AGENT_COMPOSE_V2:?set EDGE_AGENT_COMPOSE_V2 to a Docker Compose v2.40.3 binary}
-image=c21c/busybox:1
+image=edge-agent-hash/busybox:1
 if ! docker image inspect "$image" >/dev/null 2>&1; then
     root=$(mktemp -d)
     mkdir -p "$root/bin" "$root/tmp"
