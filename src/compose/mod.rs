@@ -22,6 +22,7 @@ mod body;
 pub(crate) mod command;
 mod converge;
 mod dotenv;
+mod hash;
 mod interpolate;
 mod load;
 mod model;

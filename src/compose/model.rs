@@ -123,6 +123,9 @@ pub struct Service {
     pub pull_policy: String,
     /// Containers of the service (`scale`, `deploy.replicas`).
     pub scale: u32,
+    /// Whether `deploy:` was given, and which of `resources` it set (for the config hash).
+    #[serde(skip)]
+    pub deploy: Option<Deploy>,
     #[serde(skip_serializing_if = "is_default")]
     pub resources: Resources,
     #[serde(skip_serializing_if = "is_default")]
@@ -184,6 +187,9 @@ pub struct Port {
     #[serde(skip_serializing_if = "is_default")]
     pub host_ip: String,
     pub protocol: String,
+    /// `host` or `ingress` from the long syntax; empty: `ingress`, as the short one says.
+    #[serde(skip_serializing_if = "is_default")]
+    pub mode: String,
 }
 
 #[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
@@ -221,6 +227,10 @@ pub struct Mount {
     pub tmpfs_size: i64,
     #[serde(skip_serializing_if = "is_default")]
     pub tmpfs_mode: u32,
+    /// compose keeps a `bind`, `volume` or `tmpfs` object (for its config hash): the short
+    /// syntax always makes one, the long syntax when it has the key.
+    #[serde(skip)]
+    pub options: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -294,6 +304,15 @@ pub struct Logging {
     pub driver: String,
     #[serde(skip_serializing_if = "is_default")]
     pub options: BTreeMap<String, String>,
+}
+
+/// Which `deploy.resources` were given: compose hashes `limits` (cpus, memory, pids) and
+/// `reservations` (memory, devices) there rather than as `cpus`, `mem_limit`, `pids_limit` and
+/// `mem_reservation`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Deploy {
+    pub limits: bool,
+    pub reservations: bool,
 }
 
 /// Limits from `mem_limit`, `cpus`... and `deploy.resources` (which wins).
@@ -417,17 +436,10 @@ pub struct FileObject {
 }
 
 impl Service {
-    /// The hash compose keeps in `com.docker.compose.config-hash`: SHA-256 (hex) of this
-    /// service's JSON without the keys that do not change a container (`pull_policy`, `scale`).
-    /// Ours, not compose's byte for byte: a real `docker compose up` recreates once.
-    pub fn config_hash(&self) -> String {
-        let mut value = serde_json::json!(self);
-        if let Some(map) = value.as_object_mut() {
-            map.remove("pull_policy");
-            map.remove("scale");
-        }
-        let digest = ring::digest::digest(&ring::digest::SHA256, value.to_string().as_bytes());
-        digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+    /// The hash compose keeps in `com.docker.compose.config-hash`, Docker Compose v2.40's
+    /// ([`super::hash`]); `project` has the volume keys.
+    pub fn config_hash(&self, project: &Project) -> String {
+        super::hash::config_hash(project, self)
     }
 
     /// Network keys, highest `priority` first, then by name (compose's `NetworksByPriority`).

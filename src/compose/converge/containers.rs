@@ -59,7 +59,7 @@ impl Up {
             return false;
         };
         c.number <= s.scale
-            && c.hash == s.config_hash()
+            && c.hash == s.config_hash(&self.project)
             && self.image_ids.get(&s.image) == Some(&c.image)
     }
 
@@ -288,7 +288,7 @@ impl Up {
                     id: created.id,
                     name,
                     number,
-                    hash: s.config_hash(),
+                    hash: s.config_hash(&self.project),
                     image: self.image_ids.get(&s.image).cloned().unwrap_or_default(),
                     running: false,
                     service,

@@ -550,7 +550,10 @@ mod tests {
     fn config_hash_is_stable_and_sensitive() {
         let base = "services:\n  web:\n    image: a\n    environment: {A: 1, B: 2}\n    pull_policy: always\n";
         let reordered = "services:\n  web:\n    pull_policy: missing\n    environment: [B=2, A=1]\n    image: a\n    scale: 1\n";
-        let hash = |yaml: &str| load_ok(yaml).services["web"].config_hash();
+        let hash = |yaml: &str| {
+            let project = load_ok(yaml);
+            project.services["web"].config_hash(&project)
+        };
         assert_eq!(hash(base), hash(reordered));
         assert_eq!(hash(base), hash(base));
         assert_ne!(hash(base), hash(&base.replace("B: 2", "B: 3")));

@@ -5,7 +5,7 @@
 use super::context::Ctx;
 use super::error::Fail;
 use crate::compose::model::{
-    Condition, Dependency, DeviceRequest, Healthcheck, Project, Service, ServiceNetwork,
+    Condition, Dependency, Deploy, DeviceRequest, Healthcheck, Project, Service, ServiceNetwork,
 };
 use crate::compose::yaml::{Node, Value};
 use std::collections::BTreeMap;
@@ -191,11 +191,14 @@ pub(super) fn deploy(
     replicas: &mut Option<u32>,
     restart: &mut Option<String>,
 ) -> Result<(), Fail> {
+    let mut given = Deploy::default();
     for (k, n, p) in ctx.entries(node, path)? {
         match k {
             "replicas" => *replicas = Some(count(ctx, n, &p)?),
             "resources" => {
                 for (rk, rn, rp) in ctx.entries(n, &p)? {
+                    given.limits |= rk == "limits";
+                    given.reservations |= rk == "reservations";
                     for (lk, ln, lp) in ctx.entries(rn, &rp)? {
                         match (rk, lk) {
                             ("limits", "cpus") => s.resources.nano_cpus = ctx.nano_cpus(ln, &lp)?,
@@ -250,6 +253,7 @@ pub(super) fn deploy(
             _ => return Err(ctx.unknown(n, &p)),
         }
     }
+    s.deploy = Some(given);
     Ok(())
 }
 

@@ -104,7 +104,8 @@ pub(super) fn port(ctx: &Ctx, node: &Node, path: &str) -> Result<Vec<Port>, Fail
                 "published" => port.published = ctx.string(n, &p)?,
                 "host_ip" => port.host_ip = ctx.string(n, &p)?,
                 "protocol" => port.protocol = ctx.string(n, &p)?,
-                "mode" | "name" | "app_protocol" => {}
+                "mode" => port.mode = ctx.string(n, &p)?,
+                "name" | "app_protocol" => {}
                 _ => return Err(ctx.unknown(n, &p)),
             }
         }
@@ -177,6 +178,7 @@ pub(super) fn port(ctx: &Ctx, node: &Node, path: &str) -> Result<Vec<Port>, Fail
             published,
             host_ip: host_ip.clone(),
             protocol: protocol.to_owned(),
+            mode: String::new(),
         });
     }
     Ok(ports)
@@ -200,6 +202,7 @@ pub(super) fn mount(ctx: &Ctx, project: &Project, node: &Node, path: &str) -> Re
                 "consistency" => {}
                 "bind" => {
                     bind_options = true;
+                    m.options = true;
                     for (bk, bn, bp) in ctx.entries(n, &p)? {
                         match bk {
                             "propagation" => m.propagation = ctx.string(bn, &bp)?,
@@ -210,6 +213,7 @@ pub(super) fn mount(ctx: &Ctx, project: &Project, node: &Node, path: &str) -> Re
                     }
                 }
                 "volume" => {
+                    m.options = true;
                     for (vk, vn, vp) in ctx.entries(n, &p)? {
                         match vk {
                             "nocopy" => m.nocopy = ctx.bool(vn, &vp)?,
@@ -219,6 +223,7 @@ pub(super) fn mount(ctx: &Ctx, project: &Project, node: &Node, path: &str) -> Re
                     }
                 }
                 "tmpfs" => {
+                    m.options = true;
                     for (tk, tn, tp) in ctx.entries(n, &p)? {
                         match tk {
                             "size" => m.tmpfs_size = ctx.bytes(tn, &tp)?,
@@ -267,6 +272,7 @@ pub(super) fn mount(ctx: &Ctx, project: &Project, node: &Node, path: &str) -> Re
         };
         m.source = source.to_owned();
         m.target = target.to_owned();
+        m.options = true;
         m.kind = if source.starts_with(['.', '/', '~']) {
             m.create_host_path = true;
             MountType::Bind
