@@ -88,7 +88,12 @@ fn stays_open_through_a_chisel_keepalive_server() {
     echo_through(port, pattern(64 << 10, 7));
     assert!(server.count("server ping true pong") >= 5);
     assert_eq!(server.count("ping timeout"), 0, "{:?}", server.events());
-    assert_eq!(server.count("config ok"), 1, "reconnected: {:?}", server.events());
+    assert_eq!(
+        server.count("config ok"),
+        1,
+        "reconnected: {:?}",
+        server.events()
+    );
 }
 
 #[test]
@@ -163,7 +168,7 @@ fn the_agent_opens_the_required_tunnel_serves_ping_and_closes_on_idle() {
         let head = read_head(&mut stream);
         assert!(head.starts_with("HTTP/1.1 204"), "{head}");
         for header in [
-            "Portainer-Agent: 2.23.0",
+            "Portainer-Agent: 2.45.0",
             "Portainer-Agent-API-Version: 2",
             "Portainer-Agent-Platform: 1",
         ] {
