@@ -27,7 +27,7 @@ impl Drop for Remove {
 fn assert_agent_headers(answer: &Answer) {
     assert_eq!(
         answer.header("Portainer-Agent"),
-        Some("2.23.0"),
+        Some("2.45.0"),
         "{}",
         answer.head
     );

@@ -48,7 +48,7 @@ fn polls_with_the_go_agent_headers_and_a_persistent_edge_id() {
     assert_eq!(poll.status, 200);
     let edge_id = poll.header("X-PortainerAgent-EdgeID").unwrap().to_owned();
     assert_eq!(edge_id.len(), 36, "a generated UUID: {edge_id}");
-    assert_eq!(poll.header("Portainer-Agent"), Some("2.23.0"));
+    assert_eq!(poll.header("Portainer-Agent"), Some("2.45.0"));
     assert_eq!(poll.header("Portainer-Agent-Platform"), Some("1"));
     assert_eq!(poll.header("X-PortainerAgent-Update-ID"), Some("0"));
     assert!(poll.header("X-PortainerAgent-TimeZone").is_some());

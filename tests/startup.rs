@@ -127,7 +127,8 @@ fn check_passes_against_a_reachable_server() {
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
     assert!(
-        text.contains("reachable (HTTP 200)") && text.contains("result: OK"),
+        text.contains("reachable (HTTP 200), Portainer 2.45.0 (supported: 2.23 to 2.45)")
+            && text.contains("result: OK"),
         "{text}"
     );
     assert!(

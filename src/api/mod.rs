@@ -41,7 +41,7 @@ use tokio::io::DuplexStream;
 /// On every answer but `/key`'s. API version `2` (the Go agent's) enables the volume browser
 /// and host panels in the UI.
 const PORTAINER_HEADERS: &str = concat!(
-    "Portainer-Agent: 2.23.0\r\n",
+    "Portainer-Agent: 2.45.0\r\n",
     "Portainer-Agent-API-Version: 2\r\n",
     "Portainer-Agent-Platform: 1\r\n"
 );

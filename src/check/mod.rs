@@ -5,7 +5,7 @@
 use crate::config::edge_key::EdgeKey;
 use crate::config::Config;
 use crate::docker;
-use crate::portainer::{hints, Client, CONNECT_TIMEOUT};
+use crate::portainer::{hints, versions, Client, CONNECT_TIMEOUT};
 use crate::state::{Store, FILE_NAME};
 use crate::system::output::Output;
 use std::io::Write;
@@ -203,8 +203,10 @@ fn report(config: &Config, out: &mut Output<impl Write>) -> Verdict {
         Ok(client) => match client.system_status() {
             Ok(status) => say!(
                 out,
-                "Portainer: {} reachable (HTTP {status})",
-                key.portainer_url
+                "Portainer: {} reachable (HTTP {}), {}",
+                key.portainer_url,
+                status.http,
+                versions::describe(status.version.as_deref())
             ),
             Err(e) => {
                 say!(out, "Portainer: NOT reachable: {e}");

@@ -11,6 +11,7 @@ pub mod proxy;
 mod resolver;
 pub mod stack_status;
 pub mod tls;
+pub mod versions;
 
 use crate::config::{Config, GlobalKeyMeta};
 use container_engine::ContainerEngine;
@@ -19,8 +20,10 @@ use resolver::CachingResolver;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-/// The Go agent version we speak as; the server stores it and decides stack formats by it.
-pub const AGENT_VERSION: &str = "2.23.0";
+/// The Portainer protocol level we implement, sent as the Go agent's version: the server stores
+/// it, decides stack formats by it (inline compose below 2.19) and its UI warns when it sorts
+/// below the server's own version (docs/edge-protocol.md, "Versions").
+pub const AGENT_VERSION: &str = "2.45.0";
 /// `1` = Docker (standalone, Swarm, Podman).
 pub const AGENT_PLATFORM: &str = "1";
 
@@ -354,16 +357,39 @@ impl Client {
     }
 
     /// `GET /api/system/status`, a public route: reachability for `edge-agent check`, without
-    /// touching this device's environment (a status poll would bind the Edge ID).
-    pub fn system_status(&self) -> Result<u16, Error> {
+    /// touching this device's environment (a status poll would bind the Edge ID). Any HTTP
+    /// status counts as reached; a 200's `Version` comes along when it is there.
+    pub fn system_status(&self) -> Result<SystemStatus, Error> {
         let url = format!("{}/api/system/status", self.base);
-        let response = self
+        let mut response = self
             .agent
             .get(&url)
             .call()
             .map_err(|e| self.transport(&url, e))?;
-        Ok(response.status().as_u16())
+        let http = response.status().as_u16();
+        #[derive(serde::Deserialize)]
+        struct Status {
+            #[serde(rename = "Version")]
+            version: String,
+        }
+        let version = match http {
+            200 => self
+                .body(&url, &mut response, MAX_SMALL_BODY)
+                .ok()
+                .and_then(|body| serde_json::from_slice::<Status>(&body).ok())
+                .map(|s| s.version),
+            _ => None,
+        };
+        Ok(SystemStatus { http, version })
     }
+}
+
+/// What `GET /api/system/status` answered.
+#[derive(Debug)]
+pub struct SystemStatus {
+    pub http: u16,
+    /// `Version` of a 200 answer (`portainer:api/portainer.go` `Status`).
+    pub version: Option<String>,
 }
 
 /// A status error with Portainer's `{"message","details"}` text when there is one.

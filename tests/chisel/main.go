@@ -57,6 +57,7 @@ var (
 	allow    = flag.String("allow", `^R:0\.0\.0\.0:[0-9]+$`, "regexp the user's remotes must match")
 	rekey    = flag.Uint64("rekey", 0, "SSH RekeyThreshold in bytes (0: library default)")
 	pingEach = flag.Duration("ping", 0, "send the client a ping request this often (0: never)")
+	pingWait = flag.Duration("ping-timeout", 0, "close the connection when a ping's reply takes longer (0: the -ping interval, as chisel's PING_TIMEOUT default)")
 	ciphers  = flag.String("ciphers", "", "comma-separated SSH ciphers to offer (default: the library's)")
 	certFile = flag.String("cert", "", "serve HTTPS with this certificate chain (PEM)")
 	keyFile  = flag.String("key", "", "and this key (PEM)")
@@ -292,16 +293,7 @@ func serve(conn *wsConn, sshConfig *ssh.ServerConfig, allowed *regexp.Regexp) {
 	}
 
 	if *pingEach > 0 {
-		go func() {
-			for {
-				time.Sleep(*pingEach)
-				ok, payload, err := sshConn.SendRequest("ping", true, nil)
-				if err != nil {
-					return
-				}
-				say("server ping %v %s", ok, payload)
-			}
-		}()
+		go keepAlive(sshConn)
 	}
 	go func() {
 		for r := range reqs {
@@ -315,6 +307,45 @@ func serve(conn *wsConn, sshConfig *ssh.ServerConfig, allowed *regexp.Regexp) {
 		}
 	}()
 	sshConn.Wait()
+}
+
+// keepAlive pings as chisel's keepAliveLoop does: every -ping, global request "ping" with
+// want-reply and no payload; an error, a payload other than "pong" or no reply within
+// -ping-timeout closes the connection.
+func keepAlive(sshConn *ssh.ServerConn) {
+	wait := *pingWait
+	if wait == 0 {
+		wait = *pingEach
+	}
+	for {
+		time.Sleep(*pingEach)
+		type reply struct {
+			ok      bool
+			payload []byte
+			err     error
+		}
+		replies := make(chan reply, 1)
+		go func() {
+			ok, payload, err := sshConn.SendRequest("ping", true, nil)
+			replies <- reply{ok, payload, err}
+		}()
+		select {
+		case r := <-replies:
+			if r.err != nil {
+				return
+			}
+			say("server ping %v %s", r.ok, r.payload)
+			if len(r.payload) > 0 && string(r.payload) != "pong" {
+				say("strange ping response")
+				sshConn.Close()
+				return
+			}
+		case <-time.After(wait):
+			say("ping timeout")
+			sshConn.Close()
+			return
+		}
+	}
 }
 
 func accept(l net.Listener, sshConn *ssh.ServerConn, remote string) {

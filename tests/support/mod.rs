@@ -763,7 +763,7 @@ fn route(request: &Request, inner: &Inner) -> Response {
         }
         ("GET", ["api", "system", "status"]) => Response::json(
             200,
-            r#"{"Version":"2.23.0","InstanceID":"fake-portainer"}"#.into(),
+            r#"{"Version":"2.45.0","InstanceID":"fake-portainer"}"#.into(),
         ),
         _ => Response {
             status: 404,
