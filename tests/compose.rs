@@ -142,7 +142,7 @@ fn project_up_change_orphan_and_down() {
     assert_eq!(label("com.docker.compose.service"), "web");
     assert_eq!(label("com.docker.compose.container-number"), "1");
     assert_eq!(label("com.docker.compose.oneoff"), "False");
-    assert_eq!(label("com.docker.compose.version"), "2.29.2");
+    assert_eq!(label("com.docker.compose.version"), "2.40.3");
     assert_eq!(
         label("com.docker.compose.depends_on"),
         "db:service_healthy:false"

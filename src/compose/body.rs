@@ -1,4 +1,4 @@
-//! The Engine API bodies compose 2.29.2 sends for a project, and its labels (pure): container
+//! The Engine API bodies compose v2.40.3 sends for a project, and its labels (pure): container
 //! create (`pkg/compose/create.go` `getCreateConfigs`, `prepareLabels`,
 //! `defaultNetworkSettings`, `buildContainerVolumes`), network and volume create. Empty settings
 //! are left out, which Docker reads as the zero values compose sends.
@@ -9,7 +9,7 @@ use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
 
 /// The compose version we write in `com.docker.compose.version`.
-pub const COMPOSE_VERSION: &str = "2.29.2";
+pub const COMPOSE_VERSION: &str = "2.40.3";
 
 pub const PROJECT: &str = "com.docker.compose.project";
 pub const SERVICE: &str = "com.docker.compose.service";

@@ -1,5 +1,5 @@
 //! A compose engine on the Docker Engine API: `docker compose up -d` / `down` / `ps` semantics
-//! of compose 2.29 without a compose binary (docs/compose.md says what is copied from it).
+//! of compose v2.40 without a compose binary (docs/compose.md says what is copied from it).
 //!
 //! API (also used by the edge stacks):
 //! ```text

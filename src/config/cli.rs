@@ -230,7 +230,7 @@ fn parse_compose(
 
 pub fn compose_help() -> String {
     "Usage: edge-agent compose [-f FILE] [-p NAME] [--env-file FILE] COMMAND\n\n\
-     Runs a compose file on the local Docker Engine, as docker compose 2.29 does, without a compose\n\
+     Runs a compose file on the local Docker Engine, as docker compose v2.40 does, without a compose\n\
      binary. FILE defaults to compose.yaml, compose.yml, docker-compose.yaml or docker-compose.yml.\n\n\
      Commands:\n  \
        config [--format json]  print the resolved model\n  \

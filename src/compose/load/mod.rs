@@ -336,7 +336,7 @@ mod tests {
         assert_eq!(labels["com.example.role"], "web");
         assert_eq!(labels["com.docker.compose.project"], "demo");
         assert_eq!(labels["com.docker.compose.service"], "web");
-        assert_eq!(labels["com.docker.compose.version"], "2.29.2");
+        assert_eq!(labels["com.docker.compose.version"], "2.40.3");
         assert_eq!(labels["com.docker.compose.oneoff"], "False");
         assert_eq!(labels["com.docker.compose.container-number"], "1");
         assert_eq!(
@@ -426,12 +426,12 @@ mod tests {
             body::network(&p, "front"),
             json!({"Name": "demo_front", "CheckDuplicate": true, "Labels": {
                 "com.docker.compose.network": "front", "com.docker.compose.project": "demo",
-                "com.docker.compose.version": "2.29.2"}})
+                "com.docker.compose.version": "2.40.3"}})
         );
         assert_eq!(
             body::volume(&p, "data"),
             json!({"Name": "demo_data", "Labels": {"com.docker.compose.project": "demo",
-                "com.docker.compose.version": "2.29.2", "com.docker.compose.volume": "data"}})
+                "com.docker.compose.version": "2.40.3", "com.docker.compose.volume": "data"}})
         );
     }
 
