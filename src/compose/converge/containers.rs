@@ -48,8 +48,9 @@ pub(super) enum Answer {
     Created(docker::Created),
     /// The create's name is taken: by a container of this project (`true`) or not.
     NameTaken(bool),
-    /// Start says not found: the container still exists (something it needs is gone), or not.
-    Missing(bool),
+    /// Start says not found (Docker's words): the container still exists (something it needs
+    /// is gone), or not.
+    Missing(bool, String),
     State(ContainerState),
 }
 
@@ -312,9 +313,9 @@ impl Up {
             // Removed meanwhile, or something it needs is gone (a network removed since it
             // was created): observe again, and in the second case make networks and volumes
             // again first.
-            (Action::Start(c), Ok(Answer::Missing(exists))) => {
+            (Action::Start(c), Ok(Answer::Missing(exists, why))) => {
                 if exists {
-                    log::info!("container {} cannot start: checking the project's networks and volumes again", c.name);
+                    log::info!("container {} cannot start ({why}): checking the project's networks and volumes again", c.name);
                     self.prepared = false;
                 }
                 self.phase = Phase::Observe;
@@ -391,9 +392,10 @@ fn call(docker: &Client, action: &Action) -> Result<Answer, docker::Error> {
             .map(|()| Answer::Done),
         Action::Start(c) => match docker.start_container(&c.id) {
             Ok(()) => Ok(Answer::Done),
-            Err(e) if is_not_found(&e) => {
-                Ok(Answer::Missing(docker.inspect_container(&c.id).is_ok()))
-            }
+            Err(e) if is_not_found(&e) => Ok(Answer::Missing(
+                docker.inspect_container(&c.id).is_ok(),
+                e.to_string(),
+            )),
             Err(e) => Err(e),
         },
         Action::Check { id, .. } => docker.inspect_container(id).map(|i| Answer::State(i.state)),
