@@ -76,6 +76,13 @@ pub fn main() -> ExitCode {
         config::cli::Command::Compose(args) => compose::command::run(args),
         config::cli::Command::Run => match load() {
             Ok(config) => {
+                // EDGE_CONNECTIVITY_CHECK: the Go agent's one-shot check instead of a run.
+                if let Some(connectivity) = &config.connectivity_check {
+                    return match check::connectivity::run(&config, connectivity, &mut stdout) {
+                        true => ExitCode::SUCCESS,
+                        false => ExitCode::FAILURE,
+                    };
+                }
                 system::logging::init(config.log_level);
                 for warning in &config.warnings {
                     log::warn!("{warning}");

@@ -184,3 +184,78 @@ fn run_says_at_start_when_the_docker_socket_is_missing() {
     running.signal(nix::sys::signal::Signal::SIGTERM);
     assert!(running.wait_exit(Duration::from_secs(10)).is_some());
 }
+
+#[test]
+fn the_connectivity_check_passes_and_fails_as_the_go_agents_does() {
+    let server = FakePortainer::start(Transport::Plain);
+    let tunnel = TcpListener::bind("127.0.0.1:0").unwrap();
+    let agent = Agent::new();
+    agent.write_env(&format!(
+        "EDGE_KEY={}\nEDGE_CONNECTIVITY_CHECK=1\n",
+        edge_key(
+            &server.url(),
+            &tunnel.local_addr().unwrap().to_string(),
+            "fp",
+            3
+        )
+    ));
+    let out = agent.command(&[]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    let url = server.url();
+    let addr = tunnel.local_addr().unwrap();
+    assert_eq!(
+        text.lines().collect::<Vec<_>>(),
+        [
+            format!("CHECK (1/2): trying to reach the Portainer API server at {url}, waiting up to 15s..."),
+            format!("PASS: Portainer API server is reachable at {url}"),
+            format!("CHECK (2/2): trying to reach the Portainer tunnel server at {addr}, waiting up to 15s..."),
+            format!("PASS: Portainer tunnel server is reachable at {addr}"),
+            "RESULT: all 2 connectivity checks passed".to_owned(),
+        ]
+    );
+    assert!(
+        !agent.data.join("edge-agent.state").exists(),
+        "it only checks"
+    );
+
+    // The UI's variables name other targets: a closed port fails, with what to check.
+    let closed = closed_port();
+    let out = agent
+        .command(&[])
+        .env(
+            "EDGE_CONNECTIVITY_CHECK_URL",
+            format!("http://127.0.0.1:{closed}"),
+        )
+        .env(
+            "EDGE_CONNECTIVITY_CHECK_TUNNEL_ADDR",
+            format!("127.0.0.1:{closed}"),
+        )
+        .env("EDGE_CONNECTIVITY_CHECK_TIMEOUT", "5s")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        line(&text, "FAIL: Failed to reach Portainer API server at")
+            .contains("is Portainer running"),
+        "{text}"
+    );
+    assert!(
+        line(&text, "FAIL: Failed to reach Portainer tunnel server at").contains("tunnel port")
+    );
+    assert_eq!(
+        text.lines().last(),
+        Some("RESULT: connectivity checks failed, see the FAIL lines above")
+    );
+
+    // Without a key or a URL there is nothing to check.
+    agent.write_env("EDGE_CONNECTIVITY_CHECK=1\n");
+    let out = agent.command(&[]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.starts_with("FAIL: Invalid connectivity check configuration:"),
+        "{text}"
+    );
+}

@@ -18,6 +18,7 @@ macro_rules! say {
     };
 }
 
+pub mod connectivity;
 mod settings;
 
 /// What `check` concluded, which its exit code says.

@@ -108,6 +108,15 @@ pub struct Proxies {
     pub no_proxy: Option<String>,
 }
 
+/// What `EDGE_CONNECTIVITY_CHECK` tries: the Edge key's URL and tunnel address unless given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConnectivityCheck {
+    pub url: Option<String>,
+    pub tunnel_addr: Option<String>,
+    /// How long each check waits for an answer.
+    pub timeout: Duration,
+}
+
 /// An Edge key as configured: the text (persisted as given) and what it decodes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfiguredKey {
@@ -128,6 +137,8 @@ pub struct Config {
     pub inactivity_timeout: Duration,
     pub tunnel: bool,
     pub host_browser: bool,
+    /// `EDGE_CONNECTIVITY_CHECK`: check the Portainer URL and the tunnel server once, then exit.
+    pub connectivity_check: Option<ConnectivityCheck>,
     pub upload_max: u64,
     pub agent_secret: Option<String>,
     pub log_level: LevelFilter,

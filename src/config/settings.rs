@@ -16,7 +16,7 @@ impl Var {
     pub fn is_bool(&self) -> bool {
         matches!(
             self.env,
-            "EDGE_INSECURE_POLL" | "EDGE_TUNNEL" | "EDGE_HOST_BROWSER"
+            "EDGE_INSECURE_POLL" | "EDGE_TUNNEL" | "EDGE_HOST_BROWSER" | "EDGE_CONNECTIVITY_CHECK"
         )
     }
 }
@@ -141,6 +141,30 @@ pub const VARS: &[Var] = &[
         flag: "tags",
         default: "",
         help: "colon-separated tag ids (sent with a global key)",
+    },
+    Var {
+        env: "EDGE_CONNECTIVITY_CHECK",
+        flag: "connectivity-check",
+        default: "false",
+        help: "check once that the Portainer URL and the tunnel server answer, print PASS/FAIL lines and exit",
+    },
+    Var {
+        env: "EDGE_CONNECTIVITY_CHECK_URL",
+        flag: "connectivity-check-url",
+        default: "",
+        help: "Portainer URL the connectivity check tries (default: the Edge key's)",
+    },
+    Var {
+        env: "EDGE_CONNECTIVITY_CHECK_TUNNEL_ADDR",
+        flag: "connectivity-check-tunnel-addr",
+        default: "",
+        help: "tunnel server address the connectivity check tries (default: the Edge key's)",
+    },
+    Var {
+        env: "EDGE_CONNECTIVITY_CHECK_TIMEOUT",
+        flag: "connectivity-check-timeout",
+        default: "15s",
+        help: "how long the connectivity check waits for each answer (Go duration)",
     },
 ];
 

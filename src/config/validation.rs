@@ -4,7 +4,10 @@
 use super::edge_key::EdgeKey;
 use super::settings::default_of;
 use super::sources::{Raw, Source};
-use super::{duration, Config, ConfiguredKey, Error, GlobalKeyMeta, Problems, Proxies, TlsFiles};
+use super::{
+    duration, Config, ConfiguredKey, ConnectivityCheck, Error, GlobalKeyMeta, Problems, Proxies,
+    TlsFiles,
+};
 use log::LevelFilter;
 use std::path::PathBuf;
 
@@ -71,6 +74,7 @@ impl Config {
         let insecure_poll = boolean("EDGE_INSECURE_POLL");
         let tunnel = boolean("EDGE_TUNNEL");
         let host_browser = boolean("EDGE_HOST_BROWSER");
+        let connectivity_check = boolean("EDGE_CONNECTIVITY_CHECK");
         let upload_max = problems
             .take(
                 parse_size(parsed("EDGE_UPLOAD_MAX"))
@@ -101,6 +105,24 @@ impl Config {
                     }),
             )
             .unwrap_or_default();
+        let connectivity_timeout = problems
+            .take(
+                duration::parse(parsed("EDGE_CONNECTIVITY_CHECK_TIMEOUT"))
+                    .ok()
+                    .filter(|d| !d.is_zero())
+                    .ok_or_else(|| {
+                        invalid(
+                            "EDGE_CONNECTIVITY_CHECK_TIMEOUT",
+                            "expected a Go duration longer than zero, e.g. 15s",
+                        )
+                    }),
+            )
+            .unwrap_or_default();
+        let connectivity_check = connectivity_check.then(|| ConnectivityCheck {
+            url: get("EDGE_CONNECTIVITY_CHECK_URL").map(|(v, _)| v.to_owned()),
+            tunnel_addr: get("EDGE_CONNECTIVITY_CHECK_TUNNEL_ADDR").map(|(v, _)| v.to_owned()),
+            timeout: connectivity_timeout,
+        });
         let log_level = match parsed("LOG_LEVEL").to_ascii_uppercase().as_str() {
             "ERROR" => LevelFilter::Error,
             "WARN" => LevelFilter::Warn,
@@ -185,6 +207,7 @@ impl Config {
             inactivity_timeout,
             tunnel,
             host_browser,
+            connectivity_check,
             upload_max,
             agent_secret: get("AGENT_SECRET").map(|(v, _)| v.to_owned()),
             log_level,
