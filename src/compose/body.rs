@@ -66,7 +66,7 @@ pub fn container_labels(
         (WORKING_DIR, project.working_dir.display().to_string()),
         (CONFIG_FILES, files.join(",")),
         (ONEOFF, "False".to_owned()),
-        (CONFIG_HASH, service.config_hash(project)),
+        (CONFIG_HASH, super::hash::config_hash(project, service)),
         (NUMBER, number.to_string()),
         (DEPENDS_ON, depends_on.join(",")),
         (IMAGE, image_id.to_owned()),

@@ -30,6 +30,7 @@ mod status;
 mod yaml;
 
 pub use converge::{down, lifecycle, up, Lifecycle, Step, Up, UpError};
+pub use hash::config_hash;
 pub use load::{load, load_with, normalize_project_name, LoadError, ReadFile};
 pub use model::{Project, Service};
 pub use status::{aggregate, ps, ServiceState, StackStatus};

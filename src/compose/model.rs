@@ -436,12 +436,6 @@ pub struct FileObject {
 }
 
 impl Service {
-    /// The hash compose keeps in `com.docker.compose.config-hash`, Docker Compose v2.40's
-    /// ([`super::hash`]); `project` has the volume keys.
-    pub fn config_hash(&self, project: &Project) -> String {
-        super::hash::config_hash(project, self)
-    }
-
     /// Network keys, highest `priority` first, then by name (compose's `NetworksByPriority`).
     pub fn networks_by_priority(&self) -> Vec<&str> {
         let mut keys: Vec<(&str, i64)> = self

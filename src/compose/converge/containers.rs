@@ -8,12 +8,14 @@
 //! dependents are not started, and `up` reports it at the end. Then containers of services no
 //! longer in the file are removed.
 
-use super::dependencies::POLL;
 use super::error::{is_conflict, is_not_found, UpError};
 use super::{parallel, Connect, Observed, Phase, Up};
-use crate::compose::body;
 use crate::compose::model::MountType;
+use crate::compose::{body, hash};
 use crate::docker::{self, Client, ContainerState};
+
+/// The pause between two checks of a dependency that is not ready yet (compose's 500 ms).
+pub(super) const POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// One Docker call a step can make.
 #[derive(Debug, Clone)]
@@ -60,7 +62,7 @@ impl Up {
             return false;
         };
         c.number <= s.scale
-            && c.hash == s.config_hash(&self.project)
+            && c.hash == hash::config_hash(&self.project, s)
             && self.image_ids.get(&s.image) == Some(&c.image)
     }
 
@@ -289,7 +291,7 @@ impl Up {
                     id: created.id,
                     name,
                     number,
-                    hash: s.config_hash(&self.project),
+                    hash: hash::config_hash(&self.project, s),
                     image: self.image_ids.get(&s.image).cloned().unwrap_or_default(),
                     running: false,
                     service,

@@ -1,7 +1,7 @@
 //! Dependencies: the order services are planned in, which services cannot start because a
 //! dependency failed, and whether a service's `depends_on` conditions are met (healthy within
 //! its healthcheck's wait, or completed successfully), checked by inspecting the dependency's
-//! containers, with a pause of [`POLL`] between two checks that found it not ready
+//! containers, with a pause of [`POLL`](super::containers::POLL) between two checks that found it not ready
 //! (compose v2's `waitDependencies`, `pkg/compose/convergence.go`).
 
 use super::containers::{Action, Answer};
@@ -11,8 +11,6 @@ use crate::compose::model::{Condition, Project};
 use crate::docker::{self, ContainerState};
 use std::time::{Duration, Instant};
 
-/// The pause between two checks of a dependency that is not ready yet (compose's 500 ms).
-pub(super) const POLL: Duration = Duration::from_millis(500);
 /// The shortest wait for a dependency to become healthy.
 const HEALTHY_WAIT: Duration = Duration::from_secs(60);
 /// The longest wait for a dependency to complete (`service_completed_successfully`).

@@ -2,7 +2,7 @@
 //! one step at a time toward the file: [`images`], then [`networks_volumes`] (one bounded
 //! Docker call a step), then the services and the orphans ([`containers`]: each step makes
 //! every call the dependency graph allows now, at most [`parallel::CALLS`] at once, or waits
-//! at most [`POLL`](dependencies::POLL) for a dependency's condition). A converge interrupted
+//! at most [`POLL`](containers::POLL) for a dependency's condition). A converge interrupted
 //! at any step is completed by the next `up`, which observes again. And [`down()`].
 
 mod containers;

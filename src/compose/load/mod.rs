@@ -552,7 +552,7 @@ mod tests {
         let reordered = "services:\n  web:\n    pull_policy: missing\n    environment: [B=2, A=1]\n    image: a\n    scale: 1\n";
         let hash = |yaml: &str| {
             let project = load_ok(yaml);
-            project.services["web"].config_hash(&project)
+            crate::compose::hash::config_hash(&project, &project.services["web"])
         };
         assert_eq!(hash(base), hash(reordered));
         assert_eq!(hash(base), hash(base));
