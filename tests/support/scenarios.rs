@@ -140,6 +140,14 @@ pub fn containers_and_console(port: u16, signer: &Signer, version: &str) -> Stri
         b"",
     );
     assert_eq!(started.status, 204, "{}", started.text());
+    // Portainer's log view of the container.
+    let logs = c.request(
+        "GET",
+        &format!("/{version}/containers/{id}/logs?stdout=1&stderr=1&tail=100&timestamps=0"),
+        Some(signer),
+        b"",
+    );
+    assert_eq!(logs.status, 200, "{}", logs.text());
     let exec = |c: &mut Connection| {
         let body = serde_json::json!({"Cmd": ["busybox", "sh", "-c", "echo hello from exec"], "AttachStdin": true, "AttachStdout": true, "AttachStderr": true, "Tty": true});
         let answer = c.request(
