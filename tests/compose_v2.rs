@@ -392,12 +392,10 @@ fn normal_container(v: &Value) -> (Value, Option<String>) {
     if let Some(nets) = v["NetworkSettings"]["Networks"].as_object() {
         for (name, ep) in nets {
             let mut ep = pick(ep, &["Aliases", "Links", "IPAMConfig", "DriverOpts"]);
+            // Docker itself adds the short container ID as an alias, or not, depending on when
+            // the endpoint was made (at create, or connected later): not compared.
             if let Some(aliases) = ep["Aliases"].as_array_mut() {
-                for a in aliases.iter_mut() {
-                    if a.as_str() == id.get(..12) {
-                        *a = Value::from("<id>");
-                    }
-                }
+                aliases.retain(|a| a.as_str() != id.get(..12));
             }
             sort_list(&mut ep["Aliases"]);
             sort_list(&mut ep["Links"]);
