@@ -6,6 +6,7 @@
 //! logs a credential: errors name the registry, the file and the helper only.
 
 use super::RegistryAuth;
+use crate::system::files;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -202,19 +203,12 @@ struct AuthEntry {
 
 /// `None` when the file does not exist; the error says what is wrong, never a value in it.
 fn read_config(path: &Path) -> Result<Option<ConfigFile>, String> {
-    let file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot open it: {e}")),
-    };
-    let mut text = Vec::new();
-    file.take(MAX_CONFIG + 1)
-        .read_to_end(&mut text)
-        .map_err(|e| format!("cannot read it: {e}"))?;
-    if text.len() as u64 > MAX_CONFIG {
-        return Err("it is over 1 MiB".into());
+    match files::read_optional(path, MAX_CONFIG) {
+        Ok(None) => Ok(None),
+        Ok(Some(text)) => parse_config(&text).map(Some),
+        Err(files::Error::Io(e)) => Err(format!("cannot read it: {e}")),
+        Err(files::Error::TooLarge(_)) => Err("it is over 1 MiB".into()),
     }
-    parse_config(&text).map(Some)
 }
 
 fn parse_config(text: &[u8]) -> Result<ConfigFile, String> {

@@ -1,8 +1,9 @@
 //! Process and OS plumbing: signals, systemd notifications, clock, randomness, log format,
-//! command output, durable file writes, mail between threads.
+//! command output, durable file writes, bounded file reads, mail between threads.
 
 pub mod clock;
 pub mod durable;
+pub mod files;
 pub mod logging;
 pub mod mailbox;
 pub mod output;

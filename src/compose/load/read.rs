@@ -6,8 +6,8 @@
 use super::error::{Fail, LoadError};
 use crate::compose::yaml::{self, Node};
 use crate::compose::{dotenv, Source};
+use crate::system::files;
 use std::collections::BTreeMap;
-use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// The largest compose, `.env` or `env_file:` file read.
@@ -91,19 +91,14 @@ fn fail(file: &Path, message: String) -> Fail {
 }
 
 pub(super) fn read_bounded(path: &Path) -> Result<Option<String>, String> {
-    let file = match std::fs::File::open(path) {
-        Ok(file) => file,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(format!("cannot read it: {e}")),
-    };
-    let mut text = String::new();
-    file.take(MAX_FILE + 1)
-        .read_to_string(&mut text)
-        .map_err(|e| format!("cannot read it: {e}"))?;
-    if text.len() as u64 > MAX_FILE {
-        return Err(format!("larger than {} KiB", MAX_FILE / 1024));
+    match files::read_optional(path, MAX_FILE) {
+        Ok(None) => Ok(None),
+        Ok(Some(bytes)) => String::from_utf8(bytes)
+            .map(Some)
+            .map_err(|_| "cannot read it: stream did not contain valid UTF-8".to_owned()),
+        Err(files::Error::Io(e)) => Err(format!("cannot read it: {e}")),
+        Err(files::Error::TooLarge(limit)) => Err(format!("larger than {} KiB", limit / 1024)),
     }
-    Ok(Some(text))
 }
 
 /// The line (when known) and what is wrong.
