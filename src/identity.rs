@@ -28,7 +28,7 @@ impl fmt::Display for Error {
         match self {
             Error::NoKey { env_file } => write!(
                 f,
-                "EDGE_KEY is not set: in Portainer open Environments > your Edge environment, copy its Edge key and put it in {env_file} as EDGE_KEY=<key> (and EDGE_ID=<id> if Portainer shows one)"
+                "EDGE_KEY is not set: in Portainer open Environments > your Edge environment, copy its Edge key and put it in {env_file} as EDGE_KEY=<key> (and EDGE_ID=<id> if Portainer shows one); or, on a prestaged device, set EDGE_SETUP_PAGE=true to enter the key on a web page the agent serves on the local network (docs/provisioning.md)"
             ),
             Error::SavedKeyInvalid(e) => write!(
                 f,
@@ -180,7 +180,9 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            err.contains("EDGE_KEY is not set") && err.contains("EDGE_KEY=<key>"),
+            err.contains("EDGE_KEY is not set")
+                && err.contains("EDGE_KEY=<key>")
+                && err.contains("EDGE_SETUP_PAGE=true"),
             "{err}"
         );
     }

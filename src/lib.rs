@@ -16,6 +16,7 @@ mod jobs;
 mod poller;
 mod portainer;
 mod run;
+mod setup_page;
 mod stacks;
 mod state;
 mod system;

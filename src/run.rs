@@ -4,14 +4,15 @@
 
 use crate::api::signature::Verifier;
 use crate::api::{self, Api};
-use crate::config::Config;
+use crate::config::{Config, SetupPage};
 use crate::docker;
 use crate::identity::{self, Identity};
 use crate::jobs::{self, Jobs, Uploader};
 use crate::poller::{Consumer, Poller};
 use crate::portainer::Client;
+use crate::setup_page::{self, Outcome};
 use crate::stacks::{self, Stacks};
-use crate::state::{Persisted, Store};
+use crate::state::{Persisted, State, Store};
 use crate::system::signals::Termination;
 use crate::system::systemd::Notifier;
 use crate::tunnel::{self, Settings, Target, Tunnel};
@@ -28,10 +29,20 @@ pub fn run(config: Config) -> ExitCode {
         Err(e) => return fail(&format!("cannot set up signal handling: {e}")),
     };
     // Until the poll loop runs, every failure is one a restart cannot fix: a configuration error.
-    let (mut store, saved) = match Store::open(&config.data_path) {
+    let (mut store, mut saved) = match Store::open(&config.data_path) {
         Ok(opened) => opened,
         Err(e) => return config_error(&e.to_string()),
     };
+    let notifier = Arc::new(Notifier::from_env());
+    if let Some(page) = config.setup_page {
+        if config.edge_key.is_none() && saved.edge_key.is_none() {
+            let waiting = (&termination, notifier.as_ref());
+            match key_from_setup_page(&config, page, waiting, &mut store, &saved) {
+                Ok(text) => saved.edge_key = Some(text),
+                Err(code) => return code,
+            }
+        }
+    }
     let (identity, state) = match identity::resolve(&config, &saved) {
         Ok(resolved) => resolved,
         Err(e) => return config_error(&e.to_string()),
@@ -88,7 +99,6 @@ pub fn run(config: Config) -> ExitCode {
         }
         Err(e) => return fail(&e),
     };
-    let notifier = Arc::new(Notifier::from_env());
     let poller = Poller::new(
         client,
         identity,
@@ -127,6 +137,36 @@ pub fn run(config: Config) -> ExitCode {
     let _frozen = persisted.freeze();
     log::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// The Edge key entered on the setup page, saved in the state file before the page says so; or
+/// how `run` ends when none comes (a stop signal, or the page's time limit).
+fn key_from_setup_page(
+    config: &Config,
+    page: SetupPage,
+    (termination, notifier): (&Termination, &Notifier),
+    store: &mut Store,
+    saved: &State,
+) -> Result<String, ExitCode> {
+    let limit = setup_page::limit();
+    let save = |text: &str| {
+        let mut with_key = saved.clone();
+        with_key.edge_key = Some(text.to_owned());
+        store.save(&with_key).map_err(|e| e.to_string())
+    };
+    match setup_page::wait_for_key(page.addr, limit, (termination, notifier), save) {
+        Ok(Outcome::Key(text)) => Ok(text),
+        Ok(Outcome::Stopped(signal)) => {
+            log::info!("{signal} received while waiting on the setup page, stopped");
+            Err(ExitCode::SUCCESS)
+        }
+        Ok(Outcome::TimedOut) => Err(config_error(&format!(
+            "no Edge key was entered on the setup page within {}, so it is closed: put EDGE_KEY=<key> in {}, or restart the agent to open the page again",
+            crate::config::duration::display(limit),
+            config.env_file.display()
+        ))),
+        Err(e) => Err(config_error(&e.to_string())),
+    }
 }
 
 /// The tunnel as the Edge key and the settings describe it, serving the agent API.

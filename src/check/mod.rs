@@ -9,7 +9,7 @@ use crate::portainer::{hints, versions, Client, CONNECT_TIMEOUT};
 use crate::state::{Store, FILE_NAME};
 use crate::system::output::Output;
 use std::io::Write;
-use std::net::{TcpStream, ToSocketAddrs};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs};
 
 /// One line of the report.
 macro_rules! say {
@@ -146,14 +146,17 @@ fn report(config: &Config, out: &mut Output<impl Write>) -> Verdict {
         .map(|k| (k.text.clone(), k.source.to_string()))
         .or_else(|| saved.edge_key.clone().map(|k| (k, "state file".to_owned())));
     let key = match key_text {
-        None => {
-            say!(
-                out,
-                "Edge key: NOT set (put EDGE_KEY=<key from Portainer> in {})",
-                config.env_file.display()
-            );
-            return Verdict::ConfigError;
-        }
+        None => match config.setup_page {
+            None => {
+                say!(
+                    out,
+                    "Edge key: NOT set (put EDGE_KEY=<key from Portainer> in {}, or set EDGE_SETUP_PAGE=true to enter it on this device's setup page)",
+                    config.env_file.display()
+                );
+                return Verdict::ConfigError;
+            }
+            Some(page) => return report_setup_page(page.addr, out),
+        },
         Some((text, source)) => match EdgeKey::decode(&text) {
             Ok(key) => {
                 say!(out, "Edge key (from {source}):");
@@ -230,6 +233,40 @@ fn report(config: &Config, out: &mut Output<impl Write>) -> Verdict {
     match ok {
         true => Verdict::Ok,
         false => Verdict::NotOk,
+    }
+}
+
+/// No Edge key yet and `EDGE_SETUP_PAGE=true`: whether `run` is waiting on the setup page (it
+/// answers) or is not (the page closed after its time limit, or the agent is not running).
+fn report_setup_page(addr: SocketAddr, out: &mut Output<impl Write>) -> Verdict {
+    let url = format!("http://{addr}/");
+    let any = match addr.ip().is_unspecified() {
+        true => " (any address of this device)",
+        false => "",
+    };
+    let mut probe = addr;
+    if addr.ip().is_unspecified() {
+        probe.set_ip(match addr {
+            SocketAddr::V4(_) => Ipv4Addr::LOCALHOST.into(),
+            SocketAddr::V6(_) => Ipv6Addr::LOCALHOST.into(),
+        });
+    }
+    match TcpStream::connect_timeout(&probe, CONNECT_TIMEOUT) {
+        Ok(_) => {
+            say!(
+                out,
+                "Edge key: not set yet, waiting for a key on the setup page at {url}{any}"
+            );
+            Verdict::Ok
+        }
+        Err(e) => {
+            say!(
+                out,
+                "Edge key: NOT set, and the setup page at {url}{any} does NOT answer ({e}): `run` opens it for {} when it starts without a key; restart the agent, or set EDGE_KEY",
+                crate::config::duration::display(crate::setup_page::LIMIT)
+            );
+            Verdict::NotOk
+        }
     }
 }
 

@@ -51,6 +51,15 @@ pub fn print(config: &Config, out: &mut Output<impl Write>) {
             false => "disabled (EDGE_HOST_BROWSER=false): only volumes can be browsed",
         }
     );
+    match config.setup_page {
+        None => say!(out, "setup page: off (EDGE_SETUP_PAGE=false)"),
+        Some(page) => say!(
+            out,
+            "setup page: on (EDGE_SETUP_PAGE=true): without an Edge key, `run` serves it at http://{}/ (EDGE_SERVER_HOST, EDGE_SERVER_PORT) for {}, and anyone who reaches it can enrol this device",
+            page.addr,
+            crate::config::duration::display(crate::setup_page::LIMIT)
+        ),
+    }
     say!(
         out,
         "uploads: at most {} a file (EDGE_UPLOAD_MAX), never leaving less than {} free",

@@ -117,6 +117,13 @@ pub struct ConnectivityCheck {
     pub timeout: Duration,
 }
 
+/// Where the key setup page listens (`EDGE_SETUP_PAGE=true`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SetupPage {
+    /// `EDGE_SERVER_HOST`:`EDGE_SERVER_PORT`.
+    pub addr: std::net::SocketAddr,
+}
+
 /// An Edge key as configured: the text (persisted as given) and what it decodes to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfiguredKey {
@@ -137,6 +144,8 @@ pub struct Config {
     pub inactivity_timeout: Duration,
     pub tunnel: bool,
     pub host_browser: bool,
+    /// `EDGE_SETUP_PAGE=true`: where the key setup page listens while no Edge key is known.
+    pub setup_page: Option<SetupPage>,
     /// `EDGE_CONNECTIVITY_CHECK`: check the Portainer URL and the tunnel server once, then exit.
     pub connectivity_check: Option<ConnectivityCheck>,
     pub upload_max: u64,
@@ -299,7 +308,7 @@ pub(crate) mod tests {
         let (_f, choice) = file("");
         let c = Config::load(choice, &env_of(&[]), &[]).unwrap();
         assert!(c.edge_key.is_none() && c.edge_id.is_none());
-        assert!(!c.insecure_poll && c.tunnel && c.host_browser);
+        assert!(!c.insecure_poll && c.tunnel && c.host_browser && c.setup_page.is_none());
         assert_eq!(c.upload_max, 1 << 30);
         assert_eq!(c.inactivity_timeout, Duration::from_secs(300));
         assert_eq!(c.log_level, LevelFilter::Info);

@@ -6,7 +6,7 @@ use super::VARS;
 
 /// Go agent settings that an operator may paste from the Portainer UI and that mean nothing here
 /// (`EDGE=1`, which turns on edge mode in the Go agent, is always true here and accepted silently).
-const IGNORED_GO_SETTINGS: &[&str] = &["EDGE_ASYNC", "EDGE_SERVER_HOST", "EDGE_SERVER_PORT"];
+const IGNORED_GO_SETTINGS: &[&str] = &["EDGE_ASYNC"];
 
 /// The warning for `name`, to follow where it was found, or `None` when there is nothing to say
 /// (a setting, `EDGE`, or a name outside the agent's `EDGE_` prefix).

@@ -16,7 +16,11 @@ impl Var {
     pub fn is_bool(&self) -> bool {
         matches!(
             self.env,
-            "EDGE_INSECURE_POLL" | "EDGE_TUNNEL" | "EDGE_HOST_BROWSER" | "EDGE_CONNECTIVITY_CHECK"
+            "EDGE_INSECURE_POLL"
+                | "EDGE_TUNNEL"
+                | "EDGE_HOST_BROWSER"
+                | "EDGE_CONNECTIVITY_CHECK"
+                | "EDGE_SETUP_PAGE"
         )
     }
 }
@@ -33,6 +37,24 @@ pub const VARS: &[Var] = &[
         flag: "edge-id",
         default: "",
         help: "Edge ID; generated once and kept in the state file when unset",
+    },
+    Var {
+        env: "EDGE_SETUP_PAGE",
+        flag: "setup-page",
+        default: "false",
+        help: "without an Edge key, serve a page where anyone on the network can enter one, for 15 minutes",
+    },
+    Var {
+        env: "EDGE_SERVER_HOST",
+        flag: "edge-host",
+        default: "0.0.0.0",
+        help: "IP address the setup page listens on",
+    },
+    Var {
+        env: "EDGE_SERVER_PORT",
+        flag: "edge-port",
+        default: "80",
+        help: "TCP port the setup page listens on",
     },
     Var {
         env: "EDGE_INSECURE_POLL",

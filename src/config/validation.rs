@@ -6,9 +6,10 @@ use super::settings::default_of;
 use super::sources::{Raw, Source};
 use super::{
     duration, Config, ConfiguredKey, ConnectivityCheck, Error, GlobalKeyMeta, Problems, Proxies,
-    TlsFiles,
+    SetupPage, TlsFiles,
 };
 use log::LevelFilter;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 
 impl Config {
@@ -75,6 +76,7 @@ impl Config {
         let tunnel = boolean("EDGE_TUNNEL");
         let host_browser = boolean("EDGE_HOST_BROWSER");
         let connectivity_check = boolean("EDGE_CONNECTIVITY_CHECK");
+        let setup_page = boolean("EDGE_SETUP_PAGE");
         let upload_max = problems
             .take(
                 parse_size(parsed("EDGE_UPLOAD_MAX"))
@@ -123,6 +125,35 @@ impl Config {
             tunnel_addr: get("EDGE_CONNECTIVITY_CHECK_TUNNEL_ADDR").map(|(v, _)| v.to_owned()),
             timeout: connectivity_timeout,
         });
+        let host = problems.take(parsed("EDGE_SERVER_HOST").parse::<IpAddr>().map_err(|_| {
+            invalid(
+                "EDGE_SERVER_HOST",
+                "expected an IP address of this device, or 0.0.0.0 for all of them",
+            )
+        }));
+        let port = problems.take(
+            parsed("EDGE_SERVER_PORT")
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| invalid("EDGE_SERVER_PORT", "expected a TCP port, 1 to 65535")),
+        );
+        let setup_page = match (setup_page, host, port) {
+            (true, Some(host), Some(port)) => Some(SetupPage {
+                addr: SocketAddr::new(host, port),
+            }),
+            (false, _, _) => {
+                for name in ["EDGE_SERVER_HOST", "EDGE_SERVER_PORT"] {
+                    if let Some((_, source)) = get(name) {
+                        warnings.push(format!(
+                            "{name} ({source}) is ignored: the key setup page is off (EDGE_SETUP_PAGE=false)"
+                        ));
+                    }
+                }
+                None
+            }
+            _ => None,
+        };
         let log_level = match parsed("LOG_LEVEL").to_ascii_uppercase().as_str() {
             "ERROR" => LevelFilter::Error,
             "WARN" => LevelFilter::Warn,
@@ -207,6 +238,7 @@ impl Config {
             inactivity_timeout,
             tunnel,
             host_browser,
+            setup_page,
             connectivity_check,
             upload_max,
             agent_secret: get("AGENT_SECRET").map(|(v, _)| v.to_owned()),
@@ -296,6 +328,10 @@ mod tests {
             ("DOCKER_HOST", "tcp://1.2.3.4:2375", "unix://"),
             ("EDGE_GROUPS", "1,2", "colon-separated"),
             ("PORTAINER_GROUP", "one", "integer"),
+            ("EDGE_SETUP_PAGE", "on", "true or false"),
+            ("EDGE_SERVER_HOST", "gateway.lan", "IP address"),
+            ("EDGE_SERVER_PORT", "0", "TCP port"),
+            ("EDGE_SERVER_PORT", "65536", "TCP port"),
             ("EDGE_ID", "has space", "printable ASCII"),
             ("HTTPS_PROXY", "http://[bad", "proxy URL"),
             ("MTLS_SSL_CERT", "/c.pem", "MTLS_SSL_KEY must be set"),
@@ -325,6 +361,27 @@ mod tests {
             "{:?}",
             c.warnings
         );
+    }
+
+    #[test]
+    fn the_setup_page_is_off_unless_enabled() {
+        let (_f, choice) = file("EDGE_SERVER_PORT=8080\n");
+        let c = Config::load(choice, &env_of(&[]), &[]).unwrap();
+        assert_eq!(c.setup_page, None);
+        assert!(
+            c.warnings
+                .iter()
+                .any(|w| w.starts_with("EDGE_SERVER_PORT (") && w.contains("EDGE_SETUP_PAGE=false")),
+            "{:?}",
+            c.warnings
+        );
+        let (_f, choice) = file("EDGE_SETUP_PAGE=true\n");
+        let c = Config::load(choice, &env_of(&[]), &[]).unwrap();
+        assert_eq!(c.setup_page.unwrap().addr.to_string(), "0.0.0.0:80");
+        let (_f, choice) = file("EDGE_SETUP_PAGE=1\nEDGE_SERVER_HOST=::1\nEDGE_SERVER_PORT=8080\n");
+        let c = Config::load(choice, &env_of(&[]), &[]).unwrap();
+        assert_eq!(c.setup_page.unwrap().addr.to_string(), "[::1]:8080");
+        assert!(c.warnings.is_empty(), "{:?}", c.warnings);
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! `sigwait`, so no code runs in a signal handler and the shutdown path is ordinary code.
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
+use nix::sys::signalfd::{SfdFlags, SignalFd};
 
 pub struct Termination(SigSet);
 
@@ -13,6 +14,15 @@ impl Termination {
         set.add(Signal::SIGINT);
         nix::sys::signal::pthread_sigmask(SigmaskHow::SIG_BLOCK, Some(&set), None)?;
         Ok(Termination(set))
+    }
+
+    /// SIGTERM or SIGINT if one came, without waiting (for a loop that has other things to do).
+    pub fn pending(&self) -> nix::Result<Option<Signal>> {
+        let fd = SignalFd::with_flags(&self.0, SfdFlags::SFD_NONBLOCK | SfdFlags::SFD_CLOEXEC)?;
+        match fd.read_signal()? {
+            Some(info) => Signal::try_from(info.ssi_signo as i32).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Waits for SIGTERM or SIGINT.
