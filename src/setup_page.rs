@@ -25,6 +25,9 @@ const MAX_HEAD: usize = 8 * 1024;
 const MAX_BODY: u64 = 8 * 1024;
 /// How long one request may take to arrive, and its answer to leave.
 const REQUEST_TIME: Duration = Duration::from_secs(10);
+/// How long, and how many bytes at most, a refused request is read on after its answer.
+const LINGER: Duration = Duration::from_secs(1);
+const MAX_LINGER: usize = 256 * 1024;
 /// How often the idle page looks for a connection, a signal or the end of its time.
 const IDLE_POLL: Duration = Duration::from_millis(100);
 
@@ -324,6 +327,7 @@ fn serve(
             log::info!("setup page: request from {peer} refused: {why}");
             if let Some(reply) = reply {
                 send(&mut stream, &reply, false);
+                linger(&mut stream);
             }
             return None;
         }
@@ -434,6 +438,25 @@ fn read_more(stream: &mut TcpStream, buf: &mut Vec<u8>, deadline: Instant) -> Re
             reply: None,
             why: e.to_string(),
         }),
+    }
+}
+
+/// Reads and drops what the client still sends, a bounded amount for a bounded time, so that
+/// closing with unread input (which resets the connection) does not destroy the answer sent.
+fn linger(stream: &mut TcpStream) {
+    let _ = stream.shutdown(std::net::Shutdown::Write);
+    let deadline = Instant::now() + LINGER;
+    let mut drained = 0;
+    let mut chunk = [0u8; 2048];
+    while drained < MAX_LINGER {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() || stream.set_read_timeout(Some(left)).is_err() {
+            return;
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => drained += n,
+        }
     }
 }
 
