@@ -84,6 +84,14 @@ fn assert_closed(port: u16, why: &str) {
     );
 }
 
+/// `edge-agent check` prints `line` and exits with `code`.
+fn assert_check(agent: &Agent, line: &str, code: i32) {
+    let check = agent.command(&["check"]).output().unwrap();
+    let text = String::from_utf8_lossy(&check.stdout);
+    assert!(text.contains(line), "no {line:?} in:\n{text}");
+    assert_eq!(check.status.code(), Some(code), "{text}");
+}
+
 fn polls_of(server: &FakePortainer, id: i64) -> usize {
     let path = format!("/api/endpoints/{id}/edge/status");
     server
@@ -124,15 +132,11 @@ fn a_key_entered_on_the_page_enrols_the_agent_and_survives_a_restart() {
         page.contains(r#"<form action="/init" method="post">"#) && page.contains(r#"name="key""#),
         "{page}"
     );
-    let check = agent.command(&["check"]).output().unwrap();
-    let text = String::from_utf8_lossy(&check.stdout);
-    assert!(
-        text.contains(&format!(
-            "Edge key: not set yet, waiting for a key on the setup page at http://127.0.0.1:{port}/"
-        )),
-        "{text}"
+    assert_check(
+        &agent,
+        &format!("Edge key: not set yet, waiting for a key on the setup page at http://127.0.0.1:{port}/"),
+        0,
     );
-    assert_eq!(check.status.code(), Some(0), "{text}");
     assert_eq!(polls_of(&server, 3), 0, "it polls before it has a key");
 
     // A wrong key: the validation message on the page, which stays open.
@@ -183,15 +187,13 @@ fn the_page_closes_after_its_time_limit() {
         running.log()
     );
     assert_closed(port, "after its time limit");
-    let check = agent.command(&["check"]).output().unwrap();
-    let text = String::from_utf8_lossy(&check.stdout);
-    assert!(
-        text.contains(&format!(
+    assert_check(
+        &agent,
+        &format!(
             "Edge key: NOT set, and the setup page at http://127.0.0.1:{port}/ does NOT answer"
-        )),
-        "{text}"
+        ),
+        1,
     );
-    assert_eq!(check.status.code(), Some(1), "{text}");
 
     // A stop while waiting is an orderly one.
     let running = agent.spawn(&mut agent.command(&["run"]));
