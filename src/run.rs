@@ -1,6 +1,6 @@
-//! `edge-agent run`: startup (identity and state), the poll loop in its own thread feeding the
-//! tunnel and the edge stacks, and an orderly stop on SIGTERM/SIGINT within two seconds with
-//! the state saved.
+//! `edge-agent run`: startup (the key setup page when asked for and no key is known, identity
+//! and state), the poll loop in its own thread feeding the tunnel and the edge stacks, and an
+//! orderly stop on SIGTERM/SIGINT within two seconds with the state saved.
 
 use crate::api::signature::Verifier;
 use crate::api::{self, Api};

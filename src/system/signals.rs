@@ -1,5 +1,6 @@
 //! SIGTERM and SIGINT are blocked in every thread and taken synchronously by the main thread with
-//! `sigwait`, so no code runs in a signal handler and the shutdown path is ordinary code.
+//! `sigwait` (or looked for without waiting, through a signalfd, by a loop that has other work),
+//! so no code runs in a signal handler and the shutdown path is ordinary code.
 
 use nix::sys::signal::{SigSet, SigmaskHow, Signal};
 use nix::sys::signalfd::{SfdFlags, SignalFd};
