@@ -8,6 +8,7 @@ mod support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::os::unix::net::UnixDatagram;
 use std::time::{Duration, Instant};
 use support::agent::{Agent, Running};
 use support::chisel::free_port;
@@ -195,8 +196,23 @@ fn the_page_closes_after_its_time_limit() {
         1,
     );
 
-    // A stop while waiting is an orderly one.
-    let running = agent.spawn(&mut agent.command(&["run"]));
+    // While it waits, systemd hears that it is up (TimeoutStartSec= would kill it otherwise)
+    // and gets its watchdog pings; a stop while waiting is an orderly one.
+    let socket_path = agent.dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(WAIT)).unwrap();
+    let mut command = agent.command(&["run"]);
+    command
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000");
+    let running = agent.spawn(&mut command);
+    let mut messages = Vec::new();
+    while messages.iter().filter(|m| *m == "WATCHDOG=1").count() < 2 {
+        let mut buf = [0u8; 256];
+        let n = socket.recv(&mut buf).expect("a notify datagram");
+        messages.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    assert_eq!(messages[0], "READY=1", "{messages:?}");
     connect(port, &running);
     stop(running);
     assert_closed(port, "after a stop");
