@@ -345,6 +345,9 @@ fn serve(
         }
         Answer::Key { text, key } => match save(&text) {
             Ok(()) => {
+                if key.was_padded {
+                    log::warn!("setup page: the Edge key from {peer} is padded base64 ('=' at the end); Portainer keys are unpadded and the Go agent refuses this one, accepted anyway");
+                }
                 log::info!(
                     "setup page: {peer} entered an Edge key for {} (endpoint {}), saved; the page is closed",
                     key.portainer_url,
