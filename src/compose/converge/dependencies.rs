@@ -175,6 +175,73 @@ pub(super) fn healthy_wait(h: &Healthcheck) -> Duration {
     HEALTHY_WAIT.max(Duration::from_nanos(ns))
 }
 
+/// The dependencies a container's `com.docker.compose.depends_on` label names
+/// (`db:service_healthy:true,...`), as `(service, condition, restart)`; as compose v2's
+/// `projectFromName` reads it (`pkg/compose/compose.go`), a missing restart flag is `true`
+/// (and an unknown or missing condition is taken as `service_started` here).
+pub(super) fn label_dependencies(label: &str) -> Vec<(&str, Condition, bool)> {
+    label
+        .split(',')
+        .filter_map(|d| {
+            let mut parts = d.split(':');
+            let service = parts.next().filter(|s| !s.is_empty())?;
+            let condition = match parts.next() {
+                Some("service_healthy") => Condition::Healthy,
+                Some("service_completed_successfully") => Condition::CompletedSuccessfully,
+                _ => Condition::Started,
+            };
+            let restart = parts.next().map_or(true, |r| r != "false");
+            Some((service, condition, restart))
+        })
+        .collect()
+}
+
+/// Waits until every container of `ids` (those of `dep`) meets `condition` for `dependent`, as
+/// compose v2's `start` and `restart` do before starting a service (`waitDependencies`):
+/// inspected every [`POLL`](super::containers::POLL), for at most the healthcheck's
+/// [`healthy_wait`] or [`COMPLETION_WAIT`]. A dependency without containers is an error.
+pub(super) fn wait_for(
+    docker: &docker::Client,
+    dependent: &str,
+    dep: &str,
+    ids: &[&str],
+    condition: Condition,
+) -> Result<(), UpError> {
+    if condition == Condition::Started {
+        return Ok(());
+    }
+    if ids.is_empty() {
+        return Err(UpError::Conflict(format!(
+            "{dependent} is missing dependency {dep}: run up first"
+        )));
+    }
+    let since = Instant::now();
+    loop {
+        let mut met = true;
+        for id in ids {
+            let inspect = docker.inspect_container(id)?;
+            let h = inspect.config.healthcheck.unwrap_or_default();
+            let ns = |n: i64| u64::try_from(n).unwrap_or(0);
+            let wait = healthy_wait(&Healthcheck {
+                interval: ns(h.interval),
+                timeout: ns(h.timeout),
+                start_period: ns(h.start_period),
+                retries: (h.retries > 0).then(|| ns(h.retries)),
+                ..Healthcheck::default()
+            });
+            let state = &inspect.state;
+            if !condition_met(condition, state, dep, dependent, since.elapsed(), wait)? {
+                met = false;
+                break;
+            }
+        }
+        if met {
+            return Ok(());
+        }
+        std::thread::sleep(super::containers::POLL);
+    }
+}
+
 /// Whether one container of `dep` meets `condition` for `dependent`: `Ok(false)` while it may
 /// still, an error once it cannot.
 fn condition_met(
@@ -255,6 +322,20 @@ pub(super) fn dependency_order(project: &Project) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn depends_on_labels_are_read_as_compose_reads_them() {
+        assert_eq!(
+            label_dependencies("db:service_healthy:false,init:service_completed_successfully:true,cache:service_started,old"),
+            [
+                ("db", Condition::Healthy, false),
+                ("init", Condition::CompletedSuccessfully, true),
+                ("cache", Condition::Started, true),
+                ("old", Condition::Started, true),
+            ]
+        );
+        assert!(label_dependencies("").is_empty());
+    }
 
     #[test]
     fn healthy_wait_follows_the_healthcheck_and_saturates() {
