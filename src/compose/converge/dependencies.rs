@@ -190,7 +190,7 @@ pub(super) fn label_dependencies(label: &str) -> Vec<(&str, Condition, bool)> {
                 Some("service_completed_successfully") => Condition::CompletedSuccessfully,
                 _ => Condition::Started,
             };
-            let restart = parts.next().map_or(true, |r| r != "false");
+            let restart = parts.next() != Some("false");
             Some((service, condition, restart))
         })
         .collect()
