@@ -23,6 +23,12 @@ fn compose(dir: &std::path::Path, name: &str, args: &[&str]) -> Output {
     command(dir, name, args).output().unwrap()
 }
 
+/// The engine checked, and a folder and project name for a test.
+fn setup(what: &str) -> (tempfile::TempDir, String) {
+    engine();
+    (tempfile::tempdir().unwrap(), unique(what))
+}
+
 /// Writes `DIR/compose.yaml` with [`IMAGE`] for `IMAGE`.
 fn write(dir: &std::path::Path, file: &str) {
     std::fs::write(dir.join("compose.yaml"), file.replace("IMAGE", IMAGE)).unwrap();
@@ -76,16 +82,10 @@ impl Drop for Down<'_> {
 #[test]
 #[ignore = "needs the Docker Engine and busybox-static (tests/run.sh)"]
 fn stop_start_restart_by_service() {
-    engine();
-    let dir = tempfile::tempdir().unwrap();
-    let name = unique("cli");
+    let (dir, name) = setup("cli");
     let file = "services:\n  db:\n    image: IMAGE\n    command: busybox sleep 600\n    network_mode: none\n    stop_signal: SIGKILL\n\
                 \x20 web:\n    image: IMAGE\n    command: busybox sleep 600\n    network_mode: none\n    stop_signal: SIGKILL\n    depends_on: [db]\n";
-    std::fs::write(
-        dir.path().join("compose.yaml"),
-        file.replace("IMAGE", IMAGE),
-    )
-    .unwrap();
+    write(dir.path(), file);
     let _down = Down(dir.path(), &name);
     let up = compose(dir.path(), &name, &["up", "-d"]);
     assert!(up.status.success(), "{}", text(&up));
@@ -123,15 +123,9 @@ fn stop_start_restart_by_service() {
 #[test]
 #[ignore = "needs the Docker Engine and busybox-static (tests/run.sh)"]
 fn ps_after_a_failed_up_and_for_a_project_never_deployed() {
-    engine();
-    let dir = tempfile::tempdir().unwrap();
-    let name = unique("cli-ps");
+    let (dir, name) = setup("cli-ps");
     let file = "services:\n  broken:\n    image: IMAGE\n    command: /nonexistent\n    network_mode: none\n";
-    std::fs::write(
-        dir.path().join("compose.yaml"),
-        file.replace("IMAGE", IMAGE),
-    )
-    .unwrap();
+    write(dir.path(), file);
     let never = compose(dir.path(), &name, &["ps"]);
     assert!(never.status.success(), "{}", text(&never));
     assert!(
@@ -163,9 +157,7 @@ fn ps_after_a_failed_up_and_for_a_project_never_deployed() {
 #[test]
 #[ignore = "needs the Docker Engine and busybox-static (tests/run.sh)"]
 fn logs_as_compose_v2_prints_them() {
-    engine();
-    let dir = tempfile::tempdir().unwrap();
-    let name = unique("cli-logs");
+    let (dir, name) = setup("cli-logs");
     let long = "busybox head -c 20000 /dev/zero | busybox tr '\\\\0' x";
     write(
         dir.path(),
@@ -258,9 +250,7 @@ fn logs_as_compose_v2_prints_them() {
 #[test]
 #[ignore = "needs the Docker Engine and busybox-static (tests/run.sh)"]
 fn start_waits_for_healthy_and_completed_dependencies() {
-    engine();
-    let dir = tempfile::tempdir().unwrap();
-    let name = unique("cli-wait");
+    let (dir, name) = setup("cli-wait");
     write(
         dir.path(),
         "services:\n  db:\n    image: IMAGE\n    network_mode: none\n    stop_signal: SIGKILL\n\
@@ -313,9 +303,8 @@ fn start_waits_for_healthy_and_completed_dependencies() {
 #[test]
 #[ignore = "needs the Docker Engine, busybox-static and docker-registry (tests/run.sh)"]
 fn pull_with_the_docker_cli_credentials() {
-    use base64::Engine;
-    use support::registry::{Registry, PASSWORD, USER};
-    engine();
+    use support::registry::Registry;
+    let (dir, name) = setup("cli-pull");
     let registry = Registry::start();
     let host = &registry.host;
     let image = format!("{host}/edge-agent-test/cli-pull:{}", std::process::id());
@@ -328,14 +317,7 @@ fn pull_with_the_docker_cli_credentials() {
     }
     let _rmi = Rmi(&image);
     let config = tempfile::tempdir().unwrap();
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
-    std::fs::write(
-        config.path().join("config.json"),
-        format!(r#"{{"auths": {{"{host}": {{"auth": "{auth}"}}}}}}"#),
-    )
-    .unwrap();
-    let dir = tempfile::tempdir().unwrap();
-    let name = unique("cli-pull");
+    registry.login_config(config.path());
     let missing = format!("{host}/edge-agent-test/missing:1");
     write(
         dir.path(),

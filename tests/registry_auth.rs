@@ -6,7 +6,6 @@
 
 mod support;
 
-use base64::Engine;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use support::docker::{docker, engine, socket, unique};
@@ -135,9 +134,7 @@ fn private_images_are_pulled_with_the_docker_cli_credentials() {
 
     // (a) `auths` with user:password in base64, as `docker login` writes it.
     let auths = tempfile::tempdir().unwrap();
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
-    let json = format!(r#"{{"auths": {{"{host}": {{"auth": "{auth}"}}}}}}"#);
-    let out = project.up(&write_config(auths.path(), &json), bin.path());
+    let out = project.up(&registry.login_config(auths.path()), bin.path());
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains(&format!("pulled image {image}")),

@@ -3,7 +3,7 @@
 
 use super::docker::{docker, socket, IMAGE};
 use std::net::{TcpListener, TcpStream};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -117,5 +117,15 @@ impl Registry {
             "docker push",
         );
         ok(&docker(&["rmi", image]), "docker rmi");
+    }
+
+    /// `dir/config.json` with this registry's user and password in `auths`, as `docker login`
+    /// writes it; `dir`.
+    pub fn login_config(&self, dir: &Path) -> PathBuf {
+        use base64::Engine;
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
+        let json = format!(r#"{{"auths": {{"{}": {{"auth": "{auth}"}}}}}}"#, self.host);
+        std::fs::write(dir.join("config.json"), json).unwrap();
+        dir.to_owned()
     }
 }
