@@ -279,6 +279,22 @@ fn start_waits_for_healthy_and_completed_dependencies() {
         "web started at {web_started}, before init finished at {finished}"
     );
 
+    // An up that recreates init, which now fails, fails too, though web keeps running (v2's
+    // start phase checks the conditions of running services too).
+    let up = command(dir.path(), &name, &["up", "-d"])
+        .env("CODE", "3")
+        .output()
+        .unwrap();
+    assert_eq!(up.status.code(), Some(1), "{}", text(&up));
+    assert!(
+        text(&up).contains(
+            "service web did not start: dependency failed to start: init exited with code 3"
+        ),
+        "{}",
+        text(&up)
+    );
+    assert_eq!(state(&name, "web"), "running");
+
     // init fails: web is not started, and the error names it, init and the condition.
     let stop = compose(dir.path(), &name, &["stop"]);
     assert!(stop.status.success(), "{}", text(&stop));

@@ -303,7 +303,7 @@ pub fn compose_help() -> String {
        pull [--ignore-pull-failures] [SERVICE...]\n                          \
                                pull the services' images (with the credentials of docker login)\n  \
        stop [SERVICE...]       stop the containers (dependents first; all services when none named)\n  \
-       start [SERVICE...]      start the stopped containers (dependencies first)\n  \
+       start [SERVICE...]      start the stopped containers (dependencies first, as depends_on waits)\n  \
        restart [SERVICE...]    restart the containers (dependencies first)\n"
         .to_owned()
 }
