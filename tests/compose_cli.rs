@@ -281,11 +281,15 @@ fn start_waits_for_healthy_and_completed_dependencies() {
 
     // An up that recreates init, which now fails, fails too, though web keeps running (v2's
     // start phase checks the conditions of running services too).
-    let up = command(dir.path(), &name, &["up", "-d"])
-        .env("CODE", "3")
-        .output()
-        .unwrap();
-    assert_eq!(up.status.code(), Some(1), "{}", text(&up));
+    let failing_up = || {
+        let up = command(dir.path(), &name, &["up", "-d"])
+            .env("CODE", "3")
+            .output()
+            .unwrap();
+        assert_eq!(up.status.code(), Some(1), "{}", text(&up));
+        up
+    };
+    let up = failing_up();
     assert!(
         text(&up).contains(
             "service web did not start: dependency failed to start: init exited with code 3"
@@ -298,11 +302,7 @@ fn start_waits_for_healthy_and_completed_dependencies() {
     // init fails: web is not started, and the error names it, init and the condition.
     let stop = compose(dir.path(), &name, &["stop"]);
     assert!(stop.status.success(), "{}", text(&stop));
-    let up = command(dir.path(), &name, &["up", "-d"])
-        .env("CODE", "3")
-        .output()
-        .unwrap();
-    assert_eq!(up.status.code(), Some(1), "{}", text(&up));
+    failing_up();
     assert_eq!(state(&name, "web"), "exited");
     let start = compose(dir.path(), &name, &["start"]);
     assert_eq!(start.status.code(), Some(1), "{}", text(&start));
