@@ -79,9 +79,14 @@ pub fn logs(
         let prefix = format!("{name:<width$} | ");
         let mut lines = Lines::default();
         let print = |line: &[u8], cut: bool| {
-            let cut = if cut { " [line cut at 16 KiB]" } else { "" };
             let text = String::from_utf8_lossy(line);
-            output::stdout().line(format_args!("{prefix}{text}{cut}"));
+            match cut {
+                false => output::stdout().line(format_args!("{prefix}{text}")),
+                true => output::stdout().line(format_args!(
+                    "{prefix}{text} [line cut at {} KiB]",
+                    MAX_LINE / 1024
+                )),
+            }
         };
         let mut stream = docker.logs(id, &request)?;
         while let Some((_, bytes)) = stream.next()? {
