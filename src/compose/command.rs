@@ -49,7 +49,10 @@ pub fn run(args: ComposeCli) -> ExitCode {
     };
     let by_name = matches!(
         args.action,
-        ComposeAction::Down { .. } | ComposeAction::Ps | ComposeAction::Lifecycle { .. }
+        ComposeAction::Down { .. }
+            | ComposeAction::Ps
+            | ComposeAction::Lifecycle { .. }
+            | ComposeAction::Logs { .. }
     ) && !args.project_name.is_empty()
         && file.is_none();
     let project = if by_name {
@@ -117,6 +120,37 @@ pub fn run(args: ComposeCli) -> ExitCode {
         (ComposeAction::Lifecycle { what, services }, _) => {
             super::lifecycle(&docker, &name, services, *what).map_err(Into::into)
         }
+        (
+            ComposeAction::Pull {
+                services,
+                ignore_failures,
+            },
+            Some(project),
+        ) => {
+            // Progress on stderr, as v2 prints it.
+            super::pull(&docker, project, services, *ignore_failures, |line| {
+                output::stderr().line(line)
+            })
+            .map_err(Into::into)
+        }
+        (ComposeAction::Logs { services, options }, _) => {
+            if let Some(missing) = project.as_ref().and_then(|p| {
+                services
+                    .iter()
+                    .find(|s| !p.services.contains_key(s.as_str()))
+            }) {
+                return fail(
+                    1,
+                    &format!("no such service: {missing} (not in the compose file)"),
+                );
+            }
+            if options.follow {
+                if let Err(e) = interrupt_exits() {
+                    return fail(1, &e);
+                }
+            }
+            super::logs(&docker, &name, services, *options).map_err(Into::into)
+        }
         (ComposeAction::Ps, _) => super::ps(&docker, &name)
             .map(|states| {
                 let mut out = output::stdout();
@@ -145,4 +179,21 @@ pub fn run(args: ComposeCli) -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => fail(1, &e),
     }
+}
+
+/// SIGINT (Ctrl-C) and SIGTERM end the command at once with 128 + the signal's number, 130
+/// for Ctrl-C as compose v2's `logs -f` exits; taken by a thread of their own, since the other
+/// threads block in reads.
+fn interrupt_exits() -> Result<(), String> {
+    let signals = crate::system::signals::Termination::block()
+        .map_err(|e| format!("cannot block SIGINT and SIGTERM: {e}"))?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .stack_size(64 * 1024)
+        .spawn(move || {
+            let code = signals.wait().map_or(130, |s| 128 + s as i32);
+            std::process::exit(code)
+        })
+        .map(drop)
+        .map_err(|e| format!("cannot start the signal thread: {e}"))
 }

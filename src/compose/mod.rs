@@ -11,12 +11,15 @@
 //! pub fn up(&docker::Client, &Project) -> Result<(), UpError>            // loops over step
 //! pub fn down(&docker::Client, project_name, remove_volumes) -> Result<(), docker::Error>
 //! pub fn lifecycle(&docker::Client, project_name, services, Lifecycle) -> Result<(), UpError> // stop/start/restart
+//! pub fn pull(&docker::Client, &Project, services, ignore_failures, progress) -> Result<(), UpError>
+//! pub fn logs(&docker::Client, project_name, services, LogsCli) -> Result<(), docker::Error>
 //! pub fn ps(&docker::Client, project_name) -> Result<Vec<ServiceState>, docker::Error>
 //! pub fn aggregate(&[ServiceState]) -> StackStatus          // libstack's rules
 //! ```
 //! Modules: [`yaml`] (tree with bounds), [`interpolate`], [`dotenv`], [`load`] (the pipeline and
 //! key binding), [`model`] (the normalised project), [`body`] (Engine API request bodies and
-//! compose's labels, pure), [`converge`] (`up` as steps, `down`), [`status`] (`ps`, aggregate).
+//! compose's labels, pure), [`converge`] (`up` as steps, `down`, `pull`), [`status`] (`ps`, aggregate),
+//! [`logs`].
 
 mod body;
 pub(crate) mod command;
@@ -25,13 +28,15 @@ mod dotenv;
 mod hash;
 mod interpolate;
 mod load;
+mod logs;
 mod model;
 mod status;
 mod yaml;
 
-pub use converge::{down, lifecycle, up, Lifecycle, Step, Up, UpError};
+pub use converge::{down, lifecycle, pull, up, Lifecycle, Step, Up, UpError};
 pub use hash::config_hash;
 pub use load::{load, load_with, normalize_project_name, LoadError, ReadFile};
+pub use logs::{logs, LogsCli};
 pub use model::{Project, Service};
 pub use status::{aggregate, ps, ServiceState, StackStatus};
 pub use yaml::to_yaml;

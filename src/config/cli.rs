@@ -1,6 +1,6 @@
 //! Command line: `edge-agent [run|check] [--env-file PATH] [--<setting> VALUE ...]`, plus
 //! `--help` and `--version`. Setting flags are the Go agent's names (see [`crate::config::VARS`]).
-//! `edge-agent compose [-f FILE] [-p NAME] [--env-file F] config|up|down|ps` has its own options
+//! `edge-agent compose [-f FILE] [-p NAME] [--env-file F] config|up|down|ps|logs|pull|...` has its own options
 //! ([`ComposeCli`]).
 
 use crate::config::{EnvFileChoice, Var, DEFAULT_ENV_FILE, VARS};
@@ -41,6 +41,16 @@ pub enum ComposeAction {
         volumes: bool,
     },
     Ps,
+    /// The images of the services named (all when none).
+    Pull {
+        services: Vec<String>,
+        ignore_failures: bool,
+    },
+    /// The containers' output, of the services named (all when none).
+    Logs {
+        services: Vec<String>,
+        options: crate::compose::LogsCli,
+    },
     /// `stop`, `start`, `restart` of the services named (all when none).
     Lifecycle {
         what: crate::compose::Lifecycle,
@@ -164,6 +174,11 @@ fn parse_compose(
     let mut flags = Vec::new();
     while let Some(arg) = args.next() {
         let arg = arg?;
+        // After the command, every argument is the command's (`logs -f` follows).
+        if action.is_some() {
+            flags.push(arg);
+            continue;
+        }
         let (name, inline) = match arg.split_once('=') {
             Some((name, value)) if name.starts_with("--") => {
                 (name.to_owned(), Some(value.to_owned()))
@@ -184,13 +199,14 @@ fn parse_compose(
                 cli.action = ComposeAction::Help;
                 return Ok(cli);
             }
-            _ if action.is_none() && !name.starts_with('-') => action = Some(arg),
-            _ if action.is_some() => flags.push(arg),
+            _ if !name.starts_with('-') => action = Some(arg),
             _ => return Err(format!("unknown compose option {arg}; {USAGE}")),
         }
     }
     let action = action.ok_or_else(|| {
-        format!("compose needs a command: config, up, down, ps, stop, start or restart; {USAGE}")
+        format!(
+            "compose needs a command: config, up, down, ps, logs, pull, stop, start or restart; {USAGE}"
+        )
     })?;
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     cli.action = match (action.as_str(), flags.as_slice()) {
@@ -217,6 +233,51 @@ fn parse_compose(
             let services = services.iter().map(|s| s.to_string()).collect();
             ComposeAction::Lifecycle { what, services }
         }
+        ("pull", args) => {
+            let (mut services, mut ignore_failures) = (Vec::new(), false);
+            for arg in args {
+                match *arg {
+                    "--ignore-pull-failures" => ignore_failures = true,
+                    s if !s.starts_with('-') => services.push(s.to_owned()),
+                    _ => return Err(format!("compose pull: unexpected {arg}; {USAGE}")),
+                }
+            }
+            ComposeAction::Pull {
+                services,
+                ignore_failures,
+            }
+        }
+        ("logs", args) => {
+            let mut options = crate::compose::LogsCli::default();
+            let mut services = Vec::new();
+            let mut args = args.iter();
+            while let Some(arg) = args.next() {
+                let (name, inline) = match arg.split_once('=') {
+                    Some((name, value)) if name.starts_with("--") => (name, Some(value)),
+                    _ => (*arg, None),
+                };
+                match name {
+                    "-f" | "--follow" => options.follow = true,
+                    "-t" | "--timestamps" => options.timestamps = true,
+                    "-n" | "--tail" => {
+                        let value = inline
+                            .or_else(|| args.next().copied())
+                            .ok_or_else(|| format!("compose logs {name} needs a value"))?;
+                        options.tail = match value {
+                            "all" => None,
+                            n => Some(n.parse().map_err(|_| {
+                                format!(
+                                    "compose logs {name} {n}: expected a number of lines or all"
+                                )
+                            })?),
+                        };
+                    }
+                    s if !s.starts_with('-') => services.push(s.to_owned()),
+                    _ => return Err(format!("compose logs: unexpected {arg}; {USAGE}")),
+                }
+            }
+            ComposeAction::Logs { services, options }
+        }
         ("config" | "up" | "down" | "ps" | "stop" | "start" | "restart", _) => {
             return Err(format!(
                 "compose {action}: unexpected {}; {USAGE}",
@@ -237,8 +298,12 @@ pub fn compose_help() -> String {
        up [-d]                 create or update the containers, networks and volumes (detached)\n  \
        down [-v]               stop and remove them (named volumes too with -v)\n  \
        ps                      each container's service, state and exit code, and the stack status\n  \
+       logs [-f] [-t] [--tail N] [SERVICE...]\n                          \
+                               the containers' output, `service-1  | line` (-f: until they stop)\n  \
+       pull [--ignore-pull-failures] [SERVICE...]\n                          \
+                               pull the services' images (with the credentials of docker login)\n  \
        stop [SERVICE...]       stop the containers (dependents first; all services when none named)\n  \
-       start [SERVICE...]      start the stopped containers (dependencies first)\n  \
+       start [SERVICE...]      start the stopped containers (dependencies first, as depends_on waits)\n  \
        restart [SERVICE...]    restart the containers (dependencies first)\n"
         .to_owned()
 }
@@ -262,7 +327,7 @@ pub fn help() -> String {
     let mut out = format!(
         "edge-agent {} - a small Portainer Edge Agent\n\n\
          Usage: edge-agent [run|check] [--env-file PATH] [--<option> VALUE ...]\n\
-         \x20      edge-agent compose [-f FILE] [-p NAME] [--env-file FILE] config|up|down|ps\n\n\
+         \x20      edge-agent compose [-f FILE] [-p NAME] [--env-file FILE] config|up|down|ps|logs|pull|...\n\n\
          Commands:\n  \
            run      poll Portainer and serve it (default)\n  \
            check    validate the configuration, show the key and Edge ID, test reachability\n  \
@@ -449,9 +514,49 @@ mod tests {
         assert!(action(&["compose", "restart", "-t", "3"])
             .unwrap_err()
             .contains("compose restart: unexpected -t 3"));
-        assert!(action(&["compose", "logs"])
+        assert!(action(&["compose", "top"])
             .unwrap_err()
-            .contains("unknown compose command \"logs\""));
+            .contains("unknown compose command \"top\""));
+        assert_eq!(
+            action(&["compose", "logs", "-f", "--tail", "5", "-t", "web"]),
+            Ok(ComposeAction::Logs {
+                services: vec!["web".into()],
+                options: crate::compose::LogsCli {
+                    follow: true,
+                    tail: Some(5),
+                    timestamps: true
+                }
+            })
+        );
+        assert_eq!(
+            action(&["compose", "logs", "--tail=all", "-n", "2"]),
+            Ok(ComposeAction::Logs {
+                services: vec![],
+                options: crate::compose::LogsCli {
+                    tail: Some(2),
+                    ..Default::default()
+                }
+            })
+        );
+        assert!(action(&["compose", "logs", "--tail", "x"])
+            .unwrap_err()
+            .contains("compose logs --tail x: expected a number of lines or all"));
+        assert!(action(&["compose", "logs", "--tail"])
+            .unwrap_err()
+            .contains("compose logs --tail needs a value"));
+        assert!(action(&["compose", "logs", "--since", "1h"])
+            .unwrap_err()
+            .contains("compose logs: unexpected --since"));
+        assert_eq!(
+            action(&["compose", "pull", "--ignore-pull-failures", "db"]),
+            Ok(ComposeAction::Pull {
+                services: vec!["db".into()],
+                ignore_failures: true
+            })
+        );
+        assert!(action(&["compose", "pull", "-q"])
+            .unwrap_err()
+            .contains("compose pull: unexpected -q"));
         assert!(action(&["compose", "down", "--rmi"])
             .unwrap_err()
             .contains("unexpected --rmi"));

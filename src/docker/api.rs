@@ -102,6 +102,17 @@ pub struct ContainerConfig {
     pub tty: bool,
     #[serde(deserialize_with = "nullable")]
     pub labels: BTreeMap<String, String>,
+    pub healthcheck: Option<HealthConfig>,
+}
+
+/// A container's healthcheck timings: nanoseconds, 0 for Docker's default.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, rename_all = "PascalCase")]
+pub struct HealthConfig {
+    pub interval: i64,
+    pub timeout: i64,
+    pub start_period: i64,
+    pub retries: i64,
 }
 
 /// `POST /containers/create`.

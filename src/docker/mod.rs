@@ -13,8 +13,8 @@ mod stream;
 pub use access::{Access, Id};
 pub use api::{
     ContainerConfig, ContainerInspect, ContainerState, ContainerSummary, Created, Event,
-    EventActor, Health, ImageInspect, ImageSummary, Info, LogsOptions, MountPoint, Network,
-    Progress, RegistryAuth, Version, Volume,
+    EventActor, Health, HealthConfig, ImageInspect, ImageSummary, Info, LogsOptions, MountPoint,
+    Network, Progress, RegistryAuth, Version, Volume,
 };
 pub use engine::Engine;
 pub use logs::{LogStream, Logs};

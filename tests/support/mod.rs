@@ -18,6 +18,7 @@ pub mod chisel;
 pub mod docker;
 pub mod docker29;
 pub mod fake_docker;
+pub mod registry;
 pub mod scenarios;
 
 use base64::Engine;

@@ -104,6 +104,10 @@ impl Up {
             }
             if actions.len() == before && !self.started(&key) {
                 self.start(&key, &mut actions);
+            } else if actions.len() == before && self.dependencies(&key).all(|d| self.started(d)) {
+                // A running service's conditions are checked too, as v2's start phase
+                // (`startService` calls `waitDependencies` whatever the containers' state).
+                actions.extend(self.checks(&key));
             }
         }
         actions

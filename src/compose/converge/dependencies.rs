@@ -7,7 +7,7 @@
 use super::containers::{Action, Answer};
 use super::error::UpError;
 use super::Up;
-use crate::compose::model::{Condition, Project};
+use crate::compose::model::{Condition, Healthcheck, Project};
 use crate::docker::{self, ContainerState};
 use std::time::{Duration, Instant};
 
@@ -148,20 +148,97 @@ impl Up {
         }
     }
 
-    /// The wait for `dep` to become healthy: its healthcheck's start period and retries
-    /// (Docker's defaults where unset: 30 s interval and timeout, 3 retries), at least a minute.
+    /// The wait for `dep` to become healthy ([`healthy_wait`]).
     fn healthy_wait(&self, dep: &str) -> Duration {
-        let h = self.project.services[dep]
-            .healthcheck
-            .clone()
-            .unwrap_or_default();
-        let or = |ns: u64, default: u64| if ns == 0 { default } else { ns };
-        let secs = 1_000_000_000;
-        let interval = or(h.interval, 30 * secs);
-        let timeout = or(h.timeout, 30 * secs);
-        let retries = h.retries.unwrap_or(3).max(1);
-        let ns = h.start_period + (interval + timeout) * retries;
-        HEALTHY_WAIT.max(Duration::from_nanos(ns))
+        healthy_wait(
+            &self.project.services[dep]
+                .healthcheck
+                .clone()
+                .unwrap_or_default(),
+        )
+    }
+}
+
+/// The wait for a service with healthcheck `h` to become healthy: its start period and retries
+/// (Docker's defaults where unset: 30 s interval and timeout, 3 retries), at least
+/// [`HEALTHY_WAIT`]. Saturating: a file's durations and retries can be as large as it likes.
+pub(super) fn healthy_wait(h: &Healthcheck) -> Duration {
+    let or = |ns: u64, default: u64| if ns == 0 { default } else { ns };
+    let secs = 1_000_000_000;
+    let interval = or(h.interval, 30 * secs);
+    let timeout = or(h.timeout, 30 * secs);
+    let retries = h.retries.unwrap_or(3).max(1);
+    let ns = interval
+        .saturating_add(timeout)
+        .saturating_mul(retries)
+        .saturating_add(h.start_period);
+    HEALTHY_WAIT.max(Duration::from_nanos(ns))
+}
+
+/// The dependencies a container's `com.docker.compose.depends_on` label names
+/// (`db:service_healthy:true,...`), as `(service, condition, restart)`; as compose v2's
+/// `projectFromName` reads it (`pkg/compose/compose.go`), a missing restart flag is `true`
+/// (and an unknown or missing condition is taken as `service_started` here).
+pub(super) fn label_dependencies(label: &str) -> Vec<(&str, Condition, bool)> {
+    label
+        .split(',')
+        .filter_map(|d| {
+            let mut parts = d.split(':');
+            let service = parts.next().filter(|s| !s.is_empty())?;
+            let condition = match parts.next() {
+                Some("service_healthy") => Condition::Healthy,
+                Some("service_completed_successfully") => Condition::CompletedSuccessfully,
+                _ => Condition::Started,
+            };
+            let restart = parts.next() != Some("false");
+            Some((service, condition, restart))
+        })
+        .collect()
+}
+
+/// Waits until every container of `ids` (those of `dep`) meets `condition` for `dependent`, as
+/// compose v2's `start` and `restart` do before starting a service (`waitDependencies`):
+/// inspected every [`POLL`](super::containers::POLL), for at most the healthcheck's
+/// [`healthy_wait`] or [`COMPLETION_WAIT`]. A dependency without containers is an error.
+pub(super) fn wait_for(
+    docker: &docker::Client,
+    dependent: &str,
+    dep: &str,
+    ids: &[&str],
+    condition: Condition,
+) -> Result<(), UpError> {
+    if condition == Condition::Started {
+        return Ok(());
+    }
+    if ids.is_empty() {
+        return Err(UpError::Conflict(format!(
+            "{dependent} is missing dependency {dep}: run up first"
+        )));
+    }
+    let since = Instant::now();
+    loop {
+        let mut met = true;
+        for id in ids {
+            let inspect = docker.inspect_container(id)?;
+            let h = inspect.config.healthcheck.unwrap_or_default();
+            let ns = |n: i64| u64::try_from(n).unwrap_or(0);
+            let wait = healthy_wait(&Healthcheck {
+                interval: ns(h.interval),
+                timeout: ns(h.timeout),
+                start_period: ns(h.start_period),
+                retries: (h.retries > 0).then(|| ns(h.retries)),
+                ..Healthcheck::default()
+            });
+            let state = &inspect.state;
+            if !condition_met(condition, state, dep, dependent, since.elapsed(), wait)? {
+                met = false;
+                break;
+            }
+        }
+        if met {
+            return Ok(());
+        }
+        std::thread::sleep(super::containers::POLL);
     }
 }
 
@@ -240,4 +317,47 @@ pub(super) fn dependency_order(project: &Project) -> Vec<String> {
         }
     }
     order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depends_on_labels_are_read_as_compose_reads_them() {
+        assert_eq!(
+            label_dependencies("db:service_healthy:false,init:service_completed_successfully:true,cache:service_started,old"),
+            [
+                ("db", Condition::Healthy, false),
+                ("init", Condition::CompletedSuccessfully, true),
+                ("cache", Condition::Started, true),
+                ("old", Condition::Started, true),
+            ]
+        );
+        assert!(label_dependencies("").is_empty());
+    }
+
+    #[test]
+    fn healthy_wait_follows_the_healthcheck_and_saturates() {
+        let h = |interval: u64, timeout: u64, retries: Option<u64>, start_period: u64| {
+            healthy_wait(&Healthcheck {
+                interval,
+                timeout,
+                retries,
+                start_period,
+                ..Healthcheck::default()
+            })
+        };
+        let s = 1_000_000_000;
+        // Docker's defaults: 3 × (30 s + 30 s).
+        assert_eq!(h(0, 0, None, 0), Duration::from_secs(180));
+        assert_eq!(h(s, s, Some(2), 0), HEALTHY_WAIT);
+        assert_eq!(h(60 * s, 10 * s, Some(2), 5 * s), Duration::from_secs(145));
+        // A file may say `interval: 2540400h` and `retries: 9223372036854775807`: no overflow.
+        assert_eq!(
+            h(u64::MAX / 2, u64::MAX / 2, Some(u64::MAX), u64::MAX),
+            Duration::from_nanos(u64::MAX)
+        );
+        assert_eq!(h(1, 1, Some(u64::MAX), 0), Duration::from_nanos(u64::MAX));
+    }
 }

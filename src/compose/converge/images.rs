@@ -5,6 +5,7 @@
 
 use super::error::{is_not_found, UpError};
 use super::{Phase, Up};
+use crate::compose::model::Project;
 use crate::docker::{self, registry_auth, Client, Limits};
 use std::time::{Duration, Instant};
 
@@ -49,28 +50,82 @@ impl Up {
 
     fn pull(&mut self, docker: &Client, image: &str) -> Result<(), UpError> {
         let started = Instant::now();
-        let (name, tag) = split_reference(image);
-        let streaming = docker.with_limits(Limits {
-            stream_idle: Some(PULL_IDLE),
-            ..Limits::default()
-        });
-        let failed = |message: String| UpError::Pull {
-            image: image.to_owned(),
-            message,
-        };
-        let credentials = registry_auth::for_image(image).map_err(|e| failed(e.to_string()))?;
-        let refused = |e: docker::Error| failed(credentials.explain(&docker_message(&e)));
-        let progress = self
-            .call(true, || {
-                streaming.pull(name, tag, credentials.auth.as_ref())
-            })
-            .map_err(refused)?;
-        for item in progress {
-            item.map_err(refused)?;
-        }
+        // One call, which changes something (as `Up::call` counts them).
+        self.calls += 1;
+        self.changes += 1;
+        pull_image(docker, image)?;
         self.pulled.push((image.to_owned(), started.elapsed()));
         Ok(())
     }
+}
+
+/// `edge-agent compose pull`: the images of `services` (all when empty) pulled one after the
+/// other, each once, with a progress line per service as compose v2's `pull` prints them
+/// (` web Pulling`, ` web Pulled`, ` web Skipped` for `pull_policy: never`). A failed pull
+/// ends it, unless `ignore_failures`, where it is reported and the others go on.
+pub fn pull(
+    docker: &Client,
+    project: &Project,
+    services: &[String],
+    ignore_failures: bool,
+    mut progress: impl FnMut(std::fmt::Arguments),
+) -> Result<(), UpError> {
+    if let Some(missing) = services.iter().find(|s| !project.services.contains_key(*s)) {
+        return Err(UpError::Conflict(format!(
+            "no such service: {missing} (not in the compose file)"
+        )));
+    }
+    let mut pulling: Vec<(&str, &str)> = Vec::new();
+    for (key, s) in &project.services {
+        if !services.is_empty() && !services.contains(key) {
+            continue;
+        }
+        if s.pull_policy == "never" {
+            progress(format_args!(" {key} Skipped"));
+            continue;
+        }
+        if let Some((_, by)) = pulling.iter().find(|(image, _)| *image == s.image) {
+            progress(format_args!(
+                " {key} Skipped - Image is already being pulled by {by}"
+            ));
+            continue;
+        }
+        pulling.push((&s.image, key));
+        progress(format_args!(" {key} Pulling"));
+        match pull_image(docker, &s.image) {
+            Ok(()) => progress(format_args!(" {key} Pulled")),
+            Err(e) => {
+                progress(format_args!(" {key} Error {e}"));
+                if !ignore_failures {
+                    return Err(e);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Pulls `image` with the Docker CLI's credentials for its registry, its progress streamed to
+/// the end (each read bounded by [`PULL_IDLE`]).
+fn pull_image(docker: &Client, image: &str) -> Result<(), UpError> {
+    let (name, tag) = split_reference(image);
+    let streaming = docker.with_limits(Limits {
+        stream_idle: Some(PULL_IDLE),
+        ..Limits::default()
+    });
+    let failed = |message: String| UpError::Pull {
+        image: image.to_owned(),
+        message,
+    };
+    let credentials = registry_auth::for_image(image).map_err(|e| failed(e.to_string()))?;
+    let refused = |e: docker::Error| failed(credentials.explain(&docker_message(&e)));
+    let progress = streaming
+        .pull(name, tag, credentials.auth.as_ref())
+        .map_err(refused)?;
+    for item in progress {
+        item.map_err(refused)?;
+    }
+    Ok(())
 }
 
 /// Docker's own message, without the call.

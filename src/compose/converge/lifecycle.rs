@@ -2,8 +2,11 @@
 //! the services named: dependents stopped before their dependencies, dependencies started and
 //! restarted before their dependents (compose v2's `pkg/compose/stop.go`, `start.go`,
 //! `restart.go`), each round of independent services side by side on a bounded worker set.
-//! Nothing is created: `up` does that.
+//! A service is started or restarted once its dependencies meet the conditions of its
+//! `depends_on` label (healthy, completed successfully), as v2's `waitDependencies`, bounded as
+//! `up` bounds them. Nothing is created: `up` does that.
 
+use super::dependencies::{label_dependencies, wait_for};
 use super::down::{name, reverse_dependency_rounds, service};
 use super::error::{is_not_found, UpError};
 use super::parallel;
@@ -28,10 +31,11 @@ pub fn lifecycle(
     let project = project_name.to_lowercase();
     let filter = format!("{}={project}", body::PROJECT);
     let oneoff = format!("{}=False", body::ONEOFF);
-    let containers: Vec<ContainerSummary> = docker
-        .containers(true, &[("label", &filter), ("label", &oneoff)])?
-        .into_iter()
+    let all = docker.containers(true, &[("label", &filter), ("label", &oneoff)])?;
+    let containers: Vec<ContainerSummary> = all
+        .iter()
         .filter(|c| services.is_empty() || services.iter().any(|s| s == service(c)))
+        .cloned()
         .collect();
     if let Some(missing) = services
         .iter()
@@ -46,6 +50,9 @@ pub fn lifecycle(
         rounds.reverse();
     }
     for round in rounds {
+        if what != Lifecycle::Stop {
+            wait_dependencies(docker, &all, &round, what)?;
+        }
         let results = parallel::map(&round, parallel::STOPS, |c| {
             let running = matches!(c.state.as_str(), "running" | "restarting" | "paused");
             let result = match what {
@@ -67,6 +74,45 @@ pub fn lifecycle(
             }
         });
         results.into_iter().collect::<Result<(), UpError>>()?;
+    }
+    Ok(())
+}
+
+/// Before a round is started or restarted: each of its services waits for the conditions its
+/// containers' `depends_on` label puts on their dependencies (for `restart`, only those with
+/// `restart: true`, as v2's `restart.go`), when it has a container to act on.
+fn wait_dependencies(
+    docker: &Client,
+    all: &[ContainerSummary],
+    round: &[ContainerSummary],
+    what: Lifecycle,
+) -> Result<(), UpError> {
+    let mut waited: Vec<&str> = Vec::new();
+    for c in round {
+        let running = matches!(c.state.as_str(), "running" | "restarting" | "paused");
+        let key = service(c);
+        if waited.contains(&key) || (what == Lifecycle::Start && running) {
+            continue;
+        }
+        waited.push(key);
+        let label = c.labels.get(body::DEPENDS_ON).map_or("", String::as_str);
+        for (dep, condition, restart) in label_dependencies(label) {
+            if what == Lifecycle::Restart && !restart {
+                continue;
+            }
+            let ids: Vec<&str> = all
+                .iter()
+                .filter(|d| service(d) == dep)
+                .map(|d| d.id.as_str())
+                .collect();
+            wait_for(docker, key, dep, &ids, condition).map_err(|e| UpError::Service {
+                service: key.to_owned(),
+                error: Box::new(UpError::Conflict(format!(
+                    "depends_on {dep} ({}): {e}",
+                    condition.as_str()
+                ))),
+            })?;
+        }
     }
     Ok(())
 }

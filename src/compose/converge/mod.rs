@@ -12,10 +12,11 @@ mod error;
 mod images;
 mod lifecycle;
 mod networks_volumes;
-mod parallel;
+pub(super) mod parallel;
 
 pub use down::down;
 pub use error::UpError;
+pub use images::pull;
 pub use lifecycle::{lifecycle, Lifecycle};
 
 use super::body;

@@ -297,6 +297,31 @@ mod tests {
     }
 
     #[test]
+    fn deploy_resources_keys_are_those_of_compose_schema() {
+        let deploy = |resources: &str| {
+            format!("services:\n  web:\n    image: a\n    deploy:\n      resources:\n        {resources}\n")
+        };
+        // compose-go's schema refuses these (`additional properties 'foo' not allowed`), even
+        // empty or null.
+        for unknown in ["foo: {}", "foo: null", "foo: {memory: 1g}"] {
+            assert_eq!(
+                load_err(&deploy(unknown)),
+                "line 6: services.web.deploy.resources.foo: unknown key (expected limits or reservations)",
+                "{unknown}"
+            );
+        }
+        assert_eq!(
+            load_err(&deploy("limits: {foo: 1}")),
+            "line 6: services.web.deploy.resources.limits.foo: unknown key"
+        );
+        assert!(load_err(&deploy("reservations: {generic_resources: []}"))
+            .contains("generic_resources is a Swarm setting and not supported"));
+        // Extensions are allowed at both levels.
+        let web = load_ok(&deploy("x-a: {}\n        limits: {x-b: 1, memory: 1m}"));
+        assert_eq!(web.services["web"].resources.memory, 1024 * 1024);
+    }
+
+    #[test]
     fn project_names_are_checked() {
         let (_dir, p) = load_files(&[("compose.yaml", "name: My_App\nservices: {}\n")], &[]);
         let e = p.unwrap_err().to_string();

@@ -197,10 +197,22 @@ pub(super) fn deploy(
             "replicas" => *replicas = Some(count(ctx, n, &p)?),
             "resources" => {
                 for (rk, rn, rp) in ctx.entries(n, &p)? {
-                    given.limits |= rk == "limits";
-                    given.reservations |= rk == "reservations";
+                    match rk {
+                        "limits" => given.limits = true,
+                        "reservations" => given.reservations = true,
+                        x if x.starts_with("x-") => continue,
+                        // Checked before its entries: an empty or null one is refused too.
+                        _ => {
+                            return Err(ctx.err(
+                                rn,
+                                &rp,
+                                "unknown key (expected limits or reservations)",
+                            ))
+                        }
+                    }
                     for (lk, ln, lp) in ctx.entries(rn, &rp)? {
                         match (rk, lk) {
+                            (_, x) if x.starts_with("x-") => {}
                             ("limits", "cpus") => s.resources.nano_cpus = ctx.nano_cpus(ln, &lp)?,
                             ("limits", "memory") => s.resources.memory = ctx.bytes(ln, &lp)?,
                             ("limits", "pids") => s.resources.pids_limit = ctx.int(ln, &lp)?,
@@ -208,6 +220,11 @@ pub(super) fn deploy(
                                 s.resources.memory_reservation = ctx.bytes(ln, &lp)?
                             }
                             ("reservations", "cpus") => {}
+                            ("reservations", "generic_resources") => return Err(ctx.err(
+                                ln,
+                                &lp,
+                                "generic_resources is a Swarm setting and not supported: remove it",
+                            )),
                             ("reservations", "devices") => {
                                 for (dn, dp) in ctx.items(ln, &lp)? {
                                     s.resources
@@ -215,14 +232,7 @@ pub(super) fn deploy(
                                         .push(device_request(ctx, dn, &dp, false)?);
                                 }
                             }
-                            ("limits" | "reservations", _) => return Err(ctx.unknown(ln, &lp)),
-                            _ => {
-                                return Err(ctx.err(
-                                    rn,
-                                    &rp,
-                                    "unknown key (expected limits or reservations)",
-                                ))
-                            }
+                            _ => return Err(ctx.unknown(ln, &lp)),
                         }
                     }
                 }
