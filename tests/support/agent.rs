@@ -115,7 +115,11 @@ impl Agent {
     /// `edge-agent --env-file <ours> --data <ours> <args>` with an environment holding nothing
     /// of the caller's but `PATH`.
     pub fn command(&self, args: &[&str]) -> Command {
-        let mut command = binary();
+        self.command_of(binary(), args)
+    }
+
+    /// [`Agent::command`] running another build of the agent (an older release's, say).
+    pub fn command_of(&self, mut command: Command, args: &[&str]) -> Command {
         command
             .env_clear()
             .env("PATH", std::env::var_os("PATH").unwrap_or_default())
