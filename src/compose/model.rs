@@ -231,6 +231,9 @@ pub struct Mount {
     /// syntax always makes one, the long syntax when it has the key.
     #[serde(skip)]
     pub options: bool,
+    /// A file secret's bind (compose gives it empty bind options, a config's none).
+    #[serde(skip)]
+    pub secret: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]

@@ -4,22 +4,88 @@
 //! and `profiles` cleared. [`service_json`] writes our model back into compose-go's normal form,
 //! a line per `ServiceConfig` field in its declaration order (`types/types.go`), with the
 //! `omitempty` rules and custom marshalers of [`json`]. docs/compose.md lists what our model
-//! cannot tell apart and so hashes differently.
+//! cannot tell apart and so hashes differently. Networks and volumes are labelled with the hash
+//! of their own config the same way (`NetworkHash`, `VolumeHash`).
 
 mod json;
 
 use super::model::{
-    Device, DeviceRequest, Healthcheck, Logging, Mount, MountType, Port, Project, Service,
-    ServiceNetwork, Ulimit,
+    Device, DeviceRequest, Healthcheck, Logging, Mount, MountType, Network, Port, Project, Service,
+    ServiceNetwork, Ulimit, Volume,
 };
 use json::{Bytes, GoDuration, Object, Value};
 use std::collections::BTreeMap;
 
 /// The hex SHA-256 of [`service_json`].
 pub fn config_hash(project: &Project, service: &Service) -> String {
-    let json = service_json(project, service);
+    sha256_hex(&service_json(project, service))
+}
+
+/// A network's `com.docker.compose.config-hash` (`NetworkHash`): compose-go's `NetworkConfig`.
+pub fn network_hash(network: &Network) -> String {
+    sha256_hex(&network_json(network))
+}
+
+/// A volume's `com.docker.compose.config-hash` (`VolumeHash`): compose-go's `VolumeConfig`,
+/// with `local` for an unset driver.
+pub fn volume_hash(volume: &Volume) -> String {
+    sha256_hex(&volume_json(volume))
+}
+
+fn sha256_hex(json: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, json.as_bytes());
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `NetworkConfig` as `json.Marshal` writes it (`types/types.go`): `ipam`, a struct, is never
+/// left out; `enable_ipv6` is a pointer, set when the file gave `true`.
+fn network_json(n: &Network) -> String {
+    let pools: Vec<Raw> = n
+        .ipam
+        .iter()
+        .map(|p| {
+            object(|o| {
+                o.field("subnet", &p.subnet)
+                    .field("gateway", &p.gateway)
+                    .field("ip_range", &p.ip_range)
+                    .field("aux_addresses", &p.aux_addresses);
+            })
+        })
+        .collect();
+    let ipam = object(|o| {
+        o.field("driver", &n.ipam_driver).field("config", &pools);
+    });
+    let mut out = String::new();
+    Object::new(&mut out)
+        .field("name", &n.name)
+        .field("driver", &n.driver)
+        .field("driver_opts", &n.driver_opts)
+        .always("ipam", &ipam)
+        .field("external", &n.external)
+        .field("internal", &n.internal)
+        .field("attachable", &n.attachable)
+        .field("labels", &n.labels)
+        .field("enable_ipv6", &n.enable_ipv6.then_some(true))
+        .end();
+    out
+}
+
+/// `VolumeConfig` as `json.Marshal` writes it.
+fn volume_json(v: &Volume) -> String {
+    let driver = if v.driver.is_empty() {
+        "local"
+    } else {
+        &v.driver
+    };
+    let mut out = String::new();
+    Object::new(&mut out)
+        .field("name", &v.name)
+        .field("driver", &driver)
+        .field("driver_opts", &v.driver_opts)
+        .field("external", &v.external)
+        .field("labels", &v.labels)
+        .end();
+    out
 }
 
 /// A value already written as JSON (a nested struct).
@@ -63,10 +129,7 @@ pub fn service_json(project: &Project, s: &Service) -> String {
         .field("domainname", &s.domainname)
         .always("entrypoint", &s.entrypoint)
         .field("environment", &s.environment)
-        .field(
-            "expose",
-            &s.expose.iter().map(|p| expose(p)).collect::<Vec<_>>(),
-        )
+        .field("expose", &s.expose)
         .field("extra_hosts", &extra_hosts(&s.extra_hosts))
         .field("group_add", &s.group_add)
         .field("hostname", &s.hostname)
@@ -195,11 +258,6 @@ fn device(d: &Device) -> Raw {
             .field("target", &d.target)
             .field("permissions", &d.permissions);
     })
-}
-
-/// compose-go keeps `expose` as written; ours has `/tcp` added, which a plain port drops.
-fn expose(port: &str) -> String {
-    port.strip_suffix("/tcp").unwrap_or(port).to_owned()
 }
 
 /// `HostsList` marshals as sorted `host=ip`.

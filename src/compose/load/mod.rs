@@ -311,7 +311,7 @@ mod tests {
         assert_eq!(load_ok("name: other\nservices: {}\n").name, "other");
     }
 
-    /// What compose 2.29.2 sends for these keys (pkg/compose/create.go), empty fields aside.
+    /// What compose 2.40.3 sends for these keys (pkg/compose/create.go), empty fields aside.
     #[test]
     fn container_create_body_matches_compose() {
         let p = load_ok(
@@ -362,7 +362,7 @@ mod tests {
             body,
             json!({
                 "Hostname": "web1", "Domainname": "lan", "User": "1000:1000",
-                "ExposedPorts": {"80/tcp": {}, "9000/tcp": {}},
+                "ExposedPorts": {"80/tcp": {}, "9000": {}},
                 "Tty": true, "OpenStdin": true, "AttachStdout": true, "AttachStderr": true,
                 "Cmd": ["nginx", "-g", "daemon off;"], "Image": "nginx:1", "WorkingDir": "/app", "Entrypoint": [],
                 "StopSignal": "SIGQUIT", "Env": ["A=one", "B=2"],
@@ -375,7 +375,7 @@ mod tests {
                         {"Type": "bind", "Source": "/srv", "Target": "/srv", "BindOptions": {"Propagation": "rslave"}},
                         {"Type": "tmpfs", "Target": "/cache", "TmpfsOptions": {"SizeBytes": 1_048_576}},
                     ],
-                    "CapAdd": ["NET_ADMIN"], "CapDrop": ["ALL"], "Init": true, "ReadonlyRootfs": true,
+                    "CapAdd": ["CAP_NET_ADMIN"], "CapDrop": ["ALL"], "Init": true, "ReadonlyRootfs": true,
                     "RestartPolicy": {"Name": "unless-stopped", "MaximumRetryCount": 0},
                     "Sysctls": {"net.core.somaxconn": "1024"},
                     "PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]},
@@ -388,7 +388,7 @@ mod tests {
                     "NetworkMode": "demo_back",
                 },
                 "NetworkingConfig": {"EndpointsConfig": {
-                    "demo_back": {"Aliases": ["demo-web-1", "web"]},
+                    "demo_back": {"Aliases": ["demo-web-1", "web"], "IPAMConfig": {}},
                 }},
             })
         );
@@ -424,13 +424,18 @@ mod tests {
         assert!(db.get("NetworkingConfig").is_none());
         assert_eq!(
             body::network(&p, "front"),
+            // The hashes: SHA-256 of `{"name":"demo_front","ipam":{}}` and
+            // `{"name":"demo_data","driver":"local"}`, as compose-go marshals them.
             json!({"Name": "demo_front", "CheckDuplicate": true, "Labels": {
+                "com.docker.compose.config-hash": "a5bf3cb7e95ac39d60f43d425b3a11b1484f5a5f760e02f65172e5093954356d",
                 "com.docker.compose.network": "front", "com.docker.compose.project": "demo",
                 "com.docker.compose.version": "2.40.3"}})
         );
         assert_eq!(
             body::volume(&p, "data"),
-            json!({"Name": "demo_data", "Labels": {"com.docker.compose.project": "demo",
+            json!({"Name": "demo_data", "Labels": {
+                "com.docker.compose.config-hash": "504ad458c80a54e9120954e1d0ad581a3e0d7b50499e9f2755876d04a2d3321a",
+                "com.docker.compose.project": "demo",
                 "com.docker.compose.version": "2.40.3", "com.docker.compose.volume": "data"}})
         );
     }

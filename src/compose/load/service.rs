@@ -81,16 +81,19 @@ pub(super) fn service(
             "expose" => {
                 for (item, ip) in ctx.items(n, &p)? {
                     let text = ctx.string(item, &ip)?;
-                    let (ports, proto) = text.split_once('/').unwrap_or((&text, "tcp"));
-                    let (low, high) = range(ports).ok_or_else(|| {
+                    // Kept as written: compose sends it as the ExposedPorts key (`5432`, not
+                    // `5432/tcp`) and hashes it so.
+                    let ports = text
+                        .split_once('/')
+                        .map_or(text.as_str(), |(ports, _)| ports);
+                    range(ports).ok_or_else(|| {
                         ctx.err(
                             item,
                             &ip,
                             "expected a port or range, like 80, 8000-8010 or 53/udp",
                         )
                     })?;
-                    s.expose
-                        .extend((low..=high).map(|p| format!("{p}/{proto}")));
+                    s.expose.push(text);
                 }
             }
             "volumes" => {
@@ -252,6 +255,7 @@ pub(super) fn service(
                         source: object.file.to_string_lossy().into_owned(),
                         target,
                         read_only: true,
+                        secret: key == "secrets",
                         ..Mount::default()
                     });
                 }
