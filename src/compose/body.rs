@@ -484,7 +484,7 @@ fn mounts(s: &Service) -> (Vec<String>, Vec<Value>) {
                 // a file secret (`buildContainerSecretMounts`); volume options when it has
                 // `volume:` or `nocopy` (`buildMountOptions`): sent even when empty.
                 match kind {
-                    "bind" if m.options || m.secret => {
+                    "bind" if m.options || m.file_ref.as_ref().is_some_and(|r| r.secret) => {
                         let mut options = Map::new();
                         put(&mut options, "Propagation", json!(m.propagation));
                         put(&mut options, "CreateMountpoint", json!(m.create_host_path));

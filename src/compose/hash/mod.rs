@@ -119,6 +119,7 @@ pub fn service_json(project: &Project, s: &Service) -> String {
         .field("cpuset", &r.cpuset)
         .field("cpu_shares", &r.cpu_shares)
         .always("command", &s.command)
+        .field("configs", &file_refs(s, false))
         .field("container_name", &s.container_name)
         .field("deploy", &s.deploy.map(|_| deploy_json(s)))
         .field("device_cgroup_rules", &r.device_cgroup_rules)
@@ -162,6 +163,7 @@ pub fn service_json(project: &Project, s: &Service) -> String {
         .field("read_only", &s.read_only)
         .field("restart", &s.restart)
         .field("runtime", &s.runtime)
+        .field("secrets", &file_refs(s, true))
         .field("security_opt", &s.security_opt)
         .field("shm_size", &Bytes(s.shm_size))
         .field("stdin_open", &s.stdin_open)
@@ -188,6 +190,7 @@ pub fn service_json(project: &Project, s: &Service) -> String {
             "volumes",
             &s.volumes
                 .iter()
+                .filter(|m| m.file_ref.is_none())
                 .map(|m| mount(project, m))
                 .collect::<Vec<_>>(),
         )
@@ -231,14 +234,15 @@ fn deploy_json(s: &Service) -> Raw {
         })
     });
     object(|o| {
-        o.always(
-            "resources",
-            &object(|o| {
-                o.field("limits", &limits)
-                    .field("reservations", &reservations);
-            }),
-        )
-        .always("placement", &object(|_| {}));
+        o.field("mode", &deploy.mode)
+            .always(
+                "resources",
+                &object(|o| {
+                    o.field("limits", &limits)
+                        .field("reservations", &reservations);
+                }),
+            )
+            .always("placement", &object(|_| {}));
     })
 }
 
@@ -398,10 +402,91 @@ fn mount(project: &Project, m: &Mount) -> Raw {
     })
 }
 
+/// The service's `secrets:` (or `configs:`) as `FileReferenceConfig`s, as written.
+fn file_refs(s: &Service, secrets: bool) -> Vec<Raw> {
+    s.volumes
+        .iter()
+        .filter_map(|m| m.file_ref.as_ref())
+        .filter(|r| r.secret == secrets)
+        .map(|r| {
+            object(|o| {
+                o.field("source", &r.source).field("target", &r.target);
+            })
+        })
+        .collect()
+}
+
 /// `container:name` is `name` when compose creates the container.
 fn volumes_from(v: &str) -> String {
     match v.strip_prefix("container:") {
         Some(rest) => rest.split(':').next().unwrap_or(rest).to_owned(),
         None => v.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compose::model::IpamPool;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// The labels Docker Compose v2.40.3's `up --no-start` wrote on Docker 20.10 for project
+    /// `h21a-hash`: networks `front` (every setting, a label to escape) and `back: {}`, volumes
+    /// `data: {}` and `opts` (driver, options, labels).
+    #[test]
+    fn network_and_volume_hashes_equal_compose_v2() {
+        let front = Network {
+            name: "h21a-hash_front".into(),
+            driver: "bridge".into(),
+            driver_opts: map(&[("com.docker.network.bridge.enable_icc", "true")]),
+            internal: true,
+            attachable: true,
+            ipam_driver: "default".into(),
+            ipam: vec![IpamPool {
+                subnet: "172.31.250.0/24".into(),
+                ip_range: "172.31.250.128/25".into(),
+                gateway: "172.31.250.1".into(),
+                aux_addresses: map(&[("host1", "172.31.250.5")]),
+            }],
+            labels: map(&[("team", "edge"), ("a&b", "<x>")]),
+            ..Network::default()
+        };
+        assert_eq!(
+            network_hash(&front),
+            "a3125f5f88f5bf72dcd51ecf1e0e421e662bf8c6e1875401a4a0aa86815fe46e"
+        );
+        let back = Network {
+            name: "h21a-hash_back".into(),
+            ..Network::default()
+        };
+        assert_eq!(
+            network_hash(&back),
+            "2d35c0dc0cfcb8939ebd76483f9b9981555a397b1c1d2e7fb6645ec0743251a5"
+        );
+        let data = Volume {
+            name: "h21a-hash_data".into(),
+            ..Volume::default()
+        };
+        assert_eq!(
+            volume_hash(&data),
+            "b777c96764c5f79aaab327b178851d49d649ce1e6df86f7c12cc188771e33fd8"
+        );
+        let opts = Volume {
+            name: "h21a-hash_opts".into(),
+            driver: "local".into(),
+            driver_opts: map(&[("type", "tmpfs"), ("device", "tmpfs"), ("o", "size=1m")]),
+            labels: map(&[("role", "cache")]),
+            ..Volume::default()
+        };
+        assert_eq!(
+            volume_hash(&opts),
+            "76224d97f91c07e37583ea099de53eec9401c609fb5f10c460b9f883fbfe4384"
+        );
     }
 }

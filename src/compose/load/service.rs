@@ -12,7 +12,7 @@ use super::service_settings::{
     count, depends_on, deploy, env_file_list, extra_hosts, file_ref, healthcheck, service_networks,
 };
 use super::short_forms::{mount, port, range, words};
-use crate::compose::model::{Logging, Mount, MountType, Port, Project, Service, Ulimit};
+use crate::compose::model::{FileRef, Logging, Mount, MountType, Port, Project, Service, Ulimit};
 use crate::compose::yaml::{Node, Value};
 
 /// Keys compose knows that this engine does not implement.
@@ -235,7 +235,7 @@ pub(super) fn service(
                     "/"
                 };
                 for (item, ip) in ctx.items(n, &p)? {
-                    let (source, target) = file_ref(ctx, item, &ip)?;
+                    let (source, written) = file_ref(ctx, item, &ip)?;
                     let Some(object) = defined.get(&source) else {
                         return Err(ctx.err(
                             item,
@@ -243,19 +243,23 @@ pub(super) fn service(
                             format!("{source:?} is not defined under the top-level {key}:"),
                         ));
                     };
-                    let target = if target.starts_with('/') {
-                        target
-                    } else if target.is_empty() {
+                    let target = if written.starts_with('/') {
+                        written.clone()
+                    } else if written.is_empty() {
                         format!("{base}{source}")
                     } else {
-                        format!("{base}{target}")
+                        format!("{base}{written}")
                     };
                     s.volumes.push(Mount {
                         kind: MountType::Bind,
                         source: object.file.to_string_lossy().into_owned(),
                         target,
                         read_only: true,
-                        secret: key == "secrets",
+                        file_ref: Some(FileRef {
+                            secret: key == "secrets",
+                            source,
+                            target: written,
+                        }),
                         ..Mount::default()
                     });
                 }
