@@ -51,3 +51,49 @@ fn config_hashes_match_compose_v2() {
     assert!(count >= 20, "hashes.tsv has {count} services");
     assert!(differ.is_empty(), "hashes differ from v2's: {differ:?}");
 }
+
+/// Every service of the compose corpus (tests/compose-corpus/, loaded as tests/compose_v2.rs
+/// deploys it: from /tmp/edge-agent-compose-corpus/<entry> as project corpus-<entry>) hashes as
+/// the label v2.40.3's `up` wrote (config-hashes.tsv), without Docker.
+#[test]
+fn corpus_config_hashes_match_compose_v2() {
+    const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/compose-corpus");
+    const WORK: &str = "/tmp/edge-agent-compose-corpus";
+    fn read(path: &Path) -> Result<Option<String>, String> {
+        let Ok(rest) = path.strip_prefix(WORK) else {
+            return Ok(None);
+        };
+        let file = Path::new(CORPUS).join(rest);
+        if !file.exists() {
+            return Ok(None);
+        }
+        std::fs::read_to_string(file)
+            .map(Some)
+            .map_err(|e| e.to_string())
+    }
+    let table = std::fs::read_to_string(Path::new(CORPUS).join("config-hashes.tsv")).unwrap();
+    let mut differ = Vec::new();
+    let mut count = 0;
+    for line in table.lines().filter(|l| !l.starts_with('#')).skip(1) {
+        let [entry, service, expected] = line.split('\t').collect::<Vec<_>>()[..] else {
+            panic!("config-hashes.tsv: expected entry, service and hash: {line:?}");
+        };
+        let source = Source {
+            working_dir: Path::new(WORK).join(entry),
+            files: vec!["compose.yaml".into()],
+            project_name: format!("corpus-{}", entry.to_lowercase()),
+            environment: [("HOME", "/root")]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            ..Source::default()
+        };
+        let project = load_with(&source, &read).unwrap_or_else(|e| panic!("{entry}: {e}"));
+        count += 1;
+        if edge_agent::compose::config_hash(&project, &project.services[service]) != expected {
+            differ.push(format!("{entry}/{service}"));
+        }
+    }
+    assert!(count >= 160, "config-hashes.tsv has {count} services");
+    assert!(differ.is_empty(), "hashes differ from v2's: {differ:?}");
+}

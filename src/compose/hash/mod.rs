@@ -382,6 +382,16 @@ fn mount(project: &Project, m: &Mount) -> Raw {
                 }
             }
             MountType::Volume => {
+                // `name:/path:Z` (or a propagation): `format.ParseVolume` adds bind options.
+                if !m.selinux.is_empty() || !m.propagation.is_empty() {
+                    o.always(
+                        "bind",
+                        &object(|o| {
+                            o.field("selinux", &m.selinux)
+                                .field("propagation", &m.propagation);
+                        }),
+                    );
+                }
                 let volume = object(|o| {
                     o.field("nocopy", &m.nocopy).field("subpath", &m.subpath);
                 });

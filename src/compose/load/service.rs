@@ -250,16 +250,23 @@ pub(super) fn service(
                     } else {
                         format!("{base}{written}")
                     };
+                    // compose-go gives a secret without target its default one
+                    // (`transform/secrets.go`), a config none.
+                    let file_ref = FileRef {
+                        secret: key == "secrets",
+                        target: if written.is_empty() && key == "secrets" {
+                            target.clone()
+                        } else {
+                            written
+                        },
+                        source,
+                    };
                     s.volumes.push(Mount {
                         kind: MountType::Bind,
                         source: object.file.to_string_lossy().into_owned(),
                         target,
                         read_only: true,
-                        file_ref: Some(FileRef {
-                            secret: key == "secrets",
-                            source,
-                            target: written,
-                        }),
+                        file_ref: Some(file_ref),
                         ..Mount::default()
                     });
                 }
