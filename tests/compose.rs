@@ -275,6 +275,36 @@ fn failed_dependencies_are_reported() {
             ("db".into(), "running".into())
         ]
     );
+
+    // A dependency that fails at once (no healthcheck to wait for): the services two and more
+    // steps after the one that waits for it are created all the same, as v2 creates all before
+    // starting any.
+    let stack = Stack::new(&client, "nohealth");
+    stack.write(
+        "compose.yaml",
+        "services:\n  db:\n    image: IMAGE\n    command: busybox sleep 600\n    network_mode: none\n    stop_signal: SIGKILL\n\
+         \x20 app:\n    image: IMAGE\n    command: busybox sleep 600\n    network_mode: none\n    depends_on:\n      db: {condition: service_healthy}\n\
+         \x20 web:\n    image: IMAGE\n    command: busybox sleep 600\n    network_mode: none\n    depends_on: [app]\n\
+         \x20 proxy:\n    image: IMAGE\n    command: busybox sleep 600\n    network_mode: none\n    depends_on: [web]\n",
+    );
+    let e = compose::up(&client, &stack.load(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no healthcheck"), "{e}");
+    let states: Vec<(String, String)> = compose::ps(&client, &stack.name)
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.service, s.state))
+        .collect();
+    assert_eq!(
+        states,
+        [
+            ("app".into(), "created".into()),
+            ("db".into(), "running".into()),
+            ("proxy".into(), "created".into()),
+            ("web".into(), "created".into())
+        ]
+    );
 }
 
 #[test]
