@@ -311,6 +311,58 @@ mod tests {
         assert_eq!(load_ok("name: other\nservices: {}\n").name, "other");
     }
 
+    /// `links:` (on every endpoint too, `getLinks`), capabilities as the Docker client
+    /// normalises them, a file secret's empty bind options, bind paths as compose-go keeps them,
+    /// and the empty lists and maps v2 sends.
+    #[test]
+    fn links_capabilities_secrets_and_paths_as_compose_sends_them() {
+        let p = load_ok(
+            "services:\n  db:\n    image: pg\n    scale: 2\n\
+             \x20 web:\n    image: nginx\n    links: [\"db:database\"]\n    external_links: [ext]\n\
+             \x20   cap_add: [net_admin, CAP_SYS_TIME, NET_ADMIN]\n    secrets: [pw]\n    configs: [conf]\n\
+             \x20   volumes: [\"./media:/media/\", \"/var/lib/docker/:/docker:ro\"]\n\
+             secrets: {pw: {file: ./pw}}\nconfigs: {conf: {file: ./conf}}\n",
+        );
+        let body = body::container(&p, "web", 1, "sha256:i", API);
+        let links = json!([
+            "demo-db-1:database",
+            "demo-db-1:db-1",
+            "demo-db-1:demo-db-1",
+            "demo-db-2:database",
+            "demo-db-2:db-1",
+            "demo-db-2:demo-db-1",
+            "ext:ext"
+        ]);
+        assert_eq!(body["HostConfig"]["Links"], links);
+        let endpoint = &body["NetworkingConfig"]["EndpointsConfig"]["demo_default"];
+        assert_eq!(endpoint["Links"], links);
+        assert!(endpoint.get("IPAMConfig").is_none(), "{endpoint}");
+        assert_eq!(
+            body["Labels"]["com.docker.compose.depends_on"],
+            "db:service_started:true"
+        );
+        let host = &body["HostConfig"];
+        assert_eq!(host["CapAdd"], json!(["CAP_NET_ADMIN", "CAP_SYS_TIME"]));
+        assert_eq!(host["ExtraHosts"], json!([]));
+        assert_eq!(host["PortBindings"], json!({}));
+        assert_eq!(body["ExposedPorts"], json!({}));
+        let dir = p.working_dir.display().to_string();
+        assert_eq!(
+            host["Binds"],
+            json!([
+                format!("{dir}/media:/media:rw"),
+                "/var/lib/docker/:/docker:ro"
+            ])
+        );
+        let mounts: Vec<String> = host["Mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| format!("{} {}", m["Target"], m["BindOptions"]))
+            .collect();
+        assert_eq!(mounts, [r#""/run/secrets/pw" {}"#, r#""/conf" null"#]);
+    }
+
     /// What compose 2.40.3 sends for these keys (pkg/compose/create.go), empty fields aside.
     #[test]
     fn container_create_body_matches_compose() {
