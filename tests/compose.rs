@@ -65,6 +65,15 @@ impl Drop for Stack {
     }
 }
 
+/// Each container's service and state, by service.
+fn service_states(client: &Client, project: &str) -> Vec<(String, String)> {
+    compose::ps(client, project)
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.service, s.state))
+        .collect()
+}
+
 fn inspect(what: &str, name: &str, format: &str) -> String {
     let out = docker(&[what, "inspect", "--format", format, name]);
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
@@ -263,11 +272,7 @@ fn failed_dependencies_are_reported() {
         "{e}"
     );
     // As compose v2: every container is created, the dependent is not started.
-    let states: Vec<(String, String)> = compose::ps(&client, &stack.name)
-        .unwrap()
-        .into_iter()
-        .map(|s| (s.service, s.state))
-        .collect();
+    let states = service_states(&client, &stack.name);
     assert_eq!(
         states,
         [
@@ -291,11 +296,7 @@ fn failed_dependencies_are_reported() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("no healthcheck"), "{e}");
-    let states: Vec<(String, String)> = compose::ps(&client, &stack.name)
-        .unwrap()
-        .into_iter()
-        .map(|s| (s.service, s.state))
-        .collect();
+    let states = service_states(&client, &stack.name);
     assert_eq!(
         states,
         [
@@ -343,11 +344,7 @@ services:
         )) && e.contains("/nonexistent"),
         "{e}"
     );
-    let states: Vec<(String, String)> = compose::ps(&client, &stack.name)
-        .unwrap()
-        .into_iter()
-        .map(|s| (s.service, s.state))
-        .collect();
+    let states = service_states(&client, &stack.name);
     assert_eq!(
         states,
         [
