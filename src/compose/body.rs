@@ -424,7 +424,7 @@ fn capabilities(caps: &[String]) -> Vec<String> {
     let mut caps: Vec<String> = caps
         .iter()
         .map(|c| {
-            let c = c.to_uppercase();
+            let c = c.to_ascii_uppercase();
             if c == "ALL" || c.starts_with("CAP_") {
                 c
             } else {
