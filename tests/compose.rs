@@ -65,6 +65,15 @@ impl Drop for Stack {
     }
 }
 
+/// Each container's service and state, by service.
+fn service_states(client: &Client, project: &str) -> Vec<(String, String)> {
+    compose::ps(client, project)
+        .unwrap()
+        .into_iter()
+        .map(|s| (s.service, s.state))
+        .collect()
+}
+
 fn inspect(what: &str, name: &str, format: &str) -> String {
     let out = docker(&[what, "inspect", "--format", format, name]);
     String::from_utf8_lossy(&out.stdout).trim().to_owned()
@@ -263,16 +272,38 @@ fn failed_dependencies_are_reported() {
         "{e}"
     );
     // As compose v2: every container is created, the dependent is not started.
-    let states: Vec<(String, String)> = compose::ps(&client, &stack.name)
-        .unwrap()
-        .into_iter()
-        .map(|s| (s.service, s.state))
-        .collect();
+    let states = service_states(&client, &stack.name);
     assert_eq!(
         states,
         [
             ("app".into(), "created".into()),
             ("db".into(), "running".into())
+        ]
+    );
+
+    // A dependency that fails at once (no healthcheck to wait for): the services two and more
+    // steps after the one that waits for it are created all the same, as v2 creates all before
+    // starting any.
+    let stack = Stack::new(&client, "nohealth");
+    stack.write(
+        "compose.yaml",
+        "services:\n  db:\n    image: IMAGE\n    command: busybox sleep 600\n    network_mode: none\n    stop_signal: SIGKILL\n\
+         \x20 app:\n    image: IMAGE\n    command: busybox sleep 600\n    network_mode: none\n    depends_on:\n      db: {condition: service_healthy}\n\
+         \x20 web:\n    image: IMAGE\n    command: busybox sleep 600\n    network_mode: none\n    depends_on: [app]\n\
+         \x20 proxy:\n    image: IMAGE\n    command: busybox sleep 600\n    network_mode: none\n    depends_on: [web]\n",
+    );
+    let e = compose::up(&client, &stack.load(&[]))
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no healthcheck"), "{e}");
+    let states = service_states(&client, &stack.name);
+    assert_eq!(
+        states,
+        [
+            ("app".into(), "created".into()),
+            ("db".into(), "running".into()),
+            ("proxy".into(), "created".into()),
+            ("web".into(), "created".into())
         ]
     );
 }
@@ -313,11 +344,7 @@ services:
         )) && e.contains("/nonexistent"),
         "{e}"
     );
-    let states: Vec<(String, String)> = compose::ps(&client, &stack.name)
-        .unwrap()
-        .into_iter()
-        .map(|s| (s.service, s.state))
-        .collect();
+    let states = service_states(&client, &stack.name);
     assert_eq!(
         states,
         [

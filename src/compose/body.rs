@@ -1,9 +1,11 @@
 //! The Engine API bodies compose v2.40.3 sends for a project, and its labels (pure): container
 //! create (`pkg/compose/create.go` `getCreateConfigs`, `prepareLabels`,
 //! `defaultNetworkSettings`, `buildContainerVolumes`), network and volume create. Empty settings
-//! are left out, which Docker reads as the zero values compose sends.
+//! are left out, which Docker reads as the zero values compose sends, except the empty lists and
+//! maps Docker keeps as sent (`ExtraHosts: []`, `PortBindings: {}`, endpoint `IPAMConfig: {}`,
+//! mount options `{}`): those are sent as v2 sends them, so that inspect shows the same.
 
-use super::model::{MountType, Project, Service};
+use super::model::{MountType, Project, Service, ServiceNetwork};
 use crate::docker::ApiVersion;
 use serde_json::{json, Map, Value};
 use std::collections::BTreeMap;
@@ -123,7 +125,7 @@ pub fn container(
             }
         }
     }
-    put(&mut c, "ExposedPorts", Value::Object(exposed));
+    c.insert("ExposedPorts".into(), Value::Object(exposed));
     put(&mut c, "Tty", json!(s.tty));
     put(&mut c, "OpenStdin", json!(s.stdin_open));
     c.insert("AttachStdout".into(), json!(true));
@@ -173,8 +175,8 @@ pub fn container(
     let (binds, mounts) = mounts(s);
     put(&mut h, "Binds", json!(binds));
     put(&mut h, "Mounts", json!(mounts));
-    put(&mut h, "CapAdd", json!(s.cap_add));
-    put(&mut h, "CapDrop", json!(s.cap_drop));
+    put(&mut h, "CapAdd", json!(capabilities(&s.cap_add)));
+    put(&mut h, "CapDrop", json!(capabilities(&s.cap_drop)));
     if let Some(init) = s.init {
         h.insert("Init".into(), json!(init));
     }
@@ -189,7 +191,7 @@ pub fn container(
     }
     put(&mut h, "ShmSize", json!(s.shm_size));
     put(&mut h, "Sysctls", json!(s.sysctls));
-    put(&mut h, "PortBindings", Value::Object(bindings));
+    h.insert("PortBindings".into(), Value::Object(bindings));
     let r = &s.resources;
     put(&mut h, "Memory", json!(r.memory));
     put(&mut h, "MemoryReservation", json!(r.memory_reservation));
@@ -249,7 +251,7 @@ pub fn container(
     put(&mut h, "Dns", json!(s.dns));
     put(&mut h, "DnsSearch", json!(s.dns_search));
     put(&mut h, "DnsOptions", json!(s.dns_opt));
-    put(&mut h, "ExtraHosts", json!(s.extra_hosts));
+    h.insert("ExtraHosts".into(), json!(s.extra_hosts));
     put(&mut h, "SecurityOpt", json!(s.security_opt));
     put(&mut h, "StorageOpt", json!(s.storage_opt));
     put(&mut h, "UsernsMode", json!(s.userns_mode));
@@ -275,23 +277,7 @@ pub fn container(
         );
     }
     put(&mut h, "GroupAdd", json!(s.group_add));
-    let links: Vec<String> = s
-        .links
-        .iter()
-        .map(|link| {
-            let (other, alias) = link.split_once(':').unwrap_or((link, link));
-            format!("{}:{alias}", first_container(project, other))
-        })
-        .collect();
-    // External links after the services' (`getLinks`): `container[:alias]` as `container:alias`.
-    let links: Vec<String> = links
-        .into_iter()
-        .chain(s.external_links.iter().map(|link| {
-            let parts: Vec<&str> = link.split(':').collect();
-            let alias = if parts.len() == 2 { parts[1] } else { parts[0] };
-            format!("{}:{alias}", parts[0])
-        }))
-        .collect();
+    let links = links(project, key, number);
     put(&mut h, "Links", json!(links));
     put(&mut h, "OomScoreAdj", json!(s.oom_score_adj));
     let volumes_from: Vec<String> = s
@@ -327,7 +313,7 @@ pub fn container(
             if i == 0 || api >= MULTI_NETWORK_API {
                 endpoints.insert(
                     project.networks[*network].name.clone(),
-                    endpoint(project, key, number, network, api),
+                    endpoint(project, key, number, network, &links, api),
                 );
             }
         }
@@ -361,15 +347,54 @@ pub fn later_networks(
         .map(|network| {
             let name = project.networks[network].name.clone();
             let container = container_name(&project.name, key, s, number);
-            let body =
-                json!({"Container": container, "EndpointConfig": endpoint(project, key, number, network, api)});
+            let links = links(project, key, number);
+            let config = endpoint(project, key, number, network, &links, api);
+            let body = json!({"Container": container, "EndpointConfig": config});
             (name, body)
         })
         .collect()
 }
 
-/// Endpoint settings on `network`: aliases `[container, service, aliases...]`, fixed addresses.
-fn endpoint(project: &Project, key: &str, number: u32, network: &str, api: ApiVersion) -> Value {
+/// Container `number`'s links (`getLinks`), in `HostConfig` and on every endpoint: for each
+/// container of a linked service `name:alias`, `name:<service>-<number>` and
+/// `name:<project>-<service>-<number>`; then the external links, `container[:alias]` as
+/// `container:alias`.
+fn links(project: &Project, key: &str, number: u32) -> Vec<String> {
+    let s = &project.services[key];
+    let mut links = Vec::new();
+    for link in &s.links {
+        let parts: Vec<&str> = link.split(':').collect();
+        let other = parts[0];
+        let alias = if parts.len() == 2 { parts[1] } else { other };
+        let Some(linked) = project.services.get(other) else {
+            continue;
+        };
+        for n in 1..=linked.scale {
+            let name = container_name(&project.name, other, linked, n);
+            links.push(format!("{name}:{alias}"));
+            links.push(format!("{name}:{other}-{number}"));
+            links.push(format!("{name}:{}-{other}-{number}", project.name));
+        }
+    }
+    links.extend(s.external_links.iter().map(|link| {
+        let parts: Vec<&str> = link.split(':').collect();
+        let alias = if parts.len() == 2 { parts[1] } else { parts[0] };
+        format!("{}:{alias}", parts[0])
+    }));
+    links
+}
+
+/// Endpoint settings on `network`: aliases `[container, service, aliases...]`, the links, fixed
+/// addresses (`IPAMConfig` is `{}` when the service gave the network any setting: compose-go
+/// then has a config for it).
+fn endpoint(
+    project: &Project,
+    key: &str,
+    number: u32,
+    network: &str,
+    links: &[String],
+    api: ApiVersion,
+) -> Value {
     let s = &project.services[key];
     let config = &s.networks[network];
     let mut aliases = vec![
@@ -379,7 +404,8 @@ fn endpoint(project: &Project, key: &str, number: u32, network: &str, api: ApiVe
     aliases.extend(config.aliases.iter().cloned());
     let mut e = Map::new();
     e.insert("Aliases".into(), json!(aliases));
-    if !config.ipv4_address.is_empty() || !config.ipv6_address.is_empty() {
+    put(&mut e, "Links", json!(links));
+    if *config != ServiceNetwork::default() {
         let mut ipam = Map::new();
         put(&mut ipam, "IPv4Address", json!(config.ipv4_address));
         put(&mut ipam, "IPv6Address", json!(config.ipv6_address));
@@ -390,6 +416,25 @@ fn endpoint(project: &Project, key: &str, number: u32, network: &str, api: ApiVe
         put(&mut e, "MacAddress", json!(s.mac_address));
     }
     Value::Object(e)
+}
+
+/// Capabilities as the Docker client v28 sends them (`normalizeCapabilities` in moby's
+/// `client/container_create.go`): upper case, `CAP_` prefixed (but `ALL`), sorted, no repeats.
+fn capabilities(caps: &[String]) -> Vec<String> {
+    let mut caps: Vec<String> = caps
+        .iter()
+        .map(|c| {
+            let c = c.to_ascii_uppercase();
+            if c == "ALL" || c.starts_with("CAP_") {
+                c
+            } else {
+                format!("CAP_{c}")
+            }
+        })
+        .collect();
+    caps.sort();
+    caps.dedup();
+    caps
 }
 
 /// The first container of service `key` (for `service:` references).
@@ -435,11 +480,17 @@ fn mounts(s: &Service) -> (Vec<String>, Vec<Value>) {
                 put(&mut mount, "Source", json!(m.source));
                 mount.insert("Target".into(), json!(m.target));
                 put(&mut mount, "ReadOnly", json!(m.read_only));
+                // compose-go has bind options for the short syntax, a long one with `bind:`, and
+                // a file secret (`buildContainerSecretMounts`); volume options when it has
+                // `volume:` or `nocopy` (`buildMountOptions`): sent even when empty.
                 match kind {
-                    "bind" if !m.propagation.is_empty() => {
-                        mount.insert("BindOptions".into(), json!({"Propagation": m.propagation}));
+                    "bind" if m.options || m.file_ref.as_ref().is_some_and(|r| r.secret) => {
+                        let mut options = Map::new();
+                        put(&mut options, "Propagation", json!(m.propagation));
+                        put(&mut options, "CreateMountpoint", json!(m.create_host_path));
+                        mount.insert("BindOptions".into(), Value::Object(options));
                     }
-                    "volume" if m.nocopy || !m.subpath.is_empty() => {
+                    "volume" if m.options => {
                         let mut options = Map::new();
                         put(&mut options, "NoCopy", json!(m.nocopy));
                         put(&mut options, "Subpath", json!(m.subpath));
@@ -465,6 +516,7 @@ pub fn network(project: &Project, key: &str) -> Value {
     let n = &project.networks[key];
     let mut labels = n.labels.clone();
     labels.insert(NETWORK.into(), key.into());
+    labels.insert(CONFIG_HASH.into(), super::hash::network_hash(n));
     labels.insert(PROJECT.into(), project.name.clone());
     labels.insert(VERSION.into(), COMPOSE_VERSION.into());
     let mut body = Map::new();
@@ -502,6 +554,7 @@ pub fn volume(project: &Project, key: &str) -> Value {
     let v = &project.volumes[key];
     let mut labels = v.labels.clone();
     labels.insert(VOLUME.into(), key.into());
+    labels.insert(CONFIG_HASH.into(), super::hash::volume_hash(v));
     labels.insert(PROJECT.into(), project.name.clone());
     labels.insert(VERSION.into(), COMPOSE_VERSION.into());
     let mut body = Map::new();

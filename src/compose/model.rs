@@ -231,6 +231,18 @@ pub struct Mount {
     /// syntax always makes one, the long syntax when it has the key.
     #[serde(skip)]
     pub options: bool,
+    /// The `secrets:` or `configs:` entry this bind was made from.
+    #[serde(skip)]
+    pub file_ref: Option<FileRef>,
+}
+
+/// A service's `secrets:` or `configs:` entry, as written: compose hashes these references
+/// (not the bind mounts made of them) and gives a secret's bind empty bind options.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FileRef {
+    pub secret: bool,
+    pub source: String,
+    pub target: String,
 }
 
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
@@ -313,6 +325,8 @@ pub struct Logging {
 pub struct Deploy {
     pub limits: bool,
     pub reservations: bool,
+    /// `deploy.mode` (a swarm setting compose ignores but hashes).
+    pub mode: &'static str,
 }
 
 /// Limits from `mem_limit`, `cpus`... and `deploy.resources` (which wins).

@@ -83,12 +83,14 @@ impl Up {
         self.created(key) && self.observed.iter().all(|c| c.service != key || c.running)
     }
 
-    /// The calls that can be made now for the services, in dependency order.
+    /// The calls that can be made now for the services, in dependency order. As compose
+    /// creates every service's containers before it starts any (`create`, then `start`), a
+    /// service whose dependency failed is still created, only not started.
     fn plan(&mut self) -> Vec<Action> {
         self.block_dependents_of_failures();
         let mut actions = Vec::new();
         for key in self.order.clone() {
-            if self.finished(&key) || !self.dependencies(&key).all(|d| self.created(d)) {
+            if !self.dependencies(&key).all(|d| self.created(d)) {
                 continue;
             }
             let before = actions.len();
@@ -102,7 +104,7 @@ impl Up {
                         .map(Action::Connect),
                 );
             }
-            if actions.len() == before && !self.started(&key) {
+            if actions.len() == before && !self.finished(&key) && !self.started(&key) {
                 self.start(&key, &mut actions);
             } else if actions.len() == before && self.dependencies(&key).all(|d| self.started(d)) {
                 // A running service's conditions are checked too, as v2's start phase

@@ -4,22 +4,88 @@
 //! and `profiles` cleared. [`service_json`] writes our model back into compose-go's normal form,
 //! a line per `ServiceConfig` field in its declaration order (`types/types.go`), with the
 //! `omitempty` rules and custom marshalers of [`json`]. docs/compose.md lists what our model
-//! cannot tell apart and so hashes differently.
+//! cannot tell apart and so hashes differently. Networks and volumes are labelled with the hash
+//! of their own config the same way (`NetworkHash`, `VolumeHash`).
 
 mod json;
 
 use super::model::{
-    Device, DeviceRequest, Healthcheck, Logging, Mount, MountType, Port, Project, Service,
-    ServiceNetwork, Ulimit,
+    Device, DeviceRequest, Healthcheck, Logging, Mount, MountType, Network, Port, Project, Service,
+    ServiceNetwork, Ulimit, Volume,
 };
 use json::{Bytes, GoDuration, Object, Value};
 use std::collections::BTreeMap;
 
 /// The hex SHA-256 of [`service_json`].
 pub fn config_hash(project: &Project, service: &Service) -> String {
-    let json = service_json(project, service);
+    sha256_hex(&service_json(project, service))
+}
+
+/// A network's `com.docker.compose.config-hash` (`NetworkHash`): compose-go's `NetworkConfig`.
+pub fn network_hash(network: &Network) -> String {
+    sha256_hex(&network_json(network))
+}
+
+/// A volume's `com.docker.compose.config-hash` (`VolumeHash`): compose-go's `VolumeConfig`,
+/// with `local` for an unset driver.
+pub fn volume_hash(volume: &Volume) -> String {
+    sha256_hex(&volume_json(volume))
+}
+
+fn sha256_hex(json: &str) -> String {
     let digest = ring::digest::digest(&ring::digest::SHA256, json.as_bytes());
     digest.as_ref().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `NetworkConfig` as `json.Marshal` writes it (`types/types.go`): `ipam`, a struct, is never
+/// left out; `enable_ipv6` is a pointer, set when the file gave `true`.
+fn network_json(n: &Network) -> String {
+    let pools: Vec<Raw> = n
+        .ipam
+        .iter()
+        .map(|p| {
+            object(|o| {
+                o.field("subnet", &p.subnet)
+                    .field("gateway", &p.gateway)
+                    .field("ip_range", &p.ip_range)
+                    .field("aux_addresses", &p.aux_addresses);
+            })
+        })
+        .collect();
+    let ipam = object(|o| {
+        o.field("driver", &n.ipam_driver).field("config", &pools);
+    });
+    let mut out = String::new();
+    Object::new(&mut out)
+        .field("name", &n.name)
+        .field("driver", &n.driver)
+        .field("driver_opts", &n.driver_opts)
+        .always("ipam", &ipam)
+        .field("external", &n.external)
+        .field("internal", &n.internal)
+        .field("attachable", &n.attachable)
+        .field("labels", &n.labels)
+        .field("enable_ipv6", &n.enable_ipv6.then_some(true))
+        .end();
+    out
+}
+
+/// `VolumeConfig` as `json.Marshal` writes it.
+fn volume_json(v: &Volume) -> String {
+    let driver = if v.driver.is_empty() {
+        "local"
+    } else {
+        &v.driver
+    };
+    let mut out = String::new();
+    Object::new(&mut out)
+        .field("name", &v.name)
+        .field("driver", &driver)
+        .field("driver_opts", &v.driver_opts)
+        .field("external", &v.external)
+        .field("labels", &v.labels)
+        .end();
+    out
 }
 
 /// A value already written as JSON (a nested struct).
@@ -53,6 +119,7 @@ pub fn service_json(project: &Project, s: &Service) -> String {
         .field("cpuset", &r.cpuset)
         .field("cpu_shares", &r.cpu_shares)
         .always("command", &s.command)
+        .field("configs", &file_refs(s, false))
         .field("container_name", &s.container_name)
         .field("deploy", &s.deploy.map(|_| deploy_json(s)))
         .field("device_cgroup_rules", &r.device_cgroup_rules)
@@ -63,10 +130,7 @@ pub fn service_json(project: &Project, s: &Service) -> String {
         .field("domainname", &s.domainname)
         .always("entrypoint", &s.entrypoint)
         .field("environment", &s.environment)
-        .field(
-            "expose",
-            &s.expose.iter().map(|p| expose(p)).collect::<Vec<_>>(),
-        )
+        .field("expose", &s.expose)
         .field("extra_hosts", &extra_hosts(&s.extra_hosts))
         .field("group_add", &s.group_add)
         .field("hostname", &s.hostname)
@@ -99,6 +163,7 @@ pub fn service_json(project: &Project, s: &Service) -> String {
         .field("read_only", &s.read_only)
         .field("restart", &s.restart)
         .field("runtime", &s.runtime)
+        .field("secrets", &file_refs(s, true))
         .field("security_opt", &s.security_opt)
         .field("shm_size", &Bytes(s.shm_size))
         .field("stdin_open", &s.stdin_open)
@@ -125,6 +190,7 @@ pub fn service_json(project: &Project, s: &Service) -> String {
             "volumes",
             &s.volumes
                 .iter()
+                .filter(|m| m.file_ref.is_none())
                 .map(|m| mount(project, m))
                 .collect::<Vec<_>>(),
         )
@@ -168,14 +234,15 @@ fn deploy_json(s: &Service) -> Raw {
         })
     });
     object(|o| {
-        o.always(
-            "resources",
-            &object(|o| {
-                o.field("limits", &limits)
-                    .field("reservations", &reservations);
-            }),
-        )
-        .always("placement", &object(|_| {}));
+        o.field("mode", &deploy.mode)
+            .always(
+                "resources",
+                &object(|o| {
+                    o.field("limits", &limits)
+                        .field("reservations", &reservations);
+                }),
+            )
+            .always("placement", &object(|_| {}));
     })
 }
 
@@ -195,11 +262,6 @@ fn device(d: &Device) -> Raw {
             .field("target", &d.target)
             .field("permissions", &d.permissions);
     })
-}
-
-/// compose-go keeps `expose` as written; ours has `/tcp` added, which a plain port drops.
-fn expose(port: &str) -> String {
-    port.strip_suffix("/tcp").unwrap_or(port).to_owned()
 }
 
 /// `HostsList` marshals as sorted `host=ip`.
@@ -320,6 +382,16 @@ fn mount(project: &Project, m: &Mount) -> Raw {
                 }
             }
             MountType::Volume => {
+                // `name:/path:Z` (or a propagation): `format.ParseVolume` adds bind options.
+                if !m.selinux.is_empty() || !m.propagation.is_empty() {
+                    o.always(
+                        "bind",
+                        &object(|o| {
+                            o.field("selinux", &m.selinux)
+                                .field("propagation", &m.propagation);
+                        }),
+                    );
+                }
                 let volume = object(|o| {
                     o.field("nocopy", &m.nocopy).field("subpath", &m.subpath);
                 });
@@ -340,10 +412,90 @@ fn mount(project: &Project, m: &Mount) -> Raw {
     })
 }
 
+/// The service's `secrets:` (or `configs:`) as `FileReferenceConfig`s, as written.
+fn file_refs(s: &Service, secrets: bool) -> Vec<Raw> {
+    s.volumes
+        .iter()
+        .filter_map(|m| m.file_ref.as_ref())
+        .filter(|r| r.secret == secrets)
+        .map(|r| {
+            object(|o| {
+                o.field("source", &r.source).field("target", &r.target);
+            })
+        })
+        .collect()
+}
+
 /// `container:name` is `name` when compose creates the container.
 fn volumes_from(v: &str) -> String {
     match v.strip_prefix("container:") {
         Some(rest) => rest.split(':').next().unwrap_or(rest).to_owned(),
         None => v.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compose::model::IpamPool;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// The labels Docker Compose v2.40.3's `up --no-start` wrote on Docker 20.10 for project
+    /// `h21a-hash`: networks `front` (every setting, a label to escape) and `back: {}`, volumes
+    /// `data: {}` and `opts` (driver, options, labels).
+    #[test]
+    fn network_and_volume_hashes_equal_compose_v2() {
+        let front = Network {
+            name: "h21a-hash_front".into(),
+            driver: "bridge".into(),
+            driver_opts: map(&[("com.docker.network.bridge.enable_icc", "true")]),
+            internal: true,
+            attachable: true,
+            ipam_driver: "default".into(),
+            ipam: vec![IpamPool {
+                subnet: "172.31.250.0/24".into(),
+                ip_range: "172.31.250.128/25".into(),
+                gateway: "172.31.250.1".into(),
+                aux_addresses: map(&[("host1", "172.31.250.5")]),
+            }],
+            labels: map(&[("team", "edge"), ("a&b", "<x>")]),
+            ..Network::default()
+        };
+        let back = Network {
+            name: "h21a-hash_back".into(),
+            ..Network::default()
+        };
+        let data = Volume {
+            name: "h21a-hash_data".into(),
+            ..Volume::default()
+        };
+        let opts = Volume {
+            name: "h21a-hash_opts".into(),
+            driver: "local".into(),
+            driver_opts: map(&[("type", "tmpfs"), ("device", "tmpfs"), ("o", "size=1m")]),
+            labels: map(&[("role", "cache")]),
+            ..Volume::default()
+        };
+        let ours = [
+            network_hash(&front),
+            network_hash(&back),
+            volume_hash(&data),
+            volume_hash(&opts),
+        ];
+        assert_eq!(
+            ours,
+            [
+                "a3125f5f88f5bf72dcd51ecf1e0e421e662bf8c6e1875401a4a0aa86815fe46e",
+                "2d35c0dc0cfcb8939ebd76483f9b9981555a397b1c1d2e7fb6645ec0743251a5",
+                "b777c96764c5f79aaab327b178851d49d649ce1e6df86f7c12cc188771e33fd8",
+                "76224d97f91c07e37583ea099de53eec9401c609fb5f10c460b9f883fbfe4384"
+            ]
+        );
     }
 }

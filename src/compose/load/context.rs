@@ -204,8 +204,13 @@ impl Ctx<'_> {
             .collect())
     }
 
-    /// A path on the host: `~` is `$HOME`, relative to the project folder.
+    /// A path on the host: `~` is `$HOME`, relative to the project folder (both cleaned, as Go's
+    /// `filepath.Join` does); an absolute path as written, as compose-go keeps it
+    /// (`paths/resolve.go`: `/var/lib/docker/` keeps its slash).
     pub(super) fn host_path(&self, text: &str) -> String {
+        if text.starts_with('/') {
+            return text.to_owned();
+        }
         let path = match text.strip_prefix('~') {
             Some(rest) if rest.is_empty() || rest.starts_with('/') => {
                 let home = self.env.get("HOME").map_or("/root", String::as_str);
@@ -251,8 +256,9 @@ pub(super) fn join(path: &str, key: &str) -> String {
     }
 }
 
-/// `a/./b/../c` as `a/c` (no file system access; the path may not exist yet).
-fn clean(path: &Path) -> String {
+/// `a/./b/../c` as `a/c` (no file system access; the path may not exist yet), as Go's
+/// `path.Clean` makes an absolute path.
+pub(super) fn clean(path: &Path) -> String {
     let mut parts: Vec<&str> = Vec::new();
     let text = path.to_string_lossy();
     for part in text.split('/') {

@@ -336,7 +336,59 @@ mod tests {
         assert_eq!(load_ok("name: other\nservices: {}\n").name, "other");
     }
 
-    /// What compose 2.29.2 sends for these keys (pkg/compose/create.go), empty fields aside.
+    /// `links:` (on every endpoint too, `getLinks`), capabilities as the Docker client
+    /// normalises them, a file secret's empty bind options, bind paths as compose-go keeps them,
+    /// and the empty lists and maps v2 sends.
+    #[test]
+    fn links_capabilities_secrets_and_paths_as_compose_sends_them() {
+        let p = load_ok(
+            "services:\n  db:\n    image: pg\n    scale: 2\n\
+             \x20 web:\n    image: nginx\n    links: [\"db:database\"]\n    external_links: [ext]\n\
+             \x20   cap_add: [net_admin, CAP_SYS_TIME, NET_ADMIN]\n    secrets: [pw]\n    configs: [conf]\n\
+             \x20   volumes: [\"./media:/media/\", \"/var/lib/docker/:/docker:ro\"]\n\
+             secrets: {pw: {file: ./pw}}\nconfigs: {conf: {file: ./conf}}\n",
+        );
+        let body = body::container(&p, "web", 1, "sha256:i", API);
+        let links = json!([
+            "demo-db-1:database",
+            "demo-db-1:db-1",
+            "demo-db-1:demo-db-1",
+            "demo-db-2:database",
+            "demo-db-2:db-1",
+            "demo-db-2:demo-db-1",
+            "ext:ext"
+        ]);
+        assert_eq!(body["HostConfig"]["Links"], links);
+        let endpoint = &body["NetworkingConfig"]["EndpointsConfig"]["demo_default"];
+        assert_eq!(endpoint["Links"], links);
+        assert!(endpoint.get("IPAMConfig").is_none(), "{endpoint}");
+        assert_eq!(
+            body["Labels"]["com.docker.compose.depends_on"],
+            "db:service_started:true"
+        );
+        let host = &body["HostConfig"];
+        assert_eq!(host["CapAdd"], json!(["CAP_NET_ADMIN", "CAP_SYS_TIME"]));
+        assert_eq!(host["ExtraHosts"], json!([]));
+        assert_eq!(host["PortBindings"], json!({}));
+        assert_eq!(body["ExposedPorts"], json!({}));
+        let dir = p.working_dir.display().to_string();
+        assert_eq!(
+            host["Binds"],
+            json!([
+                format!("{dir}/media:/media:rw"),
+                "/var/lib/docker/:/docker:ro"
+            ])
+        );
+        let mounts: Vec<String> = host["Mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| format!("{} {}", m["Target"], m["BindOptions"]))
+            .collect();
+        assert_eq!(mounts, [r#""/run/secrets/pw" {}"#, r#""/conf" null"#]);
+    }
+
+    /// What compose 2.40.3 sends for these keys (pkg/compose/create.go), empty fields aside.
     #[test]
     fn container_create_body_matches_compose() {
         let p = load_ok(
@@ -387,7 +439,7 @@ mod tests {
             body,
             json!({
                 "Hostname": "web1", "Domainname": "lan", "User": "1000:1000",
-                "ExposedPorts": {"80/tcp": {}, "9000/tcp": {}},
+                "ExposedPorts": {"80/tcp": {}, "9000": {}},
                 "Tty": true, "OpenStdin": true, "AttachStdout": true, "AttachStderr": true,
                 "Cmd": ["nginx", "-g", "daemon off;"], "Image": "nginx:1", "WorkingDir": "/app", "Entrypoint": [],
                 "StopSignal": "SIGQUIT", "Env": ["A=one", "B=2"],
@@ -400,7 +452,7 @@ mod tests {
                         {"Type": "bind", "Source": "/srv", "Target": "/srv", "BindOptions": {"Propagation": "rslave"}},
                         {"Type": "tmpfs", "Target": "/cache", "TmpfsOptions": {"SizeBytes": 1_048_576}},
                     ],
-                    "CapAdd": ["NET_ADMIN"], "CapDrop": ["ALL"], "Init": true, "ReadonlyRootfs": true,
+                    "CapAdd": ["CAP_NET_ADMIN"], "CapDrop": ["ALL"], "Init": true, "ReadonlyRootfs": true,
                     "RestartPolicy": {"Name": "unless-stopped", "MaximumRetryCount": 0},
                     "Sysctls": {"net.core.somaxconn": "1024"},
                     "PortBindings": {"80/tcp": [{"HostIp": "127.0.0.1", "HostPort": "8080"}]},
@@ -413,7 +465,7 @@ mod tests {
                     "NetworkMode": "demo_back",
                 },
                 "NetworkingConfig": {"EndpointsConfig": {
-                    "demo_back": {"Aliases": ["demo-web-1", "web"]},
+                    "demo_back": {"Aliases": ["demo-web-1", "web"], "IPAMConfig": {}},
                 }},
             })
         );
@@ -449,13 +501,18 @@ mod tests {
         assert!(db.get("NetworkingConfig").is_none());
         assert_eq!(
             body::network(&p, "front"),
+            // The hashes: SHA-256 of `{"name":"demo_front","ipam":{}}` and
+            // `{"name":"demo_data","driver":"local"}`, as compose-go marshals them.
             json!({"Name": "demo_front", "CheckDuplicate": true, "Labels": {
+                "com.docker.compose.config-hash": "a5bf3cb7e95ac39d60f43d425b3a11b1484f5a5f760e02f65172e5093954356d",
                 "com.docker.compose.network": "front", "com.docker.compose.project": "demo",
                 "com.docker.compose.version": "2.40.3"}})
         );
         assert_eq!(
             body::volume(&p, "data"),
-            json!({"Name": "demo_data", "Labels": {"com.docker.compose.project": "demo",
+            json!({"Name": "demo_data", "Labels": {
+                "com.docker.compose.config-hash": "504ad458c80a54e9120954e1d0ad581a3e0d7b50499e9f2755876d04a2d3321a",
+                "com.docker.compose.project": "demo",
                 "com.docker.compose.version": "2.40.3", "com.docker.compose.volume": "data"}})
         );
     }

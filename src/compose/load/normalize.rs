@@ -48,27 +48,36 @@ pub(super) fn normalize(ctx: &mut Ctx, project: &mut Project, nodes: &Entries) -
     let mut uses_default = false;
     for (name, service) in project.services.iter_mut() {
         let (node, path) = node_of(name).expect("every service has its node");
-        // network_mode: service:x, volumes_from and links depend on x.
+        // links, `service:x` namespaces and volumes_from depend on x, in compose-go's order
+        // (`loader/normalize.go`): the first two with `restart: true`, volumes_from without.
         let mut implicit = Vec::new();
-        if let Some(other) = service.network_mode.strip_prefix("service:") {
-            implicit.push(other.to_owned());
+        for link in &service.links {
+            implicit.push((link.split(':').next().unwrap_or_default().to_owned(), true));
+        }
+        for mode in [
+            &service.network_mode,
+            &service.ipc,
+            &service.pid,
+            &service.uts,
+            &service.cgroup,
+        ] {
+            if let Some(other) = mode.strip_prefix("service:") {
+                implicit.push((other.to_owned(), true));
+            }
         }
         for from in &service.volumes_from {
             let other = from
                 .strip_prefix("container:")
                 .map_or(Some(from.split(':').next().unwrap_or_default()), |_| None);
             if let Some(other) = other.map(|o| o.strip_prefix("service:").unwrap_or(o)) {
-                implicit.push(other.to_owned());
+                implicit.push((other.to_owned(), false));
             }
         }
-        for link in &service.links {
-            implicit.push(link.split(':').next().unwrap_or_default().to_owned());
-        }
-        for other in implicit {
+        for (other, restart) in implicit {
             service.depends_on.entry(other).or_insert(Dependency {
                 condition: Condition::Started,
                 required: true,
-                restart: false,
+                restart,
             });
         }
         let mut dropped = Vec::new();

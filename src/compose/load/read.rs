@@ -13,6 +13,10 @@ use std::path::{Path, PathBuf};
 /// The largest compose, `.env` or `env_file:` file read.
 pub const MAX_FILE: u64 = 1024 * 1024;
 
+/// What [`read_bounded`] answers for a folder: a default `.env` that is one is skipped, as
+/// compose-go's `WithEnvFiles` (`cli/options.go`) skips it.
+pub const IS_A_FOLDER: &str = "it is a folder, not a file";
+
 /// Reads a file for the pipeline: its text, `None` when it does not exist, or why not.
 pub type ReadFile<'a> = &'a dyn Fn(&Path) -> Result<Option<String>, String>;
 
@@ -62,15 +66,17 @@ pub(super) fn environment(
     };
     if let Some((path, required)) = &dotenv_file {
         let caller = source.environment.clone();
-        let entries =
-            read_env_file(read, path, &|k| caller.get(k).cloned()).map_err(|(line, m)| {
+        let entries = match read_env_file(read, path, &|k| caller.get(k).cloned()) {
+            Err((None, m)) if !required && m == IS_A_FOLDER => None,
+            entries => entries.map_err(|(line, m)| {
                 Box::new(LoadError {
                     file: path.clone(),
                     line,
                     path: String::new(),
                     message: m,
                 })
-            })?;
+            })?,
+        };
         if entries.is_none() && *required {
             return Err(fail(path, "env file not found".into()));
         }
@@ -96,6 +102,9 @@ pub(super) fn read_bounded(path: &Path) -> Result<Option<String>, String> {
         Ok(Some(bytes)) => String::from_utf8(bytes)
             .map(Some)
             .map_err(|_| "cannot read it: stream did not contain valid UTF-8".to_owned()),
+        Err(files::Error::Io(e)) if e.kind() == std::io::ErrorKind::IsADirectory => {
+            Err(IS_A_FOLDER.to_owned())
+        }
         Err(files::Error::Io(e)) => Err(format!("cannot read it: {e}")),
         Err(files::Error::TooLarge(limit)) => Err(format!("larger than {} KiB", limit / 1024)),
     }
@@ -142,5 +151,29 @@ mod tests {
         }
         bomb.push_str("services: {}\n");
         assert!(load_err(&bomb).contains("alias bomb"));
+    }
+
+    /// A project whose bind made a `.env` folder (`./.env/data:/data`) loads again, as with
+    /// compose v2; a folder given as the env file is an error.
+    #[test]
+    fn a_dotenv_folder_is_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("compose.yaml"),
+            "services:\n  a:\n    image: \"x:${TAG:-1}\"\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(dir.path().join(".env/data")).unwrap();
+        let mut source = Source {
+            working_dir: dir.path().to_owned(),
+            files: vec!["compose.yaml".into()],
+            project_name: "p".into(),
+            ..Source::default()
+        };
+        let project = crate::compose::load(&source).unwrap();
+        assert_eq!(project.services["a"].image, "x:1");
+        source.env_file = Some(".env".into());
+        let e = crate::compose::load(&source).unwrap_err();
+        assert!(e.to_string().contains(IS_A_FOLDER), "{e}");
     }
 }

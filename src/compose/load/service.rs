@@ -12,7 +12,7 @@ use super::service_settings::{
     count, depends_on, deploy, env_file_list, extra_hosts, file_ref, healthcheck, service_networks,
 };
 use super::short_forms::{mount, port, range, words};
-use crate::compose::model::{Logging, Mount, MountType, Port, Project, Service, Ulimit};
+use crate::compose::model::{FileRef, Logging, Mount, MountType, Port, Project, Service, Ulimit};
 use crate::compose::yaml::{Node, Value};
 
 /// Keys compose knows that this engine does not implement.
@@ -81,16 +81,19 @@ pub(super) fn service(
             "expose" => {
                 for (item, ip) in ctx.items(n, &p)? {
                     let text = ctx.string(item, &ip)?;
-                    let (ports, proto) = text.split_once('/').unwrap_or((&text, "tcp"));
-                    let (low, high) = range(ports).ok_or_else(|| {
+                    // Kept as written: compose sends it as the ExposedPorts key (`5432`, not
+                    // `5432/tcp`) and hashes it so.
+                    let ports = text
+                        .split_once('/')
+                        .map_or(text.as_str(), |(ports, _)| ports);
+                    range(ports).ok_or_else(|| {
                         ctx.err(
                             item,
                             &ip,
                             "expected a port or range, like 80, 8000-8010 or 53/udp",
                         )
                     })?;
-                    s.expose
-                        .extend((low..=high).map(|p| format!("{p}/{proto}")));
+                    s.expose.push(text);
                 }
             }
             "volumes" => {
@@ -232,7 +235,7 @@ pub(super) fn service(
                     "/"
                 };
                 for (item, ip) in ctx.items(n, &p)? {
-                    let (source, target) = file_ref(ctx, item, &ip)?;
+                    let (source, written) = file_ref(ctx, item, &ip)?;
                     let Some(object) = defined.get(&source) else {
                         return Err(ctx.err(
                             item,
@@ -240,18 +243,30 @@ pub(super) fn service(
                             format!("{source:?} is not defined under the top-level {key}:"),
                         ));
                     };
-                    let target = if target.starts_with('/') {
-                        target
-                    } else if target.is_empty() {
+                    let target = if written.starts_with('/') {
+                        written.clone()
+                    } else if written.is_empty() {
                         format!("{base}{source}")
                     } else {
-                        format!("{base}{target}")
+                        format!("{base}{written}")
+                    };
+                    // compose-go gives a secret without target its default one
+                    // (`transform/secrets.go`), a config none.
+                    let file_ref = FileRef {
+                        secret: key == "secrets",
+                        target: if written.is_empty() && key == "secrets" {
+                            target.clone()
+                        } else {
+                            written
+                        },
+                        source,
                     };
                     s.volumes.push(Mount {
                         kind: MountType::Bind,
                         source: object.file.to_string_lossy().into_owned(),
                         target,
                         read_only: true,
+                        file_ref: Some(file_ref),
                         ..Mount::default()
                     });
                 }

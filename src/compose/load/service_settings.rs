@@ -256,8 +256,23 @@ pub(super) fn deploy(
                     _ => return Err(ctx.err(n, &p, "condition: expected none, on-failure or any")),
                 });
             }
-            "mode" | "labels" | "placement" | "update_config" | "rollback_config"
-            | "endpoint_mode" => {
+            "mode" => {
+                given.mode = match ctx.string(n, &p)?.as_str() {
+                    "replicated" => "replicated",
+                    "global" => "global",
+                    "replicated-job" => "replicated-job",
+                    "global-job" => "global-job",
+                    _ => {
+                        return Err(ctx.err(
+                            n,
+                            &p,
+                            "expected replicated, global, replicated-job or global-job",
+                        ))
+                    }
+                };
+                ctx.warnings.push(format!("{p}: a swarm setting, ignored"));
+            }
+            "labels" | "placement" | "update_config" | "rollback_config" | "endpoint_mode" => {
                 ctx.warnings.push(format!("{p}: a swarm setting, ignored"));
             }
             _ => return Err(ctx.unknown(n, &p)),

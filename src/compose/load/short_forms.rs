@@ -3,10 +3,11 @@
 //! `command:`/`entrypoint:` split into words as a shell would. The long forms of ports and
 //! volumes are read here too.
 
-use super::context::Ctx;
+use super::context::{clean, Ctx};
 use super::error::Fail;
 use crate::compose::model::{Mount, MountType, Port, Project};
 use crate::compose::yaml::{Node, Value};
+use std::path::Path;
 
 /// `command` and `entrypoint`: a string is split as a shell would (no expansion), a list is
 /// taken as it is.
@@ -272,7 +273,8 @@ pub(super) fn mount(ctx: &Ctx, project: &Project, node: &Node, path: &str) -> Re
         };
         m.source = source.to_owned();
         m.target = target.to_owned();
-        m.options = true;
+        // `format.ParseVolume` returns a spec of one or two characters without options.
+        m.options = text.len() > 2;
         m.kind = if source.starts_with(['.', '/', '~']) {
             m.create_host_path = true;
             MountType::Bind
@@ -301,6 +303,8 @@ pub(super) fn mount(ctx: &Ctx, project: &Project, node: &Node, path: &str) -> Re
             ),
         ));
     }
+    // compose-go cleans every target (`path.Clean`: `/media/` is `/media`).
+    m.target = clean(Path::new(&m.target));
     match m.kind {
         MountType::Bind if m.source.is_empty() => return Err(ctx.err(node, path, "a bind mount needs a source")),
         MountType::Bind => m.source = ctx.host_path(&m.source),
@@ -381,7 +385,7 @@ mod tests {
             [
                 r#""volume" "/nc" {"NoCopy":true}"#,
                 r#""volume" "/sub" {"Subpath":"x"}"#,
-                r#""volume" "/anon" null"#,
+                r#""volume" "/anon" {}"#,
                 r#""bind" "/d" null"#,
                 r#""bind" "/b" null"#,
                 r#""tmpfs" "/t" null"#
