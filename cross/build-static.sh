@@ -84,8 +84,9 @@ build() {
     cargo --version
     for t in "${targets[@]}"; do
         local start=$SECONDS
-        # A build-std target has no self-contained crt1.o/libc.a: zig supplies them.
-        env "CARGO_TARGET_$(echo "$t" | tr 'a-z-' 'A-Z_')_RUSTFLAGS=-C link-self-contained=no" \
+        # A build-std target has no self-contained crt1.o/libc.a: zig supplies them. Nothing
+        # unwinds with panic = "abort": no unwind tables (44 KB on armv7, docs/size.md).
+        env "CARGO_TARGET_$(echo "$t" | tr 'a-z-' 'A-Z_')_RUSTFLAGS=-C link-self-contained=no -C force-unwind-tables=no" \
             cargo-zigbuild build --locked -Z build-std=std,panic_abort -Z "build-std-features=$STD_FEATURES" \
             --profile "$profile" --target "$t" --bin edge-agent
         echo "built $t in $((SECONDS - start)) s"
