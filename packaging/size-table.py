@@ -19,7 +19,8 @@ in `std::thread`, a `BTreeMap` of our types, `serde_json` deserializing our stru
 in the module of the first item of ours it names. Otherwise a Rust symbol's crate is its path's
 first element; for `<A as B>::f`, A's crate, unless A is a std type or a primitive, then B's.
 C and assembly symbols are
-ring's when named `ring_core_*`, else musl libc and compiler-rt's. What no symbol covers (string
+ring's when named as ring names them (`ring_core_*`, `fiat_*`, `nistz*`... see RING_C), else
+zig's musl libc and compiler-rt's. An address with several names counts once. What no symbol covers (string
 literals, unwind tables, ELF headers, the symbol table itself) is the difference between the
 stripped size (llvm-strip of BINARY, as the profile's strip gives within a few bytes) and the
 symbols' sum. docs/size.md explains how to read the table.
@@ -38,6 +39,10 @@ OURS = "edge_agent"
 STD = {"core", "alloc", "std", "panic_abort", "compiler_builtins", "std_detect", "hashbrown",
        "rustc_demangle", "adler2", "miniz_oxide", "gimli", "addr2line", "object", "memchr"}
 C_CODE = "(C: musl libc, compiler-rt)"
+# ring's C and assembly: its exported symbols are prefixed, its static functions and tables not.
+RING_C = re.compile(r"ring_core_|fiat_|nistz|p256_|p384_|ecp_|_?aes_nohw|_?bsaes|_?vpaes|fe_|"
+                    r"fe1305|ge_|x25519|k25519|elem_|add_precomputed|limbs_|bn_|gcm_|poly1305|"
+                    r"(Bi|K256|K512|slide)$")
 ANON = "(anonymous constants)"
 UNCOVERED = "(no symbol: strings, unwind tables, headers)"
 LEGACY_ESCAPES = {"$LT$": "<", "$GT$": ">", "$RF$": "&", "$BP$": "*", "$C$": ",",
@@ -87,7 +92,7 @@ def owner(name):
     if ours is not None:
         return OURS, module_of(ours.group(0))
     if "::" not in name and not name.startswith("<"):
-        if name.startswith("ring_core_"):
+        if RING_C.match(name):
             return "ring", None
         if name.startswith("anon.") or name.startswith(".L"):
             return ANON, None
@@ -133,10 +138,14 @@ def module_of(path):
 def symbols(binary):
     out = subprocess.run([tool("llvm-nm"), "--print-size", "--size-sort", "--radix=d", "-C",
                           binary], check=True, capture_output=True, text=True).stdout
+    seen = set()
     for line in out.splitlines():
         fields = line.split(" ", 3)
         if len(fields) < 4 or fields[2] in "bBuUvVwW":
             continue  # .bss takes no file bytes; undefined and weak references none either
+        if fields[0] in seen:
+            continue  # an alias (zig's libc names `qsort` also `c.stdlib.qsort`)
+        seen.add(fields[0])
         yield int(fields[1]), demangle(fields[3])
 
 
