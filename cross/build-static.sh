@@ -49,6 +49,13 @@ runner() {
     esac
 }
 
+# armv7: Thumb-2 instructions (2 or 4 bytes) instead of ARM ones (4), which every ARMv7-A CPU runs.
+code_flags() {
+    case $1 in
+        armv7-*) echo "-C target-feature=+thumb-mode" ;;
+    esac
+}
+
 # What `file` must say about each target's binary.
 expected_file() {
     case $1 in
@@ -86,7 +93,7 @@ build() {
         local start=$SECONDS
         # A build-std target has no self-contained crt1.o/libc.a: zig supplies them. Nothing
         # unwinds with panic = "abort": no unwind tables (44 KB on armv7, docs/size.md).
-        env "CARGO_TARGET_$(echo "$t" | tr 'a-z-' 'A-Z_')_RUSTFLAGS=-C link-self-contained=no -C force-unwind-tables=no" \
+        env "CARGO_TARGET_$(echo "$t" | tr 'a-z-' 'A-Z_')_RUSTFLAGS=-C link-self-contained=no -C force-unwind-tables=no $(code_flags "$t")" \
             cargo-zigbuild build --locked -Z build-std=std,panic_abort -Z "build-std-features=$STD_FEATURES" \
             --profile "$profile" --target "$t" --bin edge-agent
         echo "built $t in $((SECONDS - start)) s"
