@@ -6,6 +6,9 @@
 //!
 //! Run: `cargo footprint` (an alias of `cargo bench --bench footprint`).
 //! `EDGE_AGENT_TEST_BIN=path` measures that binary instead (a static musl build, say).
+//!
+//! Fails (exit 1) when RSS or anonymous memory at the end is over its budget in
+//! `benches/footprint-budget.tsv` for the binary's linkage (static or dynamic) and transport.
 
 #[path = "../tests/support/mod.rs"]
 mod support;
@@ -29,15 +32,70 @@ fn main() {
     println!();
     println!("| transport | polls | wall | RSS at 10% / 50% / 100% (KiB) | peak RSS (KiB) | anonymous / PSS at 100% (KiB) | CPU per poll |");
     println!("|---|---|---|---|---|---|---|");
-    for (name, transport) in [
-        ("http", Transport::Plain),
-        ("https (CA file)", Transport::TlsCaSigned),
+    let linkage = linkage(&binary);
+    let mut over = Vec::new();
+    for (name, key, transport) in [
+        ("http", "http", Transport::Plain),
+        ("https (CA file)", "https", Transport::TlsCaSigned),
     ] {
-        measure(name, transport, polls);
+        let (rss, anon) = measure(name, transport, polls);
+        let (rss_budget, anon_budget) = budget(linkage, key);
+        if rss > rss_budget || anon > anon_budget {
+            over.push(format!(
+                "{linkage} {key}: RSS {rss} KiB (budget {rss_budget}), anonymous {anon} KiB (budget {anon_budget})"
+            ));
+        }
+    }
+    if !over.is_empty() {
+        eprintln!(
+            "over the memory budget of {BUDGET}: {}; raising a budget needs a line in the change's closing note saying why",
+            over.join("; ")
+        );
+        std::process::exit(1);
     }
 }
 
-fn measure(name: &str, transport: Transport, polls: usize) {
+const BUDGET: &str = "benches/footprint-budget.tsv";
+
+/// `static` or `dynamic`: whether the ELF binary has a program interpreter (PT_INTERP).
+fn linkage(binary: &std::path::Path) -> &'static str {
+    let elf = std::fs::read(binary).expect("read the binary");
+    let field = |at: usize, len: usize| -> usize {
+        let bytes = elf
+            .get(at..at + len)
+            .expect("a 64-bit little-endian ELF binary");
+        bytes.iter().rev().fold(0, |n, b| n << 8 | usize::from(*b))
+    };
+    assert_eq!(
+        elf.get(..5),
+        Some(&b"\x7fELF\x02"[..]),
+        "not a 64-bit ELF binary"
+    );
+    let (offset, size, count) = (field(0x20, 8), field(0x36, 2), field(0x38, 2));
+    const PT_INTERP: usize = 3;
+    match (0..count).any(|i| field(offset + i * size, 4) == PT_INTERP) {
+        true => "dynamic",
+        false => "static",
+    }
+}
+
+/// The (RSS, anonymous) budget in KiB of `linkage` and `transport` in [`BUDGET`].
+fn budget(linkage: &str, transport: &str) -> (u64, u64) {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(BUDGET);
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{BUDGET}: {e}"));
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|f| f.len() == 4 && f[0] == linkage && f[1] == transport)
+        .and_then(|f| Some((f[2].parse().ok()?, f[3].parse().ok()?)))
+        .unwrap_or_else(|| {
+            panic!("{BUDGET}: no line \"{linkage} {transport} <RSS KiB> <anonymous KiB>\"")
+        })
+}
+
+/// Runs the agent for `polls` polls over `transport`; returns RSS and anonymous memory (KiB)
+/// at the end.
+fn measure(name: &str, transport: Transport, polls: usize) -> (u64, u64) {
     let server = FakePortainer::start(transport);
     server.add_endpoint(3, None);
     server.set_checkin(0.01);
@@ -83,6 +141,7 @@ fn measure(name: &str, transport: Transport, polls: usize) {
         cpu.as_secs_f64() * 1e6 / done as f64
     );
     running.signal(nix::sys::signal::Signal::SIGTERM);
+    (samples[2], anon)
 }
 
 /// User + system CPU time of the process so far.

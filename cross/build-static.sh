@@ -7,8 +7,10 @@
 #   setup    apt: rustc-web cargo-web rust-web-src qemu-user-static python3-venv file;
 #            venv with ziglang and cargo-zigbuild in $EDGE_AGENT_CACHE (default ~/.cache/edge-agent)
 #   build    min-size static binaries in target/static/<target>/min-size/edge-agent
-#   verify   `file` must say statically linked for the right CPU; prints sizes; runs
-#            --version and a first-boot run (empty EDGE_KEY: exit 78 with the guidance) under qemu
+#            (EDGE_AGENT_PROFILE=min-size-symbols: unstripped, for packaging/size-table.py)
+#   verify   `file` must say statically linked for the right CPU; the size must be within its
+#            budget (packaging/size-budget.tsv); runs --version and a first-boot run (empty
+#            EDGE_KEY: exit 78 with the guidance) under qemu
 #   test     the end-to-end tests (startup, poll over HTTP and TLS, process, tunnel, agent API,
 #            volume and host browsers and edge stacks against the real Docker Engine) against each binary
 # TARGET defaults to aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf x86_64-unknown-linux-musl.
@@ -24,6 +26,18 @@ targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(aarch64-unknown-linux-musl armv7-unknown-linux-musleabihf x86_64-unknown-linux-musl)
 
 binary() { echo "$OUT/$1/min-size/edge-agent"; }
+BUDGETS=packaging/size-budget.tsv
+
+# The byte budget of a target's binary, from $BUDGETS.
+budget() {
+    local found
+    found=$(awk -v t="$1" '$1 == t { print $2 }' "$BUDGETS")
+    if [ -z "$found" ]; then
+        echo "FAIL: $BUDGETS has no budget for $1: add a line \"$1<TAB>bytes\"" >&2
+        exit 1
+    fi
+    echo "$found"
+}
 
 # qemu-user for foreign CPUs; nothing for x86_64.
 runner() {
@@ -32,6 +46,13 @@ runner() {
         armv7-*) echo qemu-arm-static ;;
         x86_64-*) echo "" ;;
         *) echo "unknown target $1" >&2; exit 2 ;;
+    esac
+}
+
+# armv7: Thumb-2 instructions (2 or 4 bytes) instead of ARM ones (4), which every ARMv7-A CPU runs.
+code_flags() {
+    case $1 in
+        armv7-*) echo "-C target-feature=+thumb-mode" ;;
     esac
 }
 
@@ -66,13 +87,15 @@ build() {
     # std without backtrace symbolization (panic messages stay; the gimli/addr2line/miniz code
     # goes) and with its smaller algorithms.
     STD_FEATURES=${STD_FEATURES-optimize_for_size}
+    local profile=${EDGE_AGENT_PROFILE:-min-size}
     cargo --version
     for t in "${targets[@]}"; do
         local start=$SECONDS
-        # A build-std target has no self-contained crt1.o/libc.a: zig supplies them.
-        env "CARGO_TARGET_$(echo "$t" | tr 'a-z-' 'A-Z_')_RUSTFLAGS=-C link-self-contained=no" \
+        # A build-std target has no self-contained crt1.o/libc.a: zig supplies them. Nothing
+        # unwinds with panic = "abort": no unwind tables (44 KB on armv7, docs/size.md).
+        env "CARGO_TARGET_$(echo "$t" | tr 'a-z-' 'A-Z_')_RUSTFLAGS=-C link-self-contained=no -C force-unwind-tables=no $(code_flags "$t")" \
             cargo-zigbuild build --locked -Z build-std=std,panic_abort -Z "build-std-features=$STD_FEATURES" \
-            --profile min-size --target "$t" --bin edge-agent
+            --profile "$profile" --target "$t" --bin edge-agent
         echo "built $t in $((SECONDS - start)) s"
     done
 }
@@ -83,7 +106,7 @@ verify() {
     trap 'rm -f "$env_file"' RETURN
     printf 'EDGE_KEY=\nEDGE_ID=\n' >"$env_file"
     for t in "${targets[@]}"; do
-        local bin run kind size out status
+        local bin run kind size limit out status
         bin=$(binary "$t")
         run=$(runner "$t")
         kind=$(file -b "$bin")
@@ -93,7 +116,12 @@ verify() {
             exit 1
         fi
         size=$(stat -c %s "$bin")
-        echo "$t: size $size bytes ($(awk "BEGIN { printf \"%.2f MB, %.2f MiB\", $size / 1e6, $size / 1048576 }"))"
+        limit=$(budget "$t")
+        echo "$t: size $size bytes ($(awk "BEGIN { printf \"%.2f MB, %.2f MiB\", $size / 1e6, $size / 1048576 }")), budget $limit"
+        if [ "$size" -gt "$limit" ]; then
+            echo "FAIL: $bin is $size bytes, $((size - limit)) over its budget of $limit ($BUDGETS): docs/size.md says how to find what grew (packaging/size-table.py); raising the budget needs a line in the change's closing note saying why" >&2
+            exit 1
+        fi
         $run "$bin" --version
         status=0
         out=$($run "$bin" --env-file "$env_file" --data "$(dirname "$env_file")/edge-agent-data" 2>&1) || status=$?

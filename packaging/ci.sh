@@ -3,8 +3,9 @@
 # package against Cargo.toml's rust-version (the Rust of the Yocto and Buildroot releases that
 # build the recipe; .ci/run's clippy holds the code to it), the Yocto crate list and oelint-adv
 # for each declared series, systemd-analyze verify of the units, then the static musl binaries
-# (cross/build-static.sh): built, checked with `file`, sized, and put through the end-to-end
-# tests against the fake Portainer server (the ARM ones under qemu-user).
+# (cross/build-static.sh): built, checked with `file`, held to their byte budgets
+# (packaging/size-budget.tsv, docs/size.md), and put through the end-to-end tests against the
+# fake Portainer server (the ARM ones under qemu-user).
 #
 # usage: packaging/ci.sh        (needs the host build of `cargo test` in target/debug)
 set -euo pipefail

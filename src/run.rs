@@ -51,11 +51,8 @@ pub fn run(config: Config) -> ExitCode {
         Ok(client) => client,
         Err(e) => return config_error(&e.to_string()),
     };
-    // The edge stacks have a client of their own: a slow payload never delays a poll.
-    let stacks_client = match Client::new(&config, &identity.key.portainer_url, &identity.edge_id) {
-        Ok(client) => client,
-        Err(e) => return config_error(&e.to_string()),
-    };
+    // The edge stacks have a clone of their own: a slow payload never delays a poll.
+    let stacks_client = client.clone();
     let tunnel_target = match config
         .tunnel
         .then(|| Target::parse(&identity.key.tunnel_addr))
@@ -92,7 +89,7 @@ pub fn run(config: Config) -> ExitCode {
         Ok(stacks) => consumers.push(Box::new(stacks)),
         Err(e) => return fail(&format!("cannot start the edge stack threads: {e}")),
     }
-    let jobs = match jobs_for(&config, &identity, &persisted) {
+    let jobs = match jobs_for(&config, &identity, client.clone(), &persisted) {
         Ok((jobs, answers)) => {
             consumers.push(Box::new(answers));
             jobs
@@ -191,14 +188,13 @@ fn tunnel_for(
     Tunnel::new(settings, api::handler(Arc::new(api)))
 }
 
-/// Edge jobs, with their log uploads on a client of their own (the poll never waits on them).
+/// Edge jobs, with their log uploads on a clone of the client (the poll never waits on them).
 fn jobs_for(
     config: &Config,
     identity: &Identity,
+    client: Client,
     persisted: &Arc<Persisted>,
 ) -> Result<(Jobs, jobs::Answers), String> {
-    let client = Client::new(config, &identity.key.portainer_url, &identity.edge_id)
-        .map_err(|e| e.to_string())?;
     let settings = jobs::Settings::new(&config.data_path, &identity.edge_id);
     let dir = settings.dir.clone();
     let uploader = Uploader::start(client, dir.clone())

@@ -18,6 +18,7 @@ use container_engine::ContainerEngine;
 use poll_response::PollResponse;
 use resolver::CachingResolver;
 use std::fmt;
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 /// The Portainer protocol level we implement, sent as the Go agent's version: the server stores
@@ -95,13 +96,17 @@ pub enum Poll {
     NotModified { etag: Option<String> },
 }
 
+/// Clones share one ureq agent: one rustls configuration and root store, one pool of idle
+/// connections and one name cache for the poll, the edge stacks and the job logs. A request
+/// never waits on another clone's (each takes a connection of its own when both are busy).
+#[derive(Clone)]
 pub struct Client {
     agent: ureq::Agent,
     resolver: CachingResolver,
     base: String,
     edge_id: String,
     time_zone: String,
-    engine: ContainerEngine,
+    engine: Arc<ContainerEngine>,
 }
 
 impl Client {
@@ -125,8 +130,9 @@ impl Client {
             .timeout_connect(Some(CONNECT_TIMEOUT))
             .timeout_global(Some(REQUEST_TIMEOUT))
             .max_redirects(MAX_REDIRECTS)
-            .max_idle_connections(1)
-            .max_idle_connections_per_host(1)
+            // One for each clone: the poll, the edge stacks and the job logs.
+            .max_idle_connections(3)
+            .max_idle_connections_per_host(3)
             .max_response_header_size(16 * 1024)
             .input_buffer_size(16 * 1024)
             .output_buffer_size(4 * 1024)
@@ -143,7 +149,7 @@ impl Client {
             base: portainer_url.trim_end_matches('/').to_owned(),
             edge_id: edge_id.to_owned(),
             time_zone: go_time_zone(std::env::var("TZ").ok()),
-            engine: ContainerEngine::new(docker_socket),
+            engine: Arc::new(ContainerEngine::new(docker_socket)),
         })
     }
 
