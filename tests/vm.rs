@@ -6,9 +6,11 @@
 
 mod support;
 
-use std::time::{Duration, Instant};
+use base64::Engine;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use support::state_file::{decode, Random};
 use support::vm::{accelerator, Disks, Flavour, Setup, Vm, PORTAINER_IP};
-use support::{edge_key, FakePortainer};
+use support::{edge_key, EdgeJob, FakePortainer};
 
 const ENDPOINT: i64 = 1;
 const IMAGE: &str = "edge-agent-test/busybox:1";
@@ -39,6 +41,14 @@ fn key(server: &FakePortainer) -> String {
         "fp",
         ENDPOINT,
     )
+}
+
+/// The operator's step of README: the Edge key written into the env file.
+fn write_key(vm: &mut Vm, server: &FakePortainer) {
+    let key = key(server);
+    vm.sh(&format!(
+        "sed -i 's|^EDGE_KEY=$|EDGE_KEY={key}|' /etc/edge-agent/edge-agent.env"
+    ));
 }
 
 fn compose(greeting: &str) -> String {
@@ -129,10 +139,7 @@ fn first_boot_then_reboot() {
 
     // The operator writes the key into the env file: edge-agent.path starts the agent.
     import_image(&mut vm);
-    let key = key(&server);
-    vm.sh(&format!(
-        "sed -i 's|^EDGE_KEY=$|EDGE_KEY={key}|' /etc/edge-agent/edge-agent.env"
-    ));
+    write_key(&mut vm, &server);
     let saved = Instant::now();
     vm.wait_output(
         "systemctl is-active edge-agent || true",
@@ -194,4 +201,190 @@ fn first_boot_then_reboot() {
         "{previous}"
     );
     vm.poweroff("systemctl poweroff", Duration::from_secs(90));
+}
+
+/// How many power cuts: `EDGE_AGENT_VM_CUTS`, else 50 with `EDGE_AGENT_VM_LONG=1`, else 5.
+fn cuts() -> u32 {
+    if let Ok(n) = std::env::var("EDGE_AGENT_VM_CUTS") {
+        return n.parse().expect("EDGE_AGENT_VM_CUTS is a number");
+    }
+    match std::env::var("EDGE_AGENT_VM_LONG").as_deref() {
+        Ok("1") => 50,
+        _ => 5,
+    }
+}
+
+/// Appends the minute it runs in to a file on the guest's disk, and syncs it.
+const JOB_SCRIPT: &str =
+    "date +%Y-%m-%dT%H:%M >> /var/lib/vm-job-runs\nsync /var/lib/vm-job-runs\n";
+
+/// The state file as found in the guest (the backup when a cut fell between the renames),
+/// decoded; fails when neither copy is valid.
+fn guest_state(vm: &mut Vm) -> serde_json::Value {
+    let dir = "/var/lib/edge-agent";
+    let text = vm.sh(&format!(
+        "if [ -e {dir}/edge-agent.state ]; then base64 -w0 {dir}/edge-agent.state; else echo backup; base64 -w0 {dir}/edge-agent.state.bak; fi"
+    ));
+    let encoded = text.lines().last().unwrap_or_default();
+    let bytes = base64::engine::general_purpose::STANDARD
+        .decode(encoded)
+        .unwrap_or_else(|e| panic!("base64 of the state file: {e}: {text}"));
+    decode(&bytes).unwrap_or_else(|e| panic!("the state file is not valid ({e}): {text}"))
+}
+
+/// The server's latest report on stack `id`: (version, status).
+fn last_report(server: &FakePortainer, id: i64) -> Option<(i64, u8)> {
+    server
+        .stack_reports(id)
+        .last()
+        .map(|r| (r.version, r.status))
+}
+
+/// Waits until the device runs exactly what the server assigns: stack 1 at `version` (its
+/// container says so) and stack 2 when `second`, each reported running, stack 2 otherwise
+/// removed; no other container. Returns how long it took.
+fn converge(server: &FakePortainer, vm: &mut Vm, version: i64, second: Option<i64>) -> Duration {
+    let started = Instant::now();
+    let mut expected = vec![format!("edge_vmstack-web-1 running v{version}")];
+    if second.is_some() {
+        expected.push("edge_vmstack2-web-1 running two".to_owned());
+    }
+    let expected = expected.join("\n");
+    let listing = "for c in $(docker ps -aq); do docker inspect -f '{{.Name}} {{.State.Status}}' $c | cut -c2- | tr '\\n' ' '; docker exec $c cat /data/hello 2>/dev/null || echo; done | sort";
+    let mut last = String::new();
+    while started.elapsed() < DEPLOY {
+        let reported = last_report(server, 1) == Some((version, 7))
+            && match second {
+                Some(v) => last_report(server, 2) == Some((v, 7)),
+                None => matches!(last_report(server, 2), None | Some((_, 4))),
+            };
+        if reported {
+            if let Some((_, out)) = vm.try_run(listing, Duration::from_secs(30)) {
+                if out.trim() == expected {
+                    return started.elapsed();
+                }
+                last = out;
+            }
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let journal = vm.sh("journalctl -b -u edge-agent --no-pager -o cat | tail -n 30");
+    panic!(
+        "not converged within {DEPLOY:?}: stack 1 {:?} (want v{version} running), stack 2 {:?} (want {second:?}); containers:\n{last}\nwant:\n{expected}\njournal:\n{journal}",
+        server.stack_history(1),
+        server.stack_history(2)
+    );
+}
+
+#[test]
+#[ignore = "needs root, QEMU, debootstrap and the static musl toolchain (tests/run.sh)"]
+fn power_cuts_while_stacks_deploy_jobs_run_and_state_is_saved() {
+    let cuts = cuts();
+    let seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let mut random = Random(seed);
+    let server = server();
+    server.put_edge_stack(1, "vmstack", &[("docker-compose.yml", &compose("v1"))]);
+    server.put_edge_stack(2, "vmstack2", &[("docker-compose.yml", &compose("two"))]);
+    server.set_stacks(ENDPOINT, &[(1, 1)]);
+    server.set_jobs(
+        ENDPOINT,
+        &[EdgeJob {
+            id: 1,
+            cron: "* * * * *".into(),
+            script: JOB_SCRIPT.into(),
+            version: 1,
+            collect_logs: false,
+        }],
+    );
+    let setup = setup(&server);
+    let disks = Disks::new(&setup);
+    let mut vm = Vm::boot(&disks, &setup, 0);
+    import_image(&mut vm);
+    write_key(&mut vm, &server);
+    vm.sh("sync");
+
+    let (mut version, mut second) = (1, None);
+    let mut edge_id = None;
+    let mut boots = Vec::new();
+    let mut converged = Vec::new();
+    let mut backups = 0;
+    for cut in 0..=cuts {
+        if cut > 0 {
+            vm = Vm::boot(&disks, &setup, cut);
+            boots.push(vm.booted_in);
+        }
+        // The agent starts after Docker: wait for its first state file on the first boot.
+        if cut == 0 {
+            vm.wait_output(
+                "ls /var/lib/edge-agent/ 2>/dev/null",
+                "edge-agent.state",
+                Duration::from_secs(120),
+            );
+        }
+        let state = guest_state(&mut vm);
+        let id = state["edge_id"].as_str().unwrap_or_default().to_owned();
+        assert!(
+            !id.is_empty(),
+            "after cut {cut} (seed {seed}): no Edge ID: {state}"
+        );
+        assert_eq!(
+            edge_id.get_or_insert(id.clone()),
+            &id,
+            "after cut {cut} (seed {seed})"
+        );
+        converged.push(converge(&server, &mut vm, version, second));
+        let journal = vm.sh("journalctl -b -u edge-agent --no-pager -o cat");
+        assert!(
+            !journal.contains("starting with an empty state"),
+            "after cut {cut} (seed {seed}):\n{journal}"
+        );
+        backups += journal.matches("using the last good copy").count();
+        let ids: Vec<String> = edge_ids(&server);
+        assert_eq!(ids, [id.clone()], "after cut {cut} (seed {seed})");
+        let runs = vm.sh("cat /var/lib/vm-job-runs 2>/dev/null || true");
+        let mut minutes: Vec<&str> = runs.lines().collect();
+        let count = minutes.len();
+        minutes.dedup();
+        assert_eq!(
+            minutes.len(),
+            count,
+            "after cut {cut} (seed {seed}): a minute ran twice:\n{runs}"
+        );
+        if cut == cuts {
+            println!(
+                "{cuts} power cuts (seed {seed}, {}): boots {:.0}-{:.0} s, converged {:.0}-{:.0} s after the control channel, {count} job runs, {backups} starts from the backup copy",
+                accelerator(),
+                boots.iter().min().unwrap_or(&Duration::ZERO).as_secs_f64(),
+                boots.iter().max().unwrap_or(&Duration::ZERO).as_secs_f64(),
+                converged.iter().min().unwrap_or(&Duration::ZERO).as_secs_f64(),
+                converged.iter().max().unwrap_or(&Duration::ZERO).as_secs_f64(),
+            );
+            break;
+        }
+        // The server changes stack 1 and assigns or removes stack 2; the power goes at a
+        // random moment within the next 15 s: during the poll, the fetch, the deploy or the
+        // state writes, or a job's run.
+        version += 1;
+        server.put_edge_stack(
+            1,
+            "vmstack",
+            &[("docker-compose.yml", &compose(&format!("v{version}")))],
+        );
+        second = match second {
+            None => Some(version),
+            Some(_) => None,
+        };
+        let mut stacks = vec![(1, version)];
+        stacks.extend(second.map(|v| (2, v)));
+        server.set_stacks(ENDPOINT, &stacks);
+        let at = random.below(15_000);
+        std::thread::sleep(Duration::from_millis(at));
+        vm.kill();
+        println!("cut {}: {at} ms after the change", cut + 1);
+    }
+    vm.poweroff("systemctl poweroff", Duration::from_secs(120));
 }

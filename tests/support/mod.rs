@@ -19,6 +19,7 @@ pub mod docker;
 pub mod docker29;
 pub mod fake_docker;
 pub mod scenarios;
+pub mod state_file;
 pub mod vm;
 
 use base64::Engine;

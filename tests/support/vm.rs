@@ -68,7 +68,11 @@ fn agent_binary() -> PathBuf {
     }
     run(
         "bash",
-        &["cross/build-static.sh", "build", "x86_64-unknown-linux-musl"],
+        &[
+            "cross/build-static.sh",
+            "build",
+            "x86_64-unknown-linux-musl",
+        ],
     );
     repo().join("target/static/x86_64-unknown-linux-musl/min-size/edge-agent")
 }
@@ -178,7 +182,10 @@ pub fn accelerator() -> &'static str {
         match String::from_utf8_lossy(&out.stdout).trim() {
             "kvm" => "kvm",
             _ => {
-                println!("QEMU runs the guests on TCG, much slower than KVM: {}", why.trim());
+                println!(
+                    "QEMU runs the guests on TCG, much slower than KVM: {}",
+                    why.trim()
+                );
                 "tcg"
             }
         }
@@ -296,8 +303,21 @@ impl Vm {
         let mut command = Command::new("qemu-system-x86_64");
         command
             .args(["-accel", accelerator(), "-smp", "1", "-m", "1024"])
-            .args(["-cpu", if accelerator() == "kvm" { "host" } else { "max" }])
-            .args(["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot"])
+            .args([
+                "-cpu",
+                if accelerator() == "kvm" {
+                    "host"
+                } else {
+                    "max"
+                },
+            ])
+            .args([
+                "-nodefaults",
+                "-no-user-config",
+                "-display",
+                "none",
+                "-no-reboot",
+            ])
             .arg("-kernel")
             .arg(image.join("vmlinuz"))
             .arg("-initrd")
@@ -445,11 +465,10 @@ impl Vm {
                     let code = rest[..end].parse().unwrap_or(-1);
                     // Answers to earlier commands that timed out come before ours.
                     let before = &all[..at];
-                    let start = before
-                        .rfind("@@\n")
-                        .map_or(0, |i| i + 3)
-                        .min(before.len());
-                    let output = before[start..].strip_suffix('\n').unwrap_or(&before[start..]);
+                    let start = before.rfind("@@\n").map_or(0, |i| i + 3).min(before.len());
+                    let output = before[start..]
+                        .strip_suffix('\n')
+                        .unwrap_or(&before[start..]);
                     return Some((code, output.to_owned()));
                 }
             }
