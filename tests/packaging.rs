@@ -192,11 +192,13 @@ fn yocto_recipe_matches_the_crate() {
         "packaging/edge-agent.service",
         "packaging/edge-agent.path",
         "packaging/edge-agent.env",
+        "packaging/edge-agent.init",
     ] {
         read(file);
         assert!(recipe.contains(&format!("${{S}}/{file} ")), "{file}");
     }
     assert!(recipe.contains("SYSTEMD_SERVICE:${PN} = \"edge-agent.service edge-agent.path\""));
+    assert!(recipe.contains("\nINITSCRIPT_NAME = \"edge-agent\"\n"));
     assert!(recipe.contains("CONFFILES:${PN} = \"${sysconfdir}/edge-agent/edge-agent.env\""));
     assert!(read("yocto-layer/conf/layer.conf").contains("LAYERSERIES_COMPAT_edge-agent"));
 }
@@ -220,6 +222,7 @@ fn buildroot_package_matches_the_crate() {
             "/usr/lib/systemd/system/edge-agent.path",
         ),
         ("packaging/edge-agent.env", "/etc/edge-agent/edge-agent.env"),
+        ("packaging/edge-agent.init", "/etc/init.d/S70edge-agent"),
     ] {
         read(file);
         assert!(

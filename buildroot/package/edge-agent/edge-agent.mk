@@ -29,6 +29,13 @@ define EDGE_AGENT_INSTALL_INIT_SYSTEMD
 		$(TARGET_DIR)/usr/lib/systemd/system/edge-agent.path
 endef
 
+# BusyBox init or sysvinit: started after S60dockerd, restarted by its own supervising loop
+# (the script says why not an inittab respawn line).
+define EDGE_AGENT_INSTALL_INIT_SYSV
+	$(INSTALL) -D -m 0755 $(@D)/packaging/edge-agent.init \
+		$(TARGET_DIR)/etc/init.d/S70edge-agent
+endef
+
 # The first-boot env file. It holds the Edge key once filled in, so it is
 # for root only. A rootfs overlay may replace it.
 define EDGE_AGENT_INSTALL_ENV_FILE

@@ -20,15 +20,21 @@ SRCREV = "0000000000000000000000000000000000000000"
 # it), from crates fetched by SRC_URI: regenerate the list with scripts/update-crates.py.
 # Cargo.toml's rust-version is the oldest Rust that builds it. scarthgap's own Rust is older:
 # add meta-lts-mixins' scarthgap/rust layer there (docs/building.md's release table).
-inherit cargo cargo-update-recipe-crates systemd
+inherit cargo cargo-update-recipe-crates systemd update-rc.d
 require ${BPN}-crates.inc
 
 SYSTEMD_SERVICE:${PN} = "edge-agent.service edge-agent.path"
+# sysvinit: started after docker (meta-virtualization's "defaults", 20) and stopped before it.
+INITSCRIPT_NAME = "edge-agent"
+INITSCRIPT_PARAMS = "defaults 80 15"
 
 do_install:append() {
     install -d ${D}${systemd_system_unitdir}
     install -m 0644 ${S}/packaging/edge-agent.service ${D}${systemd_system_unitdir}/
     install -m 0644 ${S}/packaging/edge-agent.path ${D}${systemd_system_unitdir}/
+    if ${@bb.utils.contains('DISTRO_FEATURES', 'sysvinit', 'true', 'false', d)}; then
+        install -D -m 0755 ${S}/packaging/edge-agent.init ${D}${INIT_D_DIR}/edge-agent
+    fi
     # Holds the Edge key once the operator fills it in: root only.
     install -d -m 0755 ${D}${sysconfdir}/edge-agent
     install -m 0600 ${S}/packaging/edge-agent.env ${D}${sysconfdir}/edge-agent/edge-agent.env
