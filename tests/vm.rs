@@ -108,7 +108,7 @@ fn containers(vm: &mut Vm) -> String {
 
 #[test]
 #[ignore = "needs root, QEMU, debootstrap and the static musl toolchain (tests/run.sh)"]
-fn first_boot_then_reboot() {
+fn in_vm_first_boot_then_reboot() {
     let server = server();
     server.put_edge_stack(1, "vmstack", &[("docker-compose.yml", &compose("hello"))]);
     server.set_stacks(ENDPOINT, &[(1, 1)]);
@@ -163,7 +163,7 @@ fn first_boot_then_reboot() {
         "{journal}"
     );
     assert_eq!(
-        vm.sh("docker exec edge_vmstack-web-1 cat /data/hello"),
+        vm.sh("docker exec edge_vmstack-web-1 busybox cat /data/hello"),
         "hello"
     );
     let before = containers(&mut vm);
@@ -194,10 +194,12 @@ fn first_boot_then_reboot() {
     );
     assert_eq!(after, before, "the same container, running again");
     assert_eq!(server.stack_reports(1).len(), reports, "no status re-sent");
-    // The previous boot's stop was clean: systemd stopped the agent, which exited 0.
-    let previous = vm.sh("journalctl -b -1 -u edge-agent --no-pager -o cat | tail -n 5");
+    // At the shutdown, systemd stopped the agent, which stopped by itself (no SIGKILL).
+    let previous = vm.sh("journalctl -b -1 -u edge-agent --no-pager -o cat | tail -n 6");
     assert!(
-        previous.contains("Deactivated successfully") || previous.contains("Stopped"),
+        previous.contains("SIGTERM received, stopping")
+            && previous.contains("INFO  stopped")
+            && !previous.contains("timed out"),
         "{previous}"
     );
     vm.poweroff("systemctl poweroff", Duration::from_secs(90));
@@ -250,7 +252,7 @@ fn converge(server: &FakePortainer, vm: &mut Vm, version: i64, second: Option<i6
         expected.push("edge_vmstack2-web-1 running two".to_owned());
     }
     let expected = expected.join("\n");
-    let listing = "for c in $(docker ps -aq); do docker inspect -f '{{.Name}} {{.State.Status}}' $c | cut -c2- | tr '\\n' ' '; docker exec $c cat /data/hello 2>/dev/null || echo; done | sort";
+    let listing = "for c in $(docker ps -aq); do docker inspect -f '{{.Name}} {{.State.Status}}' $c | cut -c2- | tr '\\n' ' '; docker exec $c busybox cat /data/hello 2>/dev/null || echo; done | sort";
     let mut last = String::new();
     while started.elapsed() < DEPLOY {
         let reported = last_report(server, 1) == Some((version, 7))
@@ -278,7 +280,7 @@ fn converge(server: &FakePortainer, vm: &mut Vm, version: i64, second: Option<i6
 
 #[test]
 #[ignore = "needs root, QEMU, debootstrap and the static musl toolchain (tests/run.sh)"]
-fn power_cuts_while_stacks_deploy_jobs_run_and_state_is_saved() {
+fn in_vm_power_cuts_while_stacks_deploy_jobs_run_and_state_is_saved() {
     let cuts = cuts();
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -387,4 +389,161 @@ fn power_cuts_while_stacks_deploy_jobs_run_and_state_is_saved() {
         println!("cut {}: {at} ms after the change", cut + 1);
     }
     vm.poweroff("systemctl poweroff", Duration::from_secs(120));
+}
+
+/// The agent's process id in the guest, or "" when it is not running.
+fn agent_pid(vm: &mut Vm) -> String {
+    vm.sh("pidof edge-agent || true")
+}
+
+/// Waits until the server has answered `more` polls after `since`.
+fn wait_polls(server: &FakePortainer, since: usize, more: usize, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while server.poll_count() < since + more {
+        assert!(
+            Instant::now() < deadline,
+            "{} polls within {timeout:?}, expected {more}",
+            server.poll_count() - since
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+#[ignore = "needs root, QEMU, debootstrap and the static musl toolchain (tests/run.sh)"]
+fn in_vm_busybox_init_starts_restarts_and_stops_the_agent() {
+    let server = server();
+    let setup = Setup {
+        flavour: Flavour::Busybox,
+        ..setup(&server)
+    };
+    let disks = Disks::new(&setup);
+    let mut vm = Vm::boot(&disks, &setup, 1);
+    println!(
+        "BusyBox boot ({}): control channel up in {:.1} s",
+        accelerator(),
+        vm.booted_in.as_secs_f64()
+    );
+    // The shipped env file has no key: the agent exits 78, the init script's supervisor says
+    // so and does not restart it.
+    vm.wait_output(
+        "grep -c 'edge-agent exited with code 78' /var/log/messages || true",
+        "1",
+        Duration::from_secs(60),
+    );
+    let messages = vm.sh("cat /var/log/messages");
+    assert!(messages.contains("EDGE_KEY is not set"), "{messages}");
+    assert_eq!(server.poll_count(), 0);
+
+    // The operator writes the key and restarts the service.
+    write_key(&mut vm, &server);
+    vm.sh("/etc/init.d/S70edge-agent restart");
+    wait_polls(&server, 0, 3, Duration::from_secs(60));
+
+    // The agent dies: the supervisor starts it again 10 s later.
+    let first = agent_pid(&mut vm);
+    assert!(!first.is_empty());
+    vm.sh("kill -KILL $(pidof edge-agent)");
+    let killed = Instant::now();
+    let polls = server.poll_count();
+    let mut again = String::new();
+    while again.is_empty() || again == first {
+        assert!(killed.elapsed() < Duration::from_secs(30), "not restarted");
+        std::thread::sleep(Duration::from_millis(500));
+        again = agent_pid(&mut vm);
+    }
+    let restarted = killed.elapsed();
+    wait_polls(&server, polls, 3, Duration::from_secs(30));
+    println!(
+        "BusyBox: agent restarted {:.1} s after SIGKILL",
+        restarted.as_secs_f64()
+    );
+
+    // poweroff: rcK stops it, within its 15 s grace period, before init's own SIGKILL.
+    let took = vm.poweroff("poweroff", Duration::from_secs(60));
+    println!("BusyBox: poweroff took {:.1} s", took.as_secs_f64());
+
+    // The next boot starts it by itself; the log of the first boot shows the orderly stop.
+    let polls = server.poll_count();
+    let mut vm = Vm::boot(&disks, &setup, 2);
+    wait_polls(&server, polls, 3, Duration::from_secs(60));
+    let messages = vm.sh("cat /var/log/messages");
+    assert!(
+        messages.matches("SIGTERM received, stopping").count() == 1
+            && messages.contains("INFO  stopped"),
+        "the agent stopped by itself at the poweroff:\n{messages}"
+    );
+    vm.poweroff("poweroff", Duration::from_secs(60));
+}
+
+#[test]
+#[ignore = "needs root, QEMU, debootstrap and the static musl toolchain (tests/run.sh)"]
+fn in_vm_systemd_readiness_watchdog_and_stop() {
+    let server = server();
+    let setup = setup(&server);
+    let disks = Disks::new(&setup);
+    let mut vm = Vm::boot(&disks, &setup, 1);
+    write_key(&mut vm, &server);
+    vm.wait_output(
+        "systemctl is-active edge-agent || true",
+        "active",
+        Duration::from_secs(90),
+    );
+
+    // Type=notify: `systemctl restart` returns once the agent said READY=1 (a missing
+    // notification would fail it after TimeoutStartSec=30s).
+    let started = Instant::now();
+    vm.sh("systemctl restart edge-agent");
+    println!(
+        "systemctl restart returned after {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        vm.sh("systemctl show -p Type -p ActiveState -p SubState edge-agent | sort"),
+        "ActiveState=active\nSubState=running\nType=notify"
+    );
+
+    // Watchdog: a stopped process sends no WATCHDOG=1; systemd kills and restarts it. The
+    // unit's WatchdogSec=3min shortened to 20 s by a drop-in, so the test waits less.
+    vm.sh("mkdir -p /run/systemd/system/edge-agent.service.d && printf '[Service]\\nWatchdogSec=20s\\n' > /run/systemd/system/edge-agent.service.d/watchdog.conf && systemctl daemon-reload && systemctl restart edge-agent");
+    let pid = vm.sh("systemctl show -p MainPID --value edge-agent");
+    // Pings every 10 s keep it alive for longer than WatchdogSec.
+    std::thread::sleep(Duration::from_secs(30));
+    assert_eq!(vm.sh("systemctl show -p MainPID --value edge-agent"), pid);
+    vm.sh(&format!("kill -STOP {pid}"));
+    let stopped = Instant::now();
+    let mut new = pid.clone();
+    while new == pid || new == "0" {
+        assert!(
+            stopped.elapsed() < Duration::from_secs(60),
+            "not restarted within 60 s after SIGSTOP"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+        new = vm.sh("systemctl show -p MainPID --value edge-agent");
+    }
+    println!(
+        "watchdog: restarted {:.1} s after SIGSTOP (WatchdogSec=20s, RestartSec=10s)",
+        stopped.elapsed().as_secs_f64()
+    );
+    let journal = vm.sh("journalctl -u edge-agent --no-pager -o cat");
+    assert!(journal.contains("Watchdog timeout"), "{journal}");
+
+    // A clean stop: SIGTERM, the agent's own orderly stop, exit code 0, well within
+    // TimeoutStopSec=15s.
+    vm.wait_output(
+        "systemctl is-active edge-agent || true",
+        "active",
+        Duration::from_secs(60),
+    );
+    let stopping = Instant::now();
+    vm.sh("systemctl stop edge-agent");
+    let took = stopping.elapsed();
+    println!("systemctl stop took {:.1} s", took.as_secs_f64());
+    assert_eq!(
+        vm.sh("systemctl show -p Result -p ExecMainStatus edge-agent | sort"),
+        "ExecMainStatus=0\nResult=success"
+    );
+    let journal = vm.sh("journalctl -u edge-agent --no-pager -o cat | tail -n 4");
+    assert!(journal.contains("INFO  stopped"), "{journal}");
+    vm.poweroff("systemctl poweroff", Duration::from_secs(90));
 }

@@ -118,35 +118,42 @@ pub fn image(flavour: Flavour) -> PathBuf {
             "bash",
             &["tests/vm/image.sh", "rootfs", cache().to_str().unwrap()],
         );
-        let mut inputs = vec![
+        let inputs = [
             agent.clone(),
             repo().join("tests/vm/image.sh"),
             repo().join("tests/vm/control.sh"),
             repo().join("packaging/edge-agent.service"),
             repo().join("packaging/edge-agent.path"),
             repo().join("packaging/edge-agent.env"),
+            repo().join("packaging/edge-agent.init"),
         ];
-        let (name, args) = match flavour {
-            Flavour::Debian => ("debian", vec![]),
-            Flavour::Busybox => {
-                let init = busybox_init_script();
-                inputs.push(init.clone());
-                ("busybox", vec![init.to_str().unwrap().to_owned()])
-            }
+        let name = match flavour {
+            Flavour::Debian => "debian",
+            Flavour::Busybox => "busybox",
         };
-        let out = cache().join(format!("{name}-{}", digest(&inputs)));
+        let out = cache().join(format!("image-{name}-{}", digest(&inputs)));
         if !out.join("done").exists() {
-            let mut all = vec![
-                "tests/vm/image.sh".to_owned(),
-                name.to_owned(),
-                rootfs,
-                agent.to_str().unwrap().to_owned(),
-            ];
-            all.extend(args);
-            all.push(out.to_str().unwrap().to_owned());
-            let all: Vec<&str> = all.iter().map(String::as_str).collect();
+            // Images of earlier agent builds go: each holds a root file system.
+            for old in fs::read_dir(cache()).into_iter().flatten().flatten() {
+                if old
+                    .file_name()
+                    .to_string_lossy()
+                    .starts_with(&format!("image-{name}-"))
+                {
+                    let _ = fs::remove_dir_all(old.path());
+                }
+            }
             let started = Instant::now();
-            run("bash", &all);
+            run(
+                "bash",
+                &[
+                    "tests/vm/image.sh",
+                    name,
+                    &rootfs,
+                    agent.to_str().unwrap(),
+                    out.to_str().unwrap(),
+                ],
+            );
             fs::write(out.join("done"), "").unwrap();
             println!(
                 "built the {name} image in {:.0} s",
@@ -156,11 +163,6 @@ pub fn image(flavour: Flavour) -> PathBuf {
         out
     })
     .clone()
-}
-
-/// The init script Buildroot's package installs.
-fn busybox_init_script() -> PathBuf {
-    repo().join("buildroot/package/edge-agent/S95edge-agent")
 }
 
 /// How QEMU runs guests here: `kvm` when its KVM boots the image's kernel, else `tcg` (the

@@ -7,10 +7,10 @@
 #   image.sh debian ROOTFS AGENT OUT    OUT/root.img: ROOTFS plus the agent installed as the
 #                                       Yocto recipe installs it, and the test's control
 #                                       service; OUT/vmlinuz, OUT/initrd.img
-#   image.sh busybox ROOTFS AGENT INIT OUT  OUT/busybox.img: busybox-static as /sbin/init, the
-#                                       agent, INIT (Buildroot's init script) as
-#                                       /etc/init.d/S95edge-agent, the kernel modules virtio
-#                                       needs; OUT/vmlinuz, OUT/initrd.img
+#   image.sh busybox ROOTFS AGENT OUT   OUT/busybox.img: ROOTFS's busybox-static as /sbin/init
+#                                       with Buildroot's inittab, rcS and rcK, and the agent as
+#                                       buildroot/package/edge-agent installs it; OUT/vmlinuz,
+#                                       OUT/initrd.img
 #   image.sh accel ROOTFS               prints kvm when QEMU's KVM boots ROOTFS's kernel, else
 #                                       tcg (and on stderr why)
 #   image.sh data OUT SIZE_MIB [DIR]    OUT: an empty ext4 data partition labelled edge-data
@@ -146,6 +146,98 @@ UNIT
     rm -rf "$stage"
 }
 
+# BusyBox init as Buildroot sets it up: its inittab (package/busybox/inittab) runs rcS, which
+# starts /etc/init.d/S??* in order, and rcK at poweroff, which stops them in reverse order
+# (package/initscripts/init.d/); syslogd as S01syslogd does. The agent's files as
+# buildroot/package/edge-agent/edge-agent.mk installs them. No Docker (the agent polls without
+# it); busybox from Debian (its applets differ from a Buildroot configuration's).
+busybox_image() {
+    local rootfs=$1 agent=$2 out=$3
+    [ -e "$rootfs/.complete" ] || die "$rootfs is not a finished rootfs (image.sh rootfs)"
+    [ -x "$agent" ] || die "no agent binary at $agent"
+    mkdir -p "$out"
+    local stage="$out/stage-busybox"
+    rm -rf "$stage"
+    mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,etc/init.d,proc,sys,dev,tmp,run,root,data,lib/modules}
+    mkdir -p "$stage"/var/{lib,log}
+    ln -s ../run "$stage/var/run"
+    install -m 0755 "$rootfs/bin/busybox" "$stage/bin/busybox"
+    local applet
+    for applet in $("$stage/bin/busybox" --list-full); do
+        [ -e "$stage/$applet" ] || ln -s /bin/busybox "$stage/$applet"
+    done
+
+    install -D -m 0755 "$agent" "$stage/usr/bin/edge-agent"
+    install -D -m 0755 "$repo/packaging/edge-agent.init" "$stage/etc/init.d/S70edge-agent"
+    install -D -m 0600 "$repo/packaging/edge-agent.env" "$stage/etc/edge-agent/edge-agent.env"
+
+    cat >"$stage/etc/inittab" <<'INITTAB'
+::sysinit:/bin/mount -t proc proc /proc
+::sysinit:/bin/mount -o remount,rw /
+::sysinit:/bin/mkdir -p /dev/pts /dev/shm
+::sysinit:/bin/mount -a
+::sysinit:/bin/mkdir -p /run/lock/subsys
+::sysinit:/bin/hostname -F /etc/hostname
+::sysinit:/etc/init.d/rcS
+::shutdown:/etc/init.d/rcK
+::shutdown:/bin/umount -a -r
+INITTAB
+    cat >"$stage/etc/init.d/rcS" <<'RCS'
+#!/bin/sh
+for i in /etc/init.d/S??*; do
+    [ ! -f "$i" ] && continue
+    "$i" start
+done
+RCS
+    cat >"$stage/etc/init.d/rcK" <<'RCK'
+#!/bin/sh
+for i in $(ls -r /etc/init.d/S??*); do
+    [ ! -f "$i" ] && continue
+    "$i" stop
+done
+RCK
+    cat >"$stage/etc/init.d/S01syslogd" <<'SYSLOG'
+#!/bin/sh
+case "$1" in
+start) syslogd ;;
+stop) killall syslogd; sync ;;
+esac
+SYSLOG
+    # The test machine: QEMU's user network (static, as slirp hands out), and the control
+    # channel (its module is not in the initrd).
+    cat >"$stage/etc/init.d/S10vm" <<'VM'
+#!/bin/sh
+case "$1" in
+start)
+    insmod /lib/modules/virtio_console.ko
+    ip link set lo up
+    ip link set eth0 up
+    ip addr add 10.0.2.15/24 dev eth0
+    ip route add default via 10.0.2.2
+    /usr/local/sbin/vm-control </dev/null >/dev/null 2>&1 &
+    ;;
+esac
+VM
+    chmod 0755 "$stage"/etc/init.d/*
+    install -D -m 0755 "$here/control.sh" "$stage/usr/local/sbin/vm-control"
+    cp "$rootfs"/lib/modules/*/kernel/drivers/char/virtio_console.ko "$stage/lib/modules/"
+    cat >"$stage/etc/fstab" <<'FSTAB'
+proc /proc proc defaults 0 0
+devpts /dev/pts devpts defaults,gid=5,mode=620 0 0
+tmpfs /dev/shm tmpfs mode=0777 0 0
+tmpfs /tmp tmpfs mode=1777 0 0
+tmpfs /run tmpfs mode=0755,nosuid,nodev 0 0
+sysfs /sys sysfs defaults 0 0
+FSTAB
+    echo edge-busybox >"$stage/etc/hostname"
+    echo 'root::0:0:root:/root:/bin/sh' >"$stage/etc/passwd"
+    echo 'root:x:0:' >"$stage/etc/group"
+
+    ext4 "$stage" "$out/busybox.img" 128 root
+    kernel "$rootfs" "$out"
+    rm -rf "$stage"
+}
+
 data() {
     local out=$1 size=$2 dir=${3:-}
     if [ -z "$dir" ]; then
@@ -160,6 +252,7 @@ data() {
 case "${1:-}" in
     rootfs) rootfs "$2" ;;
     debian) debian "$2" "$3" "$4" ;;
+    busybox) busybox_image "$2" "$3" "$4" ;;
     accel) accel "$2" ;;
     data) data "$2" "$3" "${4:-}" ;;
     *) die "usage: see the comment at the top of $0" ;;
