@@ -19,7 +19,7 @@ use nix::sys::signal::Signal;
 use std::fs;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use support::agent::Agent;
 use support::state_file::{decode, encode, Random};
 use support::{EdgeJob, FakePortainer, Transport};
@@ -87,12 +87,8 @@ fn every_restart_after_a_sigkill_finds_a_valid_state() {
         })
     };
 
-    let seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    let mut random = Random(seed);
+    let mut random = Random::from_clock();
+    let seed = random.0;
     let temp = agent.data.join(format!("{STATE}.tmp"));
     let backup = agent.data.join(format!("{STATE}.bak"));
     let (mut mid_save, mut between_renames, mut changed, mut from_backup) = (0, 0, 0, 0);

@@ -7,7 +7,7 @@
 mod support;
 
 use base64::Engine;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use support::state_file::{decode, Random};
 use support::vm::{accelerator, Disks, Flavour, Setup, Vm, PORTAINER_IP};
 use support::{edge_key, EdgeJob, FakePortainer};
@@ -186,7 +186,7 @@ fn in_vm_first_boot_then_reboot() {
         assert!(Instant::now() < deadline, "no polls after the reboot");
         std::thread::sleep(Duration::from_millis(200));
     }
-    assert_eq!(edge_ids(&server), [edge_id.clone()]);
+    assert_eq!(edge_ids(&server), [edge_id.as_str()]);
     let after = vm.wait_output(
         "docker ps -a --format '{{.Names}} {{.ID}} {{.State}}' | sort",
         &before,
@@ -282,12 +282,8 @@ fn converge(server: &FakePortainer, vm: &mut Vm, version: i64, second: Option<i6
 #[ignore = "needs root, QEMU, debootstrap and the static musl toolchain (tests/run.sh)"]
 fn in_vm_power_cuts_while_stacks_deploy_jobs_run_and_state_is_saved() {
     let cuts = cuts();
-    let seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    let mut random = Random(seed);
+    let mut random = Random::from_clock();
+    let seed = random.0;
     let server = server();
     server.put_edge_stack(1, "vmstack", &[("docker-compose.yml", &compose("v1"))]);
     server.put_edge_stack(2, "vmstack2", &[("docker-compose.yml", &compose("two"))]);
@@ -346,7 +342,7 @@ fn in_vm_power_cuts_while_stacks_deploy_jobs_run_and_state_is_saved() {
         );
         backups += journal.matches("using the last good copy").count();
         let ids: Vec<String> = edge_ids(&server);
-        assert_eq!(ids, [id.clone()], "after cut {cut} (seed {seed})");
+        assert_eq!(ids, [id.as_str()], "after cut {cut} (seed {seed})");
         let runs = vm.sh("cat /var/lib/vm-job-runs 2>/dev/null || true");
         let mut minutes: Vec<&str> = runs.lines().collect();
         let count = minutes.len();

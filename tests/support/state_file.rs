@@ -48,6 +48,14 @@ pub fn decode(bytes: &[u8]) -> Result<serde_json::Value, String> {
 pub struct Random(pub u64);
 
 impl Random {
+    /// Seeded from the clock; print `.0` so that a failure can be replayed.
+    pub fn from_clock() -> Random {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64);
+        Random(nanos | 1)
+    }
+
     pub fn below(&mut self, n: u64) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;

@@ -468,9 +468,7 @@ impl Vm {
                     // Answers to earlier commands that timed out come before ours.
                     let before = &all[..at];
                     let start = before.rfind("@@\n").map_or(0, |i| i + 3).min(before.len());
-                    let output = before[start..]
-                        .strip_suffix('\n')
-                        .unwrap_or(&before[start..]);
+                    let output = before[start..].trim_end_matches('\n');
                     return Some((code, output.to_owned()));
                 }
             }

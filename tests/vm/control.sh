@@ -14,9 +14,12 @@ while :; do
     exec 3<>"$port" || { sleep 0.2; continue; }
     while IFS= read -r line <&3; do
         id=${line%% *}
-        out=$(cd / && sh -c "${line#* }" </dev/null 2>&1)
+        # Into a file, not $(...): that would wait for every background process the command
+        # started (a daemon's logger, say) to close the output.
+        (cd / && sh -c "${line#* }") </dev/null >/run/vm-control.out 2>&1
         rc=$?
-        printf '%s\n@@vm-control-rc=%s:%d@@\n' "$out" "$id" "$rc" >&3
+        cat /run/vm-control.out >&3
+        printf '\n@@vm-control-rc=%s:%d@@\n' "$id" "$rc" >&3
     done
     exec 3>&-
     sleep 0.2

@@ -90,13 +90,20 @@ ext4() {
         || die "mkfs.ext4 -d $dir $out failed"
 }
 
-debian() {
+# Checks the inputs of an image and prints its empty staging folder in OUT.
+new_stage() {
     local rootfs=$1 agent=$2 out=$3
     [ -e "$rootfs/.complete" ] || die "$rootfs is not a finished rootfs (image.sh rootfs)"
     [ -x "$agent" ] || die "no agent binary at $agent (cross/build-static.sh build x86_64-unknown-linux-musl)"
     mkdir -p "$out"
-    local stage="$out/stage"
-    rm -rf "$stage"
+    rm -rf "$out/stage"
+    echo "$out/stage"
+}
+
+debian() {
+    local rootfs=$1 agent=$2 out=$3
+    local stage
+    stage=$(new_stage "$rootfs" "$agent" "$out")
     cp -a "$rootfs" "$stage"
     rm -f "$stage/.complete"
 
@@ -153,11 +160,8 @@ UNIT
 # it); busybox from Debian (its applets differ from a Buildroot configuration's).
 busybox_image() {
     local rootfs=$1 agent=$2 out=$3
-    [ -e "$rootfs/.complete" ] || die "$rootfs is not a finished rootfs (image.sh rootfs)"
-    [ -x "$agent" ] || die "no agent binary at $agent"
-    mkdir -p "$out"
-    local stage="$out/stage-busybox"
-    rm -rf "$stage"
+    local stage
+    stage=$(new_stage "$rootfs" "$agent" "$out")
     mkdir -p "$stage"/{bin,sbin,usr/bin,usr/sbin,etc/init.d,proc,sys,dev,tmp,run,root,data,lib/modules}
     mkdir -p "$stage"/var/{lib,log}
     ln -s ../run "$stage/var/run"
@@ -211,8 +215,10 @@ case "$1" in
 start)
     insmod /lib/modules/virtio_console.ko
     ip link set lo up
-    ip link set eth0 up
-    ip addr add 10.0.2.15/24 dev eth0
+    # The initrd's udev has named it already (ens2, say).
+    for dev in /sys/class/net/*; do dev=${dev##*/}; [ "$dev" = lo ] || break; done
+    ip link set "$dev" up
+    ip addr add 10.0.2.15/24 dev "$dev"
     ip route add default via 10.0.2.2
     /usr/local/sbin/vm-control </dev/null >/dev/null 2>&1 &
     ;;
