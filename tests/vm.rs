@@ -543,3 +543,67 @@ fn in_vm_systemd_readiness_watchdog_and_stop() {
     assert!(journal.contains("INFO  stopped"), "{journal}");
     vm.poweroff("systemctl poweroff", Duration::from_secs(90));
 }
+
+/// What the integrator of a read-only image does (run in the guest, root still writable): the
+/// root file system `ro` in fstab; the env file's folder a link to the data partition; the
+/// agent's state, Docker's and containerd's data bind-mounted from it.
+const READ_ONLY_ROOT: &str = "set -e; systemctl stop edge-agent.path edge-agent; \
+    mkdir -p /data/state /data/docker /data/containerd; \
+    rm -rf /etc/edge-agent; ln -s /data/edge-agent /etc/edge-agent; \
+    sed -i 's|^/dev/vda / ext4 rw,|/dev/vda / ext4 ro,|' /etc/fstab; \
+    printf '%s\\n' '/data/state /var/lib/edge-agent none bind,x-systemd.requires-mounts-for=/data 0 0' \
+      '/data/docker /var/lib/docker none bind,x-systemd.requires-mounts-for=/data 0 0' \
+      '/data/containerd /var/lib/containerd none bind,x-systemd.requires-mounts-for=/data 0 0' >> /etc/fstab; \
+    mkdir -p /var/lib/edge-agent";
+
+#[test]
+#[ignore = "needs root, QEMU, debootstrap and the static musl toolchain (tests/run.sh)"]
+fn in_vm_read_only_root_with_env_file_and_state_on_a_data_partition() {
+    let server = server();
+    server.put_edge_stack(1, "vmstack", &[("docker-compose.yml", &compose("ro"))]);
+    server.set_stacks(ENDPOINT, &[(1, 1)]);
+    // The operator drops the env file on the data partition.
+    let env = format!("EDGE_KEY={}\n", key(&server));
+    let setup = Setup {
+        data: Some(vec![("edge-agent/edge-agent.env".into(), env)]),
+        // The kernel mounts it read-only; fstab's `ro` keeps it so.
+        append: "ro".into(),
+        ..setup(&server)
+    };
+    let disks = Disks::new(&setup);
+    let mut vm = Vm::boot(&disks, &setup, 1);
+    vm.sh("mount -o remount,rw /");
+    vm.sh(READ_ONLY_ROOT);
+    vm.poweroff("systemctl reboot", Duration::from_secs(90));
+
+    for boot in [2, 3] {
+        let mut vm = Vm::boot(&disks, &setup, boot);
+        assert_eq!(vm.sh("findmnt -no OPTIONS / | cut -d, -f1"), "ro");
+        assert!(
+            vm.try_run("touch /usr/x", Duration::from_secs(10))
+                .map(|r| r.0)
+                != Some(0)
+        );
+        if boot == 2 {
+            vm.wait_output(
+                "systemctl is-active edge-agent || true",
+                "active",
+                Duration::from_secs(90),
+            );
+            import_image(&mut vm);
+        }
+        wait_status(&server, &mut vm, 1, 7);
+        let ids = edge_ids(&server);
+        assert_eq!(ids.len(), 1, "one Edge ID: {ids:?}");
+        let state = vm.sh("ls /data/state");
+        assert!(state.contains("edge-agent.state"), "{state}");
+        vm.wait_output(
+            "docker ps --format '{{.Names}} {{.State}}'",
+            "edge_vmstack-web-1 running",
+            Duration::from_secs(90),
+        );
+        let failed = vm.sh("systemctl --failed --no-legend");
+        assert!(!failed.contains("edge-agent"), "{failed}");
+        vm.poweroff("systemctl poweroff", Duration::from_secs(90));
+    }
+}

@@ -249,7 +249,9 @@ impl Disks {
             let content = dir.path().join("data-content");
             fs::create_dir(&content).unwrap();
             for (name, text) in files {
-                fs::write(content.join(name), text).unwrap();
+                let path = content.join(name);
+                fs::create_dir_all(path.parent().unwrap()).unwrap();
+                fs::write(path, text).unwrap();
             }
             run(
                 "bash",
