@@ -115,19 +115,10 @@ fn in_vm_first_boot_then_reboot() {
     let setup = setup(&server);
     let disks = Disks::new(&setup);
     let mut vm = Vm::boot(&disks, &setup, 1);
-    println!(
-        "first boot ({}): control channel up in {:.1} s",
-        accelerator(),
-        vm.booted_in.as_secs_f64()
-    );
 
     // The image as shipped: no key, so the agent stopped with 78 and says what to do, and
     // systemd does not restart it.
-    vm.wait_output(
-        "systemctl is-active edge-agent || true",
-        "failed",
-        Duration::from_secs(60),
-    );
+    wait_unit(&mut vm, "failed", 60);
     let status = vm.sh("systemctl show -p ExecMainStatus edge-agent");
     assert_eq!(status, "ExecMainStatus=78");
     let journal = vm.sh("journalctl -u edge-agent --no-pager");
@@ -141,11 +132,7 @@ fn in_vm_first_boot_then_reboot() {
     import_image(&mut vm);
     write_key(&mut vm, &server);
     let saved = Instant::now();
-    vm.wait_output(
-        "systemctl is-active edge-agent || true",
-        "active",
-        Duration::from_secs(60),
-    );
+    wait_unit(&mut vm, "active", 60);
     wait_status(&server, &mut vm, 1, 7);
     println!(
         "env file saved to stack running: {:.1} s",
@@ -176,11 +163,7 @@ fn in_vm_first_boot_then_reboot() {
     println!("reboot: shut down in {:.1} s", took.as_secs_f64());
     let polls = server.poll_count();
     let mut vm = Vm::boot(&disks, &setup, 2);
-    vm.wait_output(
-        "systemctl is-active edge-agent || true",
-        "active",
-        Duration::from_secs(60),
-    );
+    wait_unit(&mut vm, "active", 60);
     let deadline = Instant::now() + Duration::from_secs(60);
     while server.poll_count() < polls + 5 {
         assert!(Instant::now() < deadline, "no polls after the reboot");
@@ -387,6 +370,15 @@ fn in_vm_power_cuts_while_stacks_deploy_jobs_run_and_state_is_saved() {
     vm.poweroff("systemctl poweroff", Duration::from_secs(120));
 }
 
+/// Waits until `systemctl is-active edge-agent` says `state`.
+fn wait_unit(vm: &mut Vm, state: &str, seconds: u64) {
+    vm.wait_output(
+        "systemctl is-active edge-agent || true",
+        state,
+        Duration::from_secs(seconds),
+    );
+}
+
 /// The agent's process id in the guest, or "" when it is not running.
 fn agent_pid(vm: &mut Vm) -> String {
     vm.sh("pidof edge-agent || true")
@@ -415,11 +407,6 @@ fn in_vm_busybox_init_starts_restarts_and_stops_the_agent() {
     };
     let disks = Disks::new(&setup);
     let mut vm = Vm::boot(&disks, &setup, 1);
-    println!(
-        "BusyBox boot ({}): control channel up in {:.1} s",
-        accelerator(),
-        vm.booted_in.as_secs_f64()
-    );
     // The shipped env file has no key: the agent exits 78, the init script's supervisor says
     // so and does not restart it.
     vm.wait_output(
@@ -480,11 +467,7 @@ fn in_vm_systemd_readiness_watchdog_and_stop() {
     let disks = Disks::new(&setup);
     let mut vm = Vm::boot(&disks, &setup, 1);
     write_key(&mut vm, &server);
-    vm.wait_output(
-        "systemctl is-active edge-agent || true",
-        "active",
-        Duration::from_secs(90),
-    );
+    wait_unit(&mut vm, "active", 90);
 
     // Type=notify: `systemctl restart` returns once the agent said READY=1 (a missing
     // notification would fail it after TimeoutStartSec=30s).
@@ -526,11 +509,7 @@ fn in_vm_systemd_readiness_watchdog_and_stop() {
 
     // A clean stop: SIGTERM, the agent's own orderly stop, exit code 0, well within
     // TimeoutStopSec=15s.
-    vm.wait_output(
-        "systemctl is-active edge-agent || true",
-        "active",
-        Duration::from_secs(60),
-    );
+    wait_unit(&mut vm, "active", 60);
     let stopping = Instant::now();
     vm.sh("systemctl stop edge-agent");
     let took = stopping.elapsed();
@@ -546,14 +525,18 @@ fn in_vm_systemd_readiness_watchdog_and_stop() {
 
 /// What the integrator of a read-only image does (run in the guest, root still writable): the
 /// root file system `ro` in fstab; the env file's folder a link to the data partition; the
-/// agent's state, Docker's and containerd's data bind-mounted from it.
+/// agent's state, Docker's and containerd's data bind-mounted from it; the data partition
+/// required at boot; /tmp in memory.
 const READ_ONLY_ROOT: &str = "set -e; systemctl stop edge-agent.path edge-agent; \
+    mountpoint -q /data || mount LABEL=edge-data /data; \
+    sed -i '/ \\/data ext4 /d' /etc/fstab; echo 'LABEL=edge-data /data ext4 defaults 0 2' >> /etc/fstab; \
     mkdir -p /data/state /data/docker /data/containerd; \
     rm -rf /etc/edge-agent; ln -s /data/edge-agent /etc/edge-agent; \
     sed -i 's|^/dev/vda / ext4 rw,|/dev/vda / ext4 ro,|' /etc/fstab; \
     printf '%s\\n' '/data/state /var/lib/edge-agent none bind,x-systemd.requires-mounts-for=/data 0 0' \
       '/data/docker /var/lib/docker none bind,x-systemd.requires-mounts-for=/data 0 0' \
-      '/data/containerd /var/lib/containerd none bind,x-systemd.requires-mounts-for=/data 0 0' >> /etc/fstab; \
+      '/data/containerd /var/lib/containerd none bind,x-systemd.requires-mounts-for=/data 0 0' \
+      'tmpfs /tmp tmpfs mode=1777 0 0' >> /etc/fstab; \
     mkdir -p /var/lib/edge-agent";
 
 #[test]
@@ -585,11 +568,7 @@ fn in_vm_read_only_root_with_env_file_and_state_on_a_data_partition() {
                 != Some(0)
         );
         if boot == 2 {
-            vm.wait_output(
-                "systemctl is-active edge-agent || true",
-                "active",
-                Duration::from_secs(90),
-            );
+            wait_unit(&mut vm, "active", 90);
             import_image(&mut vm);
         }
         wait_status(&server, &mut vm, 1, 7);

@@ -382,6 +382,12 @@ impl Vm {
             );
         }
         vm.booted_in = started.elapsed();
+        println!(
+            "boot {boot} ({:?}, {}): control channel up in {:.1} s",
+            disks.flavour,
+            accelerator(),
+            vm.booted_in.as_secs_f64()
+        );
         vm
     }
 
@@ -503,7 +509,10 @@ impl Vm {
             }
             std::thread::sleep(Duration::from_millis(500));
         }
-        panic!("guest: `{command}` never printed {expected:?} within {timeout:?}; last:\n{last}");
+        panic!(
+            "guest: `{command}` never printed {expected:?} within {timeout:?}; last:\n{last}\nconsole:\n{}",
+            self.console_tail()
+        );
     }
 
     /// Waits for QEMU to exit by itself (a poweroff or reboot in the guest), within `timeout`.
