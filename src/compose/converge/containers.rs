@@ -106,9 +106,13 @@ impl Up {
             }
             if actions.len() == before && !self.finished(&key) && !self.started(&key) {
                 self.start(&key, &mut actions);
-            } else if actions.len() == before && self.dependencies(&key).all(|d| self.started(d)) {
+            } else if actions.len() == before
+                && !self.finished(&key)
+                && self.dependencies(&key).all(|d| self.started(d))
+            {
                 // A running service's conditions are checked too, as v2's start phase
-                // (`startService` calls `waitDependencies` whatever the containers' state).
+                // (`startService` calls `waitDependencies` whatever the containers' state);
+                // a service already failed or blocked is not checked again.
                 actions.extend(self.checks(&key));
             }
         }
