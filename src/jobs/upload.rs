@@ -8,10 +8,11 @@
 use super::runner::{LOG, MAX_LOG};
 use crate::poller::{backoff, DEFAULT_INTERVAL};
 use crate::portainer::Client;
+use crate::system::mailbox::Mailbox;
 use std::collections::VecDeque;
 use std::io::Read;
 use std::path::PathBuf;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -26,74 +27,55 @@ struct Queue {
     stop: bool,
 }
 
-struct Shared {
-    queue: Mutex<Queue>,
-    wake: Condvar,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 pub struct Uploader {
-    shared: Arc<Shared>,
+    queue: Arc<Mailbox<Queue>>,
     thread: Option<JoinHandle<()>>,
 }
 
 impl Uploader {
     /// Uploads logs of the jobs in `dir` (`<dir>/<id>/output.log`) through `client`.
     pub fn start(client: Client, dir: PathBuf) -> std::io::Result<Uploader> {
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue::default()),
-            wake: Condvar::new(),
-        });
-        let worker = shared.clone();
+        let queue = Arc::new(Mailbox::default());
+        let worker = Arc::clone(&queue);
         let thread = std::thread::Builder::new()
             .name("job-logs".into())
             .stack_size(128 * 1024)
             .spawn(move || work(&worker, &client, &dir))?;
         Ok(Uploader {
-            shared,
+            queue,
             thread: Some(thread),
         })
     }
 
     /// Queues job `job`'s log for environment `endpoint`, unless it is already pending.
     pub fn request(&self, endpoint: i64, job: i64) {
-        let mut queue = self.shared.lock();
-        if !queue.pending.contains(&(endpoint, job)) {
-            queue.pending.push_back((endpoint, job));
-            self.shared.wake.notify_all();
-        }
+        self.queue.post(|q| {
+            if !q.pending.contains(&(endpoint, job)) {
+                q.pending.push_back((endpoint, job));
+            }
+        });
     }
 }
 
 impl Drop for Uploader {
     /// Stops at once; an upload in flight is abandoned with the thread.
     fn drop(&mut self) {
-        self.shared.lock().stop = true;
-        self.shared.wake.notify_all();
+        self.queue.post(|q| q.stop = true);
         drop(self.thread.take());
     }
 }
 
-fn work(shared: &Shared, client: &Client, dir: &std::path::Path) {
+fn work(queue: &Mailbox<Queue>, client: &Client, dir: &std::path::Path) {
     let mut failures = 0u32;
     let mut logged = crate::system::logging::Repeats::default();
     loop {
-        let (endpoint, job) = {
-            let mut queue = shared.lock();
-            loop {
-                if queue.stop {
-                    return;
-                }
-                if let Some(first) = queue.pending.front() {
-                    break *first;
-                }
-                queue = shared.wake.wait(queue).unwrap_or_else(|p| p.into_inner());
-            }
+        // The first pending upload, or `None` once stopped.
+        let next = queue.take(None, |q| match q.stop {
+            true => Some(None),
+            false => q.pending.front().map(|first| Some(*first)),
+        });
+        let Some(Some((endpoint, job))) = next else {
+            return;
         };
         let log = read_log(&dir.join(job.to_string()).join(LOG));
         let retry = match client.job_logs(endpoint, job, &log) {
@@ -128,26 +110,17 @@ fn work(shared: &Shared, client: &Client, dir: &std::path::Path) {
                 }
             },
         };
-        let mut queue = shared.lock();
         match retry {
             None => {
                 failures = 0;
                 logged = Default::default();
-                queue.pending.pop_front();
+                queue.post(|q| {
+                    q.pending.pop_front();
+                });
             }
+            // Until the delay is over, or the uploader stops (seen by the next `take`).
             Some(delay) => {
-                let until = Instant::now() + delay;
-                while !queue.stop {
-                    let left = until.saturating_duration_since(Instant::now());
-                    if left.is_zero() {
-                        break;
-                    }
-                    queue = shared
-                        .wake
-                        .wait_timeout(queue, left)
-                        .unwrap_or_else(|p| p.into_inner())
-                        .0;
-                }
+                let _ = queue.take(Some(Instant::now() + delay), |q| q.stop.then_some(()));
             }
         }
     }

@@ -13,8 +13,9 @@ use crate::portainer::stack_status::{self, Status};
 use crate::portainer::Client;
 use crate::state::Persisted;
 use crate::system::logging::Repeats;
+use crate::system::mailbox::Mailbox;
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// Reports kept per stack; beyond that the oldest go (one stack flapping for days offline).
@@ -90,70 +91,42 @@ impl Queue {
     }
 }
 
-struct Shared {
-    queue: Mutex<Queue>,
-    wake: Condvar,
-}
-
-impl Shared {
-    fn lock(&self) -> MutexGuard<'_, Queue> {
-        self.queue.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 #[derive(Clone)]
 pub struct Reporter {
-    shared: Arc<Shared>,
+    queue: Arc<Mailbox<Queue>>,
 }
 
 impl Reporter {
     /// Starts the sending thread.
     pub fn start(client: Arc<Client>, persisted: Arc<Persisted>) -> std::io::Result<Reporter> {
-        let shared = Arc::new(Shared {
-            queue: Mutex::new(Queue::default()),
-            wake: Condvar::new(),
-        });
-        let thread = shared.clone();
+        let queue = Arc::new(Mailbox::default());
+        let thread = Arc::clone(&queue);
         std::thread::Builder::new()
             .name("stack-status".into())
             // The poll thread's size: the same HTTP and TLS code runs here.
             .stack_size(256 * 1024)
             .spawn(move || send_loop(&thread, &client, &persisted))?;
-        Ok(Reporter { shared })
+        Ok(Reporter { queue })
     }
 
     pub fn send(&self, report: Report) {
-        self.shared.lock().push(report);
-        self.shared.wake.notify_one();
+        self.queue.post(|q| q.push(report));
     }
 }
 
-fn send_loop(shared: &Shared, client: &Client, persisted: &Persisted) {
+fn send_loop(queue: &Mailbox<Queue>, client: &Client, persisted: &Persisted) {
     let mut failures = 0u32;
     let mut logged = Repeats::default();
     let mut retry_at: Option<Instant> = None;
     // Stack versions whose refusal was logged: one line each, not one per status.
     let mut refused = std::collections::BTreeSet::new();
     loop {
-        let report = {
-            let mut queue = shared.lock();
-            loop {
-                let wait = retry_at.map(|at| at.saturating_duration_since(Instant::now()));
-                match (queue.next(), wait) {
-                    (Some(report), None) => break report.clone(),
-                    (Some(report), Some(wait)) if wait.is_zero() => break report.clone(),
-                    (_, Some(wait)) if !wait.is_zero() => {
-                        queue = shared
-                            .wake
-                            .wait_timeout(queue, wait)
-                            .unwrap_or_else(|p| p.into_inner())
-                            .0;
-                    }
-                    _ => {
-                        queue = shared.wake.wait(queue).unwrap_or_else(|p| p.into_inner());
-                    }
-                }
-            }
+        // A retry's delay is waited out whatever arrives meanwhile: the head report goes first.
+        if let Some(at) = retry_at {
+            std::thread::sleep(at.saturating_duration_since(Instant::now()));
+        }
+        let Some(report) = queue.take(None, |q| q.next().cloned()) else {
+            continue;
         };
         let body = stack_status::body(
             report.status,
@@ -186,7 +159,7 @@ fn send_loop(shared: &Shared, client: &Client, persisted: &Persisted) {
                         }
                     }
                 });
-                shared.lock().done(&report);
+                queue.post(|q| q.done(&report));
             }
             Err(e) if e.retry().is_some() => {
                 failures += 1;
@@ -220,7 +193,7 @@ fn send_loop(shared: &Shared, client: &Client, persisted: &Persisted) {
                         report.status
                     );
                 }
-                shared.lock().refused(&report);
+                queue.post(|q| q.refused(&report));
             }
         }
     }

@@ -1,5 +1,6 @@
 //! Mail between threads: a value under a lock, and a wake-up for the thread that waits on it
-//! (poll answers to the stacks and jobs threads, the ends of job runs). A lock poisoned by a
+//! (poll answers to the stacks and jobs threads, the ends of job runs, the status reports and
+//! job logs waiting to be sent). A lock poisoned by a
 //! panic elsewhere is taken as it is: the mail is plain data, still whole.
 
 use std::sync::{Condvar, Mutex, MutexGuard};
