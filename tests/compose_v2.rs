@@ -139,15 +139,7 @@ fn ensure_stand_in() {
         script(name, SLEEP);
     }
     let tar = dir.path().join("rootfs.tar");
-    let status = Command::new("tar")
-        .arg("-C")
-        .arg(&root)
-        .arg("-cf")
-        .arg(&tar)
-        .arg(".")
-        .status()
-        .expect("run tar");
-    assert!(status.success(), "tar failed");
+    support::docker::tar_folder(&root, &tar);
     let entrypoint = format!(r#"ENTRYPOINT ["/bin/busybox", "sh", "-c", "{SLEEP}", "stand-in"]"#);
     let out = docker(&[
         "import",

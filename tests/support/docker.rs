@@ -60,6 +60,33 @@ pub fn engine() -> Client {
     }
 }
 
+/// Packs the contents of `root` into the tar file `tar`, as `docker import` takes it.
+pub fn tar_folder(root: &Path, tar: &Path) {
+    let status = Command::new("tar")
+        .arg("-C")
+        .arg(root)
+        .arg("-cf")
+        .arg(tar)
+        .arg(".")
+        .status()
+        .unwrap_or_else(|e| super::missing(&format!("tar ({e})")));
+    assert!(status.success(), "tar failed");
+}
+
+/// An HTTP request's head as the client wrote it, read a byte at a time so that nothing of the
+/// body is taken; `None` when the client closes first.
+pub fn request_head(client: &mut impl std::io::Read) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8];
+    while !head.ends_with(b"\r\n\r\n") {
+        match client.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            _ => return None,
+        }
+    }
+    Some(String::from_utf8_lossy(&head).into_owned())
+}
+
 /// Builds [`IMAGE`] once per process unless the engine has it (parallel tests and other test
 /// binaries may race to import it; importing the same tag twice is harmless).
 fn ensure_image(client: &Client) {
@@ -79,15 +106,7 @@ fn ensure_image(client: &Client) {
         std::fs::copy(busybox, root.join("bin/busybox")).unwrap();
         std::os::unix::fs::symlink("busybox", root.join("bin/sh")).unwrap();
         let tar = dir.path().join("rootfs.tar");
-        let status = Command::new("tar")
-            .arg("-C")
-            .arg(&root)
-            .arg("-cf")
-            .arg(&tar)
-            .arg(".")
-            .status()
-            .unwrap();
-        assert!(status.success(), "tar failed");
+        tar_folder(&root, &tar);
         let out = if podman() {
             Command::new("podman")
                 .args(["import", tar.to_str().unwrap(), IMAGE])
@@ -285,24 +304,18 @@ impl HookedProxy {
 }
 
 fn race_and_forward(mut client: std::os::unix::net::UnixStream, before: &Before) {
-    use std::io::{Read, Write};
+    use std::io::Write;
     // The request head (the agent writes it, then the body, if any).
-    let mut head = Vec::new();
-    let mut byte = [0u8];
-    while !head.ends_with(b"\r\n\r\n") {
-        match client.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => return,
-        }
-    }
-    let text = String::from_utf8_lossy(&head).into_owned();
+    let Some(text) = request_head(&mut client) else {
+        return;
+    };
     let mut parts = text.split_whitespace();
     let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
     before(method, path);
     let Ok(mut docker) = std::os::unix::net::UnixStream::connect(socket()) else {
         return;
     };
-    if docker.write_all(&head).is_err() {
+    if docker.write_all(text.as_bytes()).is_err() {
         return;
     }
     let (Ok(mut from_docker), Ok(mut to_client)) = (docker.try_clone(), client.try_clone()) else {

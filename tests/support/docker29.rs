@@ -109,15 +109,9 @@ fn refusal(version: Option<(u16, u16)>) -> Option<String> {
 }
 
 fn serve(mut client: UnixStream, recorded: Arc<Mutex<Vec<Seen>>>) {
-    let mut head = Vec::new();
-    let mut byte = [0u8];
-    while !head.ends_with(b"\r\n\r\n") {
-        match client.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            _ => return,
-        }
-    }
-    let text = String::from_utf8_lossy(&head).into_owned();
+    let Some(text) = super::docker::request_head(&mut client) else {
+        return;
+    };
     let mut parts = text.split_whitespace();
     let method = parts.next().unwrap_or_default().to_owned();
     let target = parts.next().unwrap_or_default().to_owned();
