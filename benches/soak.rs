@@ -12,7 +12,7 @@
 //! received (and how many it answered 200/304), job logs and stack status reports accepted, and
 //! Docker API calls through the tunnel (ok/failed). Then a summary: first and last rows, growth
 //! of RSS, fds and threads, state-file saves per idle hour, and per outage the backoff: the
-//! longest wait between poll attempts (against the cap of `src/poller/backoff.rs`) and the time
+//! longest wait between poll attempts (against the cap of `src/system/backoff.rs`) and the time
 //! from the server's return to the first successful poll (against one check-in plus the backoff
 //! slot the agent was in). The agent runs with `LOG_LEVEL=DEBUG` so that each refused attempt
 //! shows as a line (nothing reaches a server then).

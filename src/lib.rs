@@ -24,7 +24,7 @@ pub mod tunnel;
 mod websocket;
 
 /// For the soak bench, which checks the waits between polls against the cap.
-pub use poller::backoff;
+pub use system::backoff;
 
 use std::process::ExitCode;
 

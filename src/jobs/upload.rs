@@ -6,8 +6,9 @@
 //! for a job no longer targeting this environment: final too, not retried.
 
 use super::runner::{LOG, MAX_LOG};
-use crate::poller::{backoff, DEFAULT_INTERVAL};
+use crate::poller::DEFAULT_INTERVAL;
 use crate::portainer::Client;
+use crate::system::backoff;
 use crate::system::mailbox::Mailbox;
 use std::collections::VecDeque;
 use std::io::Read;

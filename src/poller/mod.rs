@@ -2,14 +2,13 @@
 //! previous answer on 304, back off when the server or the link is bad, and log what changed
 //! (once, not every poll). The endpoint id, Edge ID and deployed state survive any failure.
 
-pub mod backoff;
-
 use crate::config::duration::display;
 use crate::config::GlobalKeyMeta;
 use crate::identity::Identity;
 use crate::portainer::poll_response::{PollResponse, StackRef, TunnelStatus, MAX_JOBS, MAX_STACKS};
 use crate::portainer::{Client, Error, Poll};
 use crate::state::Persisted;
+use crate::system::backoff;
 use crate::system::logging::Repeats;
 use crate::system::systemd::Notifier;
 use std::sync::mpsc::{Receiver, RecvTimeoutError};

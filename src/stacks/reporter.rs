@@ -8,10 +8,10 @@
 //! older version of a stack, or before its removal, is dropped unsent: Portainer resets a
 //! stack's history on a new version and deletes it on removal.
 
-use crate::poller::backoff;
 use crate::portainer::stack_status::{self, Status};
 use crate::portainer::Client;
 use crate::state::Persisted;
+use crate::system::backoff;
 use crate::system::logging::Repeats;
 use crate::system::mailbox::Mailbox;
 use std::collections::{BTreeMap, VecDeque};

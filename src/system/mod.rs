@@ -1,6 +1,7 @@
-//! Process and OS plumbing: signals, systemd notifications, clock, randomness, log format,
+//! Process and OS plumbing: the retry backoff, signals, systemd notifications, clock, randomness, log format,
 //! command output, durable file writes, bounded file reads, mail between threads.
 
+pub mod backoff;
 pub mod clock;
 pub mod durable;
 pub mod files;

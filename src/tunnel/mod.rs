@@ -10,8 +10,9 @@ mod session;
 mod ssh;
 
 use crate::config::duration::display;
-use crate::poller::{backoff, Consumer};
+use crate::poller::Consumer;
 use crate::portainer::poll_response::{PollResponse, TunnelStatus};
+use crate::system::backoff;
 use crate::system::logging::Repeats;
 pub use session::Target;
 use session::{End, Params};

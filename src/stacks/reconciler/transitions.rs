@@ -267,7 +267,7 @@ fn record_status(stack: &Stack) -> Option<Status> {
 
 /// `base` plus full jitter up to `base × 2^(failures-1)`, at most `cap`.
 fn backoff((base, cap): (Duration, Duration), failures: u32, random: u64) -> Duration {
-    base + crate::poller::backoff::full_jitter(
+    base + crate::system::backoff::full_jitter(
         base,
         failures.saturating_sub(1),
         cap.saturating_sub(base),

@@ -1,4 +1,4 @@
-//! When to try again after a failed poll: `min(cap, interval * 2^failures)` with full jitter,
+//! When to try again after a failed poll, status report, job log upload or tunnel connection: `min(cap, interval * 2^failures)` with full jitter,
 //! never earlier than the server's `Retry-After`. Pure functions, so the bounds are testable.
 
 use std::time::Duration;
