@@ -165,7 +165,8 @@ fn logs_as_compose_v2_prints_them() {
             "services:\n  web:\n    image: IMAGE\n    network_mode: none\n    command: [busybox, sh, -c, \"echo out1; busybox usleep 200000; echo err1 >&2; {long}; echo; printf partial\"]\n\
              \x20 longername:\n    image: IMAGE\n    network_mode: none\n    command: [busybox, echo, hello]\n\
              \x20 tick:\n    image: IMAGE\n    network_mode: none\n    command: [busybox, sh, -c, \"echo start; busybox sleep 2; echo done; exit 3\"]\n\
-             \x20 sleeper:\n    image: IMAGE\n    network_mode: none\n    stop_signal: SIGKILL\n    command: [busybox, sh, -c, \"echo up; exec busybox sleep 600\"]\n"
+             \x20 sleeper:\n    image: IMAGE\n    network_mode: none\n    stop_signal: SIGKILL\n    command: [busybox, sh, -c, \"echo up; exec busybox sleep 600\"]\n\
+             \x20 chatter:\n    image: IMAGE\n    network_mode: none\n    stop_signal: SIGKILL\n    command: [busybox, sh, -c, \"while true; do echo tick; busybox usleep 100000; done\"]\n"
         ),
     );
     let _down = Down(dir.path(), &name);
@@ -245,6 +246,31 @@ fn logs_as_compose_v2_prints_them() {
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130), "{}", text(&out));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "sleeper-1  | up\n");
+
+    // `logs -f | head -1`: once the reader is gone, -f ends at the next line, with exit 0,
+    // though the container goes on printing.
+    let mut child = command(dir.path(), &name, &["logs", "-f", "chatter"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    let mut stdout = child.stdout.take().unwrap();
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    assert_eq!(&first, b"chatter-1  | tic");
+    drop(stdout);
+    let closed = Instant::now();
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if closed.elapsed() > Duration::from_secs(10) {
+            let _ = child.kill();
+            panic!("logs -f still running 10 s after its reader went away");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(0));
+    assert_eq!(state(&name, "chatter"), "running");
 }
 
 #[test]

@@ -14,7 +14,10 @@ use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream, ToSocketAddrs};
 /// One line of the report.
 macro_rules! say {
     ($out:expr, $($arg:tt)*) => {
-        $out.line(format_args!($($arg)*))
+        // Whether it was written does not matter: the report runs to its end and its exit code.
+        {
+            $out.line(format_args!($($arg)*));
+        }
     };
 }
 

@@ -129,7 +129,7 @@ pub fn run(args: ComposeCli) -> ExitCode {
         ) => {
             // Progress on stderr, as v2 prints it.
             super::pull(&docker, project, services, *ignore_failures, |line| {
-                output::stderr().line(line)
+                output::stderr().line(line);
             })
             .map_err(Into::into)
         }

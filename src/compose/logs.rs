@@ -4,12 +4,14 @@
 //! to the longest name plus one (`web-1  | line`), stdout and stderr of the containers both on
 //! stdout. One stream a container, read through the Docker client's demultiplexer, at most
 //! [`STREAMS`] at once; a line longer than [`MAX_LINE`] bytes is cut. With `follow` a stream
-//! ends when its container stops (`web-1 exited with code 0`, as v2 says it).
+//! ends when its container stops (`web-1 exited with code 0`, as v2 says it), or at its next
+//! line once stdout has no reader.
 
 use super::body;
 use super::converge::parallel;
 use crate::docker::{self, Client, Limits, LogsOptions};
 use crate::system::output;
+use std::cell::Cell;
 use std::time::Duration;
 
 /// `logs` options from the command line.
@@ -78,19 +80,25 @@ pub fn logs(
     let results = parallel::map(&containers, STREAMS, |(id, name, running)| {
         let prefix = format!("{name:<width$} | ");
         let mut lines = Lines::default();
+        // The reader of stdout went away (`logs -f | head`): this stream ends.
+        let gone = Cell::new(false);
         let print = |line: &[u8], cut: bool| {
             let text = String::from_utf8_lossy(line);
-            match cut {
+            let written = match cut {
                 false => output::stdout().line(format_args!("{prefix}{text}")),
                 true => output::stdout().line(format_args!(
                     "{prefix}{text} [line cut at {} KiB]",
                     MAX_LINE / 1024
                 )),
-            }
+            };
+            gone.set(gone.get() || !written);
         };
         let mut stream = docker.logs(id, &request)?;
         while let Some((_, bytes)) = stream.next()? {
             lines.feed(bytes, print);
+            if gone.get() {
+                return Ok(());
+            }
         }
         lines.finish(print);
         if options.follow && *running {

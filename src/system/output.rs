@@ -27,12 +27,15 @@ impl<W: Write> Output<W> {
         }
     }
 
-    pub fn line(&mut self, text: fmt::Arguments) {
+    /// Writes `text` and a newline; `false` once the output has failed (a caller that would
+    /// go on producing lines for no reader, as `compose logs -f`, stops then).
+    pub fn line(&mut self, text: fmt::Arguments) -> bool {
         if !self.failed {
             self.failed = writeln!(self.inner, "{text}")
                 .and_then(|()| self.inner.flush())
                 .is_err();
         }
+        !self.failed
     }
 }
 
@@ -66,10 +69,10 @@ mod tests {
     #[test]
     fn a_closed_pipe_ends_the_output_quietly() {
         let mut out = Output::new(Pipe::default());
-        out.line(format_args!("line {}", 1));
+        assert!(out.line(format_args!("line {}", 1)));
         out.inner.closed = true;
         for n in 2..5 {
-            out.line(format_args!("line {n}"));
+            assert!(!out.line(format_args!("line {n}")), "the caller is told");
         }
         assert_eq!(out.inner.written, b"line 1\n");
         assert_eq!(out.inner.refused, 1, "no write after the refused one");
