@@ -1,17 +1,17 @@
 //! Agent API benchmark: the shipped (`min-size`) agent binary, the chisel test server (Go's
 //! x/crypto/ssh) and the real Docker Engine. Prints the latency of `GET /containers/json`
 //! through tunnel and proxy against the Docker socket directly (p50 / p99 over 1000 requests,
-//! each on one kept-alive connection), and the agent's RSS while 50 `logs?follow=1` streams
-//! are open at once.
+//! each on one kept-alive connection), and the agent's peak RSS while 50 connections make API
+//! requests at once, both ways: listings, `/info`, and a 64 KiB archive put into a container
+//! and read back.
 //!
 //! Run: `cargo bench --bench api` (needs Go and Docker; `EDGE_AGENT_TEST_BIN` picks the binary).
 
 #[path = "../tests/support/mod.rs"]
 mod support;
 
-use std::io::Read;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Barrier};
 use std::time::{Duration, Instant};
 use support::agent::{proc_kib, Agent};
 use support::api_client::{Connection, Signer};
@@ -19,7 +19,11 @@ use support::chisel::{credentials, free_port, ChiselServer, EDGE_ID, WAIT};
 use support::{FakePortainer, Transport};
 
 const REQUESTS: usize = 1000;
-const STREAMS: usize = 50;
+/// Portainer's connections through the tunnel at once, each one channel.
+const CLIENTS: usize = 50;
+const ROUNDS: usize = 3;
+/// The file each client uploads and downloads again, per round.
+const PAYLOAD: usize = 64 * 1024;
 
 fn main() {
     let binary = support::agent::use_min_size_build();
@@ -62,69 +66,121 @@ fn main() {
 
     let idle = proc_kib(running.pid(), "status", "VmRSS");
     let name = support::docker::unique("bench");
-    let logger = support::docker::docker(&[
-        "run",
-        "-d",
-        "--network",
-        "none",
+    let created = support::docker::docker(&[
+        "create",
         "--name",
         &name,
         support::docker::IMAGE,
-        "sh",
-        "-c",
-        "i=0; while true; do echo log line $i; i=$((i+1)); sleep 0.01; done",
+        "busybox",
+        "true",
     ]);
     assert!(
-        logger.status.success(),
+        created.status.success(),
         "{}",
-        String::from_utf8_lossy(&logger.stderr)
+        String::from_utf8_lossy(&created.stderr)
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let received = Arc::new(AtomicU64::new(0));
-    let readers: Vec<_> = (0..STREAMS)
-        .map(|_| {
-            let (stop, received, signer, name) =
-                (stop.clone(), received.clone(), signer.clone(), name.clone());
+    let sampler = Sampler::start(running.pid());
+    let started = Instant::now();
+    let start = Arc::new(Barrier::new(CLIENTS));
+    let clients: Vec<_> = (0..CLIENTS)
+        .map(|i| {
+            let (start, signer, name) = (start.clone(), signer.clone(), name.clone());
             std::thread::spawn(move || {
                 let mut c = Connection::open(port);
-                c.send(
-                    "GET",
-                    &format!("/v1.41/containers/{name}/logs?follow=1&stdout=1&tail=10"),
-                    Some(&signer),
-                    "",
-                    b"",
-                );
-                assert_eq!(c.head().0, 200);
-                let mut piece = [0u8; 4096];
-                while !stop.load(Ordering::Relaxed) {
-                    match c.reader.read(&mut piece) {
-                        Ok(n) if n > 0 => received.fetch_add(n as u64, Ordering::Relaxed),
-                        _ => break,
-                    };
+                let file = format!("payload-{i}");
+                let tar = tar_of(&file, &vec![b'x'; PAYLOAD]);
+                start.wait();
+                for _ in 0..ROUNDS {
+                    for path in ["/containers/json?all=1", "/images/json", "/info"] {
+                        let answer = c.request("GET", &format!("/v1.41{path}"), Some(&signer), b"");
+                        assert_eq!(answer.status, 200, "GET {path}");
+                    }
+                    let put = format!("/v1.41/containers/{name}/archive?path=/");
+                    assert_eq!(
+                        c.request("PUT", &put, Some(&signer), &tar).status,
+                        200,
+                        "PUT {put}"
+                    );
+                    let get = format!("/v1.41/containers/{name}/archive?path=/{file}");
+                    let answer = c.request("GET", &get, Some(&signer), b"");
+                    assert_eq!(answer.status, 200, "GET {get}");
+                    assert!(answer.body.len() > PAYLOAD, "the archive holds the file");
                 }
             })
         })
         .collect();
-    let mut busy = 0;
-    for _ in 0..10 {
-        std::thread::sleep(Duration::from_millis(500));
-        busy = busy.max(proc_kib(running.pid(), "status", "VmRSS"));
-    }
+    let failed = clients.into_iter().filter_map(|c| c.join().err()).count();
+    let wall = started.elapsed();
+    let busy = sampler.stop();
     let peak = proc_kib(running.pid(), "status", "VmHWM");
-    stop.store(true, Ordering::Relaxed);
     support::docker::docker(&["rm", "-f", &name]);
-    for r in readers {
-        let _ = r.join();
-    }
+    assert_eq!(failed, 0, "{failed} clients failed:\n{}", running.log());
+    let requests = CLIENTS * ROUNDS * 5;
     println!();
-    println!("| agent RSS | KiB |");
-    println!("|---|---|");
-    println!("| tunnel open, after the latency runs | {idle} |");
     println!(
-        "| {STREAMS} logs?follow streams for 5 s ({} KiB received in all) | {busy} |",
-        received.load(Ordering::Relaxed) / 1024
+        "{CLIENTS} connections at once, each {ROUNDS} rounds of GET /containers/json, /images/json, /info, PUT and GET of a {} KiB archive: {requests} requests in {:.1} s",
+        PAYLOAD / 1024,
+        wall.as_secs_f64()
     );
-    println!("| peak (VmHWM) over the whole run | {peak} |");
+    println!();
+    println!("| agent | RSS (KiB) | anonymous (KiB) |");
+    println!("|---|---|---|");
+    println!("| tunnel open, after the latency runs | {idle} | |");
+    println!(
+        "| {CLIENTS} connections busy (highest sample, every 5 ms) | {} | {} |",
+        busy.0, busy.1
+    );
+    println!("| peak (VmHWM) over the whole run | {peak} | |");
+}
+
+/// Samples the agent's RSS and anonymous memory every 5 ms, keeping the highest of each.
+struct Sampler {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<(u64, u64)>,
+}
+
+impl Sampler {
+    fn start(pid: i32) -> Sampler {
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut most = (0, 0);
+            while !flag.load(Ordering::Relaxed) {
+                most.0 = most.0.max(proc_kib(pid, "status", "VmRSS"));
+                most.1 = most.1.max(proc_kib(pid, "status", "RssAnon"));
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            most
+        });
+        Sampler { stop, thread }
+    }
+
+    fn stop(self) -> (u64, u64) {
+        self.stop.store(true, Ordering::Relaxed);
+        self.thread.join().expect("sampler")
+    }
+}
+
+/// A tar archive holding one file `name` with `data` (ustar, as Docker reads it).
+fn tar_of(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut head = [0u8; 512];
+    head[..name.len()].copy_from_slice(name.as_bytes());
+    let mut field =
+        |at: usize, text: String| head[at..at + text.len()].copy_from_slice(text.as_bytes());
+    field(100, "0000644\0".into());
+    field(108, "0000000\0".into());
+    field(116, "0000000\0".into());
+    field(124, format!("{:011o}\0", data.len()));
+    field(136, "00000000000\0".into());
+    field(148, "        ".into());
+    field(156, "0".into());
+    field(257, "ustar\x0000".into());
+    let sum: u32 = head.iter().map(|b| u32::from(*b)).sum();
+    head[148..156].copy_from_slice(format!("{sum:06o}\0 ").as_bytes());
+    let mut tar = head.to_vec();
+    tar.extend_from_slice(data);
+    tar.resize(tar.len().div_ceil(512) * 512 + 1024, 0);
+    tar
 }
 
 fn latencies(c: &mut Connection, path: &str, signer: Option<&Signer>) -> Vec<Duration> {
