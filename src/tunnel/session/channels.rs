@@ -4,7 +4,10 @@
 //! output into data packets within the server's window. Both ask the connection for what they
 //! need through [`Command`]s.
 
+use std::future::{poll_fn, Future};
+use std::pin::pin;
 use std::sync::Arc;
+use std::task::Poll;
 use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream, ReadHalf, WriteHalf};
 use tokio::sync::{mpsc, Semaphore};
 
@@ -59,7 +62,9 @@ pub(super) async fn inbound_pump(
 }
 
 /// Handler output → server, never more than the server's window allows. Each read gets a
-/// buffer of its own, sent on as the data, so a channel holds no buffer between reads.
+/// buffer of its own, sent on as the data; while the handler has nothing to send, the pump
+/// holds no buffer (a waiting read into an empty `Vec` takes at most 64 bytes), so an open but
+/// quiet channel costs no 8 KiB.
 pub(super) async fn outbound_pump(
     id: u32,
     mut reader: ReadHalf<DuplexStream>,
@@ -78,12 +83,23 @@ pub(super) async fn outbound_pump(
             .available_permits()
             .clamp(1, max_packet)
             .min(CHANNEL_BUFFER);
-        let mut chunk = vec![0; room];
-        let n = match reader.read(&mut chunk).await {
+        let mut chunk = Vec::new();
+        let first = match (&mut reader).take(room as u64).read_buf(&mut chunk).await {
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
-        chunk.truncate(n);
+        // Then what else the duplex holds, up to `room`, without waiting for more.
+        if room > first {
+            chunk.reserve_exact(room - first);
+            let mut rest = (&mut reader).take((room - first) as u64);
+            let mut read = pin!(rest.read_buf(&mut chunk));
+            // An error or the end shows at the next read.
+            poll_fn(|cx| match read.as_mut().poll(cx) {
+                Poll::Ready(_) | Poll::Pending => Poll::Ready(()),
+            })
+            .await;
+        }
+        let n = chunk.len();
         // Only this pump takes permits, so they are there.
         match window.try_acquire_many(n as u32) {
             Ok(permits) => permits.forget(),
