@@ -3,7 +3,8 @@
 //! recipe and the Buildroot package carry Cargo.toml's version, the LICENSE checksums and the
 //! paths of the one unit and env template in `packaging/`, and docs/building.md's table of
 //! releases and their Rust agrees with Cargo.toml's rust-version and the layer's
-//! LAYERSERIES_COMPAT (and README's quick start names that Rust).
+//! LAYERSERIES_COMPAT (and README's quick start names that Rust), and README's footprint section
+//! shows the last measurement (docs/footprint-idle.tsv).
 
 use std::path::Path;
 use std::process::Command;
@@ -330,4 +331,21 @@ fn releases_agree_with_rust_version_and_the_layer() {
             "{BUILDING}: {release} (Rust {rust}) against the stated minimum Buildroot {minimum}"
         );
     }
+}
+
+#[path = "support/footprint.rs"]
+#[allow(dead_code)] // Writing the record is the bench's.
+mod footprint;
+
+#[test]
+fn readme_footprint_section_shows_the_last_measurement() {
+    let rows = footprint::parse(&footprint::read(footprint::RECORD));
+    assert!(!rows.is_empty(), "{}: no measurement", footprint::RECORD);
+    let readme = read("README.md");
+    assert_eq!(
+        footprint::replace_section(&readme, &footprint::section(&rows)),
+        readme,
+        "README.md's footprint section is not what {} holds: run `FOOTPRINT_RECORD=1 cargo footprint` (it writes both), do not edit the section by hand",
+        footprint::RECORD
+    );
 }

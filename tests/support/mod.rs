@@ -18,6 +18,7 @@ pub mod chisel;
 pub mod docker;
 pub mod docker29;
 pub mod fake_docker;
+pub mod footprint;
 pub mod registry;
 pub mod scenarios;
 pub mod state_file;
