@@ -525,8 +525,9 @@ fn in_vm_systemd_readiness_watchdog_and_stop() {
 
 /// What the integrator of a read-only image does (run in the guest, root still writable): the
 /// root file system `ro` in fstab; the env file's folder a link to the data partition; the
-/// agent's state, Docker's and containerd's data bind-mounted from it; the data partition
-/// required at boot; /tmp in memory.
+/// agent's state, Docker's and containerd's data bind-mounted from it, onto mount points made
+/// in the image (systemd cannot make them on a read-only root: the boot would stop in
+/// emergency mode, docs/upgrading.md); the data partition required at boot; /tmp in memory.
 const READ_ONLY_ROOT: &str = "set -e; systemctl stop edge-agent.path edge-agent; \
     mountpoint -q /data || mount LABEL=edge-data /data; \
     sed -i '/ \\/data ext4 /d' /etc/fstab; echo 'LABEL=edge-data /data ext4 defaults 0 2' >> /etc/fstab; \
@@ -537,7 +538,7 @@ const READ_ONLY_ROOT: &str = "set -e; systemctl stop edge-agent.path edge-agent;
       '/data/docker /var/lib/docker none bind,x-systemd.requires-mounts-for=/data 0 0' \
       '/data/containerd /var/lib/containerd none bind,x-systemd.requires-mounts-for=/data 0 0' \
       'tmpfs /tmp tmpfs mode=1777 0 0' >> /etc/fstab; \
-    mkdir -p /var/lib/edge-agent";
+    mkdir -p /var/lib/edge-agent /var/lib/docker /var/lib/containerd";
 
 #[test]
 #[ignore = "needs root, QEMU, debootstrap and the static musl toolchain (tests/run.sh)"]
