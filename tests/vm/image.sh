@@ -7,6 +7,9 @@
 #   image.sh debian ROOTFS AGENT OUT    OUT/root.img: ROOTFS plus the agent installed as the
 #                                       Yocto recipe installs it, and the test's control
 #                                       service; OUT/vmlinuz, OUT/initrd.img
+#   image.sh bare ROOTFS AGENT OUT      the same without the agent installed: AGENT as
+#                                       `edge-agent` and the repository's packaging/ in
+#                                       /root/edge-agent/, where docs/install.md starts
 #   image.sh busybox ROOTFS AGENT OUT   OUT/busybox.img: ROOTFS's busybox-static as /sbin/init
 #                                       with Buildroot's inittab, rcS and rcK, and the agent as
 #                                       buildroot/package/edge-agent installs it; OUT/vmlinuz,
@@ -100,28 +103,17 @@ new_stage() {
     echo "$out/stage"
 }
 
-debian() {
-    local rootfs=$1 agent=$2 out=$3
-    local stage
-    stage=$(new_stage "$rootfs" "$agent" "$out")
-    cp -a "$rootfs" "$stage"
-    rm -f "$stage/.complete"
-
-    # The agent, as yocto-layer's recipe installs it (do_install and the systemd class, which
-    # enables SYSTEMD_SERVICE), and nothing else of it configured.
-    install -D -m 0755 "$agent" "$stage/usr/bin/edge-agent"
-    install -D -m 0644 "$repo/packaging/edge-agent.service" "$stage/usr/lib/systemd/system/edge-agent.service"
-    install -D -m 0644 "$repo/packaging/edge-agent.path" "$stage/usr/lib/systemd/system/edge-agent.path"
-    install -d -m 0755 "$stage/etc/edge-agent"
-    install -m 0600 "$repo/packaging/edge-agent.env" "$stage/etc/edge-agent/edge-agent.env"
-    systemctl --root="$stage" --quiet enable edge-agent.service edge-agent.path
-
-    # The machine: a host name, DHCP on QEMU's user network, the data partition when attached,
-    # a persistent journal, and the tests' control channel.
+# The Debian machine in STAGE: a host name, DHCP on QEMU's user network, the data partition
+# when attached, a persistent journal, and the tests' control channel; then OUT/root.img,
+# OUT/vmlinuz and OUT/initrd.img. `nofail`: nothing waits for the data partition when none is
+# attached; systemd's default device timeout (90 s), not a shorter one, so that a data
+# partition udev is slow to name on a loaded machine is still mounted.
+debian_image() {
+    local stage=$1 out=$2
     echo edge-vm >"$stage/etc/hostname"
     cat >"$stage/etc/fstab" <<'FSTAB'
 /dev/vda / ext4 rw,errors=remount-ro 0 1
-LABEL=edge-data /data ext4 defaults,nofail,x-systemd.device-timeout=5s 0 2
+LABEL=edge-data /data ext4 defaults,nofail 0 2
 FSTAB
     mkdir -p "$stage/data" "$stage/var/log/journal"
     cat >"$stage/etc/systemd/network/10-vm.network" <<'NET'
@@ -151,6 +143,37 @@ UNIT
     ext4 "$stage" "$out/root.img" 3072 root
     kernel "$stage" "$out"
     rm -rf "$stage"
+}
+
+debian() {
+    local rootfs=$1 agent=$2 out=$3
+    local stage
+    stage=$(new_stage "$rootfs" "$agent" "$out")
+    cp -a "$rootfs" "$stage"
+    rm -f "$stage/.complete"
+
+    # The agent, as yocto-layer's recipe installs it (do_install and the systemd class, which
+    # enables SYSTEMD_SERVICE), and nothing else of it configured.
+    install -D -m 0755 "$agent" "$stage/usr/bin/edge-agent"
+    install -D -m 0644 "$repo/packaging/edge-agent.service" "$stage/usr/lib/systemd/system/edge-agent.service"
+    install -D -m 0644 "$repo/packaging/edge-agent.path" "$stage/usr/lib/systemd/system/edge-agent.path"
+    install -d -m 0755 "$stage/etc/edge-agent"
+    install -m 0600 "$repo/packaging/edge-agent.env" "$stage/etc/edge-agent/edge-agent.env"
+    systemctl --root="$stage" --quiet enable edge-agent.service edge-agent.path
+    debian_image "$stage" "$out"
+}
+
+# Nothing of the agent installed: what an operator copies to a Debian device before following
+# docs/install.md (the binary named edge-agent and packaging/ in one folder).
+bare() {
+    local rootfs=$1 agent=$2 out=$3
+    local stage
+    stage=$(new_stage "$rootfs" "$agent" "$out")
+    cp -a "$rootfs" "$stage"
+    rm -f "$stage/.complete"
+    install -D -m 0755 "$agent" "$stage/root/edge-agent/edge-agent"
+    cp -r "$repo/packaging" "$stage/root/edge-agent/packaging"
+    debian_image "$stage" "$out"
 }
 
 # BusyBox init as Buildroot sets it up: its inittab (package/busybox/inittab) runs rcS, which
@@ -258,6 +281,7 @@ data() {
 case "${1:-}" in
     rootfs) rootfs "$2" ;;
     debian) debian "$2" "$3" "$4" ;;
+    bare) bare "$2" "$3" "$4" ;;
     busybox) busybox_image "$2" "$3" "$4" ;;
     accel) accel "$2" ;;
     data) data "$2" "$3" "${4:-}" ;;
