@@ -447,9 +447,15 @@ impl Vm {
         self.next_id += 1;
         let id = self.next_id;
         let stream = self.control.as_mut().expect("connected");
-        stream
-            .write_all(format!("{id} {command}\n").as_bytes())
-            .expect("write to the control socket");
+        if let Err(e) = stream.write_all(format!("{id} {command}\n").as_bytes()) {
+            // QEMU closed the socket: say whether it exited, with its log, before the error.
+            self.assert_alive(&format!("sending `{command}`"));
+            panic!(
+                "write to the control socket {} (QEMU still running): {e}\nconsole:\n{}",
+                self.socket.display(),
+                self.console_tail()
+            );
+        }
         id
     }
 
