@@ -17,7 +17,8 @@
 //! multipart, signed as Portainer signs) through each client's reverse port, then downloads it
 //! back (`GET /v2/browse/get`) and compares the bytes; the clients alternate which goes first.
 //! Printed: medians of the runs in MB/s, the CPU the client side spent (the agent process, or
-//! chisel's client and the shim together) per GB, and the ratios ours / reference.
+//! chisel's client and the shim together) per GB, the ratios ours / reference (of the medians,
+//! then of each run), and each process's peak RSS.
 //!
 //! Run: `EDGE_AGENT_CHISEL=/path/to/chisel cargo bench --bench upload` (Docker Engine as for the
 //! tests; `UPLOAD_MB`, default 64, and `UPLOAD_RUNS`, default 5).
@@ -29,7 +30,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::Instant;
-use support::agent::Agent;
+use support::agent::{proc_kib, Agent};
 use support::api_client::{upload_body, Connection, Signer};
 use support::chisel::{connect, credentials, free_port, EDGE_ID};
 use support::{FakePortainer, Transport};
@@ -82,7 +83,6 @@ fn main() {
     // Ours: the agent, told to open its tunnel by the fake Portainer.
     let portainer = FakePortainer::start(Transport::Plain);
     portainer.add_endpoint(ENDPOINT, Some(EDGE_ID));
-    portainer.set_checkin(0.2);
     let tunnel = credentials("agent:agent-pass", EDGE_ID);
     portainer.set_tunnel(ENDPOINT, Some((ours_port, tunnel)));
     let key = support::edge_key(
@@ -172,6 +172,13 @@ fn main() {
         "per run: upload {}; download {}",
         each(|t| t.up_secs),
         each(|t| t.down_secs)
+    );
+    let peak = |pid: u32| proc_kib(pid, "status", "VmHWM");
+    println!(
+        "peak RSS (VmHWM) over all runs: agent {} KiB; chisel client {} KiB, shim {} KiB",
+        peak(running.pid() as u32),
+        peak(client.pid),
+        peak(shim.pid)
     );
     drop(client);
     drop(shim);
