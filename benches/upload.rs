@@ -329,7 +329,9 @@ impl Server {
         Server {
             child,
             addr: format!("127.0.0.1:{port}"),
-            fingerprint: fingerprint.expect("chisel server printed no fingerprint"),
+            fingerprint: fingerprint.unwrap_or_else(|| {
+                panic!("{chisel:?} printed no fingerprint: is EDGE_AGENT_CHISEL chisel 1.10.0?")
+            }),
             _dir: dir,
         }
     }
