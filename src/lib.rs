@@ -23,6 +23,8 @@ mod system;
 pub mod tunnel;
 mod websocket;
 
+/// For the upload bench's reference: the agent API behind the real chisel client.
+pub use run::api_alone;
 /// For the soak bench, which checks the waits between polls against the cap.
 pub use system::backoff;
 

@@ -4,7 +4,7 @@
 
 use crate::api::signature::Verifier;
 use crate::api::{self, Api};
-use crate::config::{Config, SetupPage};
+use crate::config::{Config, EnvFileChoice, ProcessEnvironment, SetupPage};
 use crate::docker;
 use crate::identity::{self, Identity};
 use crate::jobs::{self, Jobs, Uploader};
@@ -16,6 +16,7 @@ use crate::state::{Persisted, State, Store};
 use crate::system::signals::Termination;
 use crate::system::systemd::Notifier;
 use crate::tunnel::{self, Settings, Target, Tunnel};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::{mpsc, Arc};
 use std::time::Duration;
@@ -183,9 +184,34 @@ fn tunnel_for(
         inactivity: config.inactivity_timeout,
         keepalive: tunnel::KEEPALIVE,
     };
+    Tunnel::new(settings, api_handler(config, identity, persisted))
+}
+
+/// The agent API each tunnel channel is handed to.
+fn api_handler(
+    config: &Config,
+    identity: &Identity,
+    persisted: &Arc<Persisted>,
+) -> tunnel::Handler {
     let verifier = Verifier::new(config.agent_secret.as_deref(), persisted.clone());
     let api = Api::new(verifier, config, identity.key.clone(), persisted.clone());
-    Tunnel::new(settings, api::handler(Arc::new(api)))
+    api::handler(Arc::new(api))
+}
+
+/// The agent API as `run` serves it, for the env file `env_file` (and the process
+/// environment), without polling or a tunnel: `benches/upload.rs` serves it behind the real
+/// chisel client, the reference the tunnel is measured against.
+pub fn api_alone(env_file: PathBuf) -> Result<tunnel::Handler, String> {
+    let config = Config::load(EnvFileChoice::Named(env_file), &ProcessEnvironment, &[]).map_err(
+        |errors| {
+            let errors: Vec<String> = errors.iter().map(ToString::to_string).collect();
+            errors.join("; ")
+        },
+    )?;
+    let (store, saved) = Store::open(&config.data_path).map_err(|e| e.to_string())?;
+    let (identity, state) = identity::resolve(&config, &saved).map_err(|e| e.to_string())?;
+    let persisted = Arc::new(Persisted::new(store, state));
+    Ok(api_handler(&config, &identity, &persisted))
 }
 
 /// Edge jobs, with their log uploads on a clone of the client (the poll never waits on them).

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use support::agent::proc_kib;
-use support::api_client::{Answer, Connection, Signer};
+use support::api_client::{upload_body, Answer, Connection, Signer};
 use support::chisel::{agent_through_tunnel, WAIT};
 
 fn portainer() -> Signer {
@@ -69,25 +69,6 @@ fn rss_while<T>(pid: i32, f: impl FnOnce() -> T) -> (T, u64, u64) {
     stop.store(true, Ordering::Relaxed);
     let peak = sampler.join().unwrap();
     (out, before, peak)
-}
-
-/// A `multipart/form-data` body as the UI's ng-file-upload sends it: the file first, then
-/// `Path`.
-fn upload_body(filename: &str, content: &[u8], path: &str) -> (String, Vec<u8>) {
-    let boundary = "----edgeAgentTestBoundary7MA4YWxkTrZu0gW";
-    let mut body = format!(
-        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
-    )
-    .into_bytes();
-    body.extend_from_slice(content);
-    body.extend_from_slice(
-        format!("\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"Path\"\r\n\r\n{path}\r\n--{boundary}--\r\n")
-            .as_bytes(),
-    );
-    (
-        format!("Content-Type: multipart/form-data; boundary={boundary}\r\n"),
-        body,
-    )
 }
 
 /// An upload on a connection of its own (a refused upload closes its connection: the body may

@@ -75,6 +75,25 @@ impl Answer {
     }
 }
 
+/// A `multipart/form-data` body as the UI's ng-file-upload sends it: the file first, then
+/// `Path`.
+pub fn upload_body(filename: &str, content: &[u8], path: &str) -> (String, Vec<u8>) {
+    let boundary = "----edgeAgentTestBoundary7MA4YWxkTrZu0gW";
+    let mut body = format!(
+        "--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{filename}\"\r\nContent-Type: application/octet-stream\r\n\r\n"
+    )
+    .into_bytes();
+    body.extend_from_slice(content);
+    body.extend_from_slice(
+        format!("\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"Path\"\r\n\r\n{path}\r\n--{boundary}--\r\n")
+            .as_bytes(),
+    );
+    (
+        format!("Content-Type: multipart/form-data; boundary={boundary}\r\n"),
+        body,
+    )
+}
+
 /// A connection kept alive across requests: to the tunnel's reverse port, as Portainer, or
 /// straight to the Docker socket, for comparison.
 pub struct Connection {

@@ -135,9 +135,15 @@ async fn receive(
                 if buf.len() == BUF {
                     return Err(bad(multipart::Error::PartHeadTooLarge));
                 }
-                let room = BUF - buf.len();
-                if body.read(conn, &mut buf, room).await.map_err(broken)? == 0 {
-                    at_end = true;
+                // Filled up, so the file is written BUF bytes at a time: each write is a trip
+                // to a blocking thread, which costs more than the write (a channel's reads are
+                // 8 KiB).
+                while buf.len() < BUF {
+                    let room = BUF - buf.len();
+                    if body.read(conn, &mut buf, room).await.map_err(broken)? == 0 {
+                        at_end = true;
+                        break;
+                    }
                 }
             }
             Event::More => {}
