@@ -49,10 +49,12 @@ runner() {
     esac
 }
 
-# armv7: Thumb-2 instructions (2 or 4 bytes) instead of ARM ones (4), which every ARMv7-A CPU runs.
+# armv7: Thumb-2 instructions (2 or 4 bytes) instead of ARM ones (4), which every ARMv7-A CPU
+# runs, and LLVM's machine outliner, which on ARM only runs by default for M-profile CPUs (it
+# does for aarch64 at opt-level z): repeated instruction sequences become one function each.
 code_flags() {
     case $1 in
-        armv7-*) echo "-C target-feature=+thumb-mode" ;;
+        armv7-*) echo "-C target-feature=+thumb-mode -C llvm-args=-enable-machine-outliner=always" ;;
     esac
 }
 
