@@ -49,10 +49,12 @@ runner() {
     esac
 }
 
-# armv7: Thumb-2 instructions (2 or 4 bytes) instead of ARM ones (4), which every ARMv7-A CPU runs.
+# armv7: Thumb-2 instructions (2 or 4 bytes) instead of ARM ones (4), which every ARMv7-A CPU
+# runs, and LLVM's machine outliner, which on ARM only runs by default for M-profile CPUs (it
+# does for aarch64 at opt-level z): repeated instruction sequences become one function each.
 code_flags() {
     case $1 in
-        armv7-*) echo "-C target-feature=+thumb-mode" ;;
+        armv7-*) echo "-C target-feature=+thumb-mode -C llvm-args=-enable-machine-outliner=always" ;;
     esac
 }
 
@@ -89,11 +91,18 @@ build() {
     STD_FEATURES=${STD_FEATURES-optimize_for_size}
     local profile=${EDGE_AGENT_PROFILE:-min-size}
     cargo --version
+    # Panic locations name their file: std's and the crates' as `core/src/option.rs` and
+    # `bytes-1.12.2/src/bytes_mut.rs`, not by this machine's absolute paths (16 KB on armv7).
+    cargo fetch --locked --quiet
+    local remap=" --remap-path-prefix=$(rustc --print sysroot)/lib/rustlib/src/rust/library/=" dir
+    for dir in "${CARGO_HOME:-$HOME/.cargo}"/registry/src/*/; do
+        remap+=" --remap-path-prefix=$dir="
+    done
     for t in "${targets[@]}"; do
         local start=$SECONDS
         # A build-std target has no self-contained crt1.o/libc.a: zig supplies them. Nothing
         # unwinds with panic = "abort": no unwind tables (44 KB on armv7, docs/size.md).
-        env "CARGO_TARGET_$(echo "$t" | tr 'a-z-' 'A-Z_')_RUSTFLAGS=-C link-self-contained=no -C force-unwind-tables=no $(code_flags "$t")" \
+        env "CARGO_TARGET_$(echo "$t" | tr 'a-z-' 'A-Z_')_RUSTFLAGS=-C link-self-contained=no -C force-unwind-tables=no $(code_flags "$t")$remap" \
             cargo-zigbuild build --locked -Z build-std=std,panic_abort -Z "build-std-features=$STD_FEATURES" \
             --profile "$profile" --target "$t" --bin edge-agent
         echo "built $t in $((SECONDS - start)) s"

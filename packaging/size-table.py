@@ -20,8 +20,9 @@ in the module of the first item of ours it names. Otherwise a Rust symbol's crat
 first element; for `<A as B>::f`, A's crate, unless A is a std type or a primitive, then B's.
 C and assembly symbols are
 ring's when named as ring names them (`ring_core_*`, `fiat_*`, `nistz*`... see RING_C), else
-zig's musl libc and compiler-rt's. An address with several names counts once. What no symbol covers (string
-literals, unwind tables, ELF headers, the symbol table itself) is the difference between the
+zig's musl libc and compiler-rt's; LLVM's machine outliner's `OUTLINED_FUNCTION_*` (code of
+any crate) have a row of their own. An address with several names counts once. What no symbol
+covers (string literals, unwind tables, ELF headers, the symbol table itself) is the difference between the
 stripped size (llvm-strip of BINARY, as the profile's strip gives within a few bytes) and the
 symbols' sum. docs/size.md explains how to read the table.
 """
@@ -44,6 +45,7 @@ RING_C = re.compile(r"ring_core_|fiat_|nistz|p256_|p384_|ecp_|_?aes_nohw|_?bsaes
                     r"fe1305|ge_|x25519|k25519|elem_|add_precomputed|limbs_|bn_|gcm_|poly1305|"
                     r"(Bi|K256|K512|slide)$")
 ANON = "(anonymous constants)"
+OUTLINED = "(outlined: sequences shared by functions of any crate)"
 UNCOVERED = "(no symbol: strings, unwind tables, headers)"
 LEGACY_ESCAPES = {"$LT$": "<", "$GT$": ">", "$RF$": "&", "$BP$": "*", "$C$": ",",
                   "$SP$": "@", "$u20$": " ", "$u27$": "'", "$u5b$": "[", "$u5d$": "]",
@@ -96,6 +98,8 @@ def owner(name):
             return "ring", None
         if name.startswith("anon.") or name.startswith(".L"):
             return ANON, None
+        if name.startswith("OUTLINED_FUNCTION_"):
+            return OUTLINED, None
         return C_CODE, None
     path = name
     if name.startswith("<"):
