@@ -581,9 +581,16 @@ fn the_host_browser_off_the_upload_limit_and_a_stalled_proxy() {
     );
     let (answer, took) = first.join().unwrap();
     assert_eq!((answer.status, answer.text().as_str()), (200, "null"));
+    // The agent answers by 2.9 s (src/api/dockerhub.rs), so Portainer has it within 3 s; an
+    // agent run by an emulator (`EDGE_AGENT_TEST_RUNNER`, qemu-user on a busy machine) gets
+    // another half second for the tunnel and the API to carry it.
+    let within = match std::env::var_os("EDGE_AGENT_TEST_RUNNER").filter(|r| !r.is_empty()) {
+        Some(_) => Duration::from_millis(3500),
+        None => Duration::from_secs(3),
+    };
     assert!(
-        took >= Duration::from_millis(2500) && took < Duration::from_secs(3),
-        "took {took:?}"
+        took >= Duration::from_millis(2500) && took < within,
+        "took {took:?}, not within {within:?}"
     );
     eprintln!("dockerhub behind a stalled proxy: null after {took:?}");
 }
