@@ -171,19 +171,9 @@ fn in_vm_first_boot_then_reboot() {
     let polls = server.poll_count();
     let mut vm = Vm::boot(&disks, &setup, 2);
     wait_unit(&mut vm, "active");
-    let deadline = Instant::now() + STARTING;
-    while server.poll_count() < polls + 5 {
-        assert!(Instant::now() < deadline, "no polls after the reboot");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    wait_polls(&server, polls, 5, STARTING);
     assert_eq!(edge_ids(&server), [edge_id.as_str()]);
-    let after = vm.wait_output(
-        "docker ps -a --format '{{.Names}} {{.ID}} {{.State}}' | sort",
-        &before,
-        STARTING,
-    );
-    assert_eq!(after, before, "the same container, running again");
-    assert_eq!(server.stack_reports(1).len(), reports, "no status re-sent");
+    assert_unchanged(&mut vm, &server, &before, reports);
     // At the shutdown, systemd stopped the agent, which stopped by itself (no SIGKILL).
     let previous = vm.sh("journalctl -b -1 -u edge-agent --no-pager -o cat | tail -n 6");
     assert!(
@@ -380,6 +370,18 @@ fn in_vm_power_cuts_while_stacks_deploy_jobs_run_and_state_is_saved() {
 /// Waits until `systemctl is-active edge-agent` says `state`.
 fn wait_unit(vm: &mut Vm, state: &str) {
     vm.wait_output("systemctl is-active edge-agent || true", state, STARTING);
+}
+
+/// After a reboot: the containers `before` listed (names, IDs) are running again, none was
+/// recreated, and stack 1 has still `reports` status reports (none re-sent).
+fn assert_unchanged(vm: &mut Vm, server: &FakePortainer, before: &str, reports: usize) {
+    let after = vm.wait_output(
+        "docker ps -a --format '{{.Names}} {{.ID}} {{.State}}' | sort",
+        before,
+        STARTING,
+    );
+    assert_eq!(after, before, "the same container, running again");
+    assert_eq!(server.stack_reports(1).len(), reports, "no status re-sent");
 }
 
 /// The agent's process id in the guest, or "" when it is not running.

@@ -103,6 +103,16 @@ new_stage() {
     echo "$out/stage"
 }
 
+# A staging folder in OUT holding a copy of the Debian ROOTFS, printed.
+debian_stage() {
+    local rootfs=$1 agent=$2 out=$3
+    local stage
+    stage=$(new_stage "$rootfs" "$agent" "$out")
+    cp -a "$rootfs" "$stage"
+    rm -f "$stage/.complete"
+    echo "$stage"
+}
+
 # The Debian machine in STAGE: a host name, DHCP on QEMU's user network, the data partition
 # when attached, a persistent journal, and the tests' control channel; then OUT/root.img,
 # OUT/vmlinuz and OUT/initrd.img. `nofail`: nothing waits for the data partition when none is
@@ -146,11 +156,9 @@ UNIT
 }
 
 debian() {
-    local rootfs=$1 agent=$2 out=$3
+    local agent=$2 out=$3
     local stage
-    stage=$(new_stage "$rootfs" "$agent" "$out")
-    cp -a "$rootfs" "$stage"
-    rm -f "$stage/.complete"
+    stage=$(debian_stage "$@")
 
     # The agent, as yocto-layer's recipe installs it (do_install and the systemd class, which
     # enables SYSTEMD_SERVICE), and nothing else of it configured.
@@ -166,11 +174,9 @@ debian() {
 # Nothing of the agent installed: what an operator copies to a Debian device before following
 # docs/install.md (the binary named edge-agent and packaging/ in one folder).
 bare() {
-    local rootfs=$1 agent=$2 out=$3
+    local agent=$2 out=$3
     local stage
-    stage=$(new_stage "$rootfs" "$agent" "$out")
-    cp -a "$rootfs" "$stage"
-    rm -f "$stage/.complete"
+    stage=$(debian_stage "$@")
     install -D -m 0755 "$agent" "$stage/root/edge-agent/edge-agent"
     cp -r "$repo/packaging" "$stage/root/edge-agent/packaging"
     debian_image "$stage" "$out"

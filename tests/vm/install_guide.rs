@@ -2,14 +2,14 @@
 //! "Removing it" shell blocks are read from the guide and run as they are.
 
 use super::{
-    compose, containers, edge_ids, guest_state, import_image, server, wait_status, wait_unit,
-    ENDPOINT, STARTING,
+    assert_unchanged, compose, containers, edge_ids, guest_state, import_image, server,
+    wait_status, wait_unit, ENDPOINT, STARTING,
 };
 use crate::support::vm::{Disks, Flavour, Setup, Vm, PORTAINER_IP};
 use crate::support::{edge_key, FakePortainer};
 use base64::Engine;
 use std::net::TcpListener;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// The Edge ID the operator copies from Portainer.
 const EDGE_ID: &str = "vm-install-guide-7f3a";
@@ -50,11 +50,7 @@ fn run_block(vm: &mut Vm, block: &str, env: &str) -> String {
 
 /// Waits until the server has answered 3 more polls than `since`, all with `EDGE_ID`.
 fn wait_polls(server: &FakePortainer, since: usize) {
-    let deadline = Instant::now() + STARTING;
-    while server.poll_count() < since + 3 {
-        assert!(Instant::now() < deadline, "no polls within {STARTING:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    super::wait_polls(server, since, 3, STARTING);
     assert_eq!(edge_ids(server), [EDGE_ID]);
 }
 
@@ -104,13 +100,7 @@ fn in_vm_install_guide_followed_literally() {
     let mut vm = Vm::boot(&disks, &setup, 2);
     wait_unit(&mut vm, "active");
     wait_polls(&server, polls);
-    let after = vm.wait_output(
-        "docker ps -a --format '{{.Names}} {{.ID}} {{.State}}' | sort",
-        &before,
-        STARTING,
-    );
-    assert_eq!(after, before, "the same container, running again");
-    assert_eq!(server.stack_reports(1).len(), reports, "no status re-sent");
+    assert_unchanged(&mut vm, &server, &before, reports);
 
     // "Removing it": the agent and its units go; the env file, the state (Edge ID, stacks)
     // and the stacks' containers stay.
